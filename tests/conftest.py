@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from triggerd.config.loader import LoadMode, LoadResult, load
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parent.parent
+
+AGENT = """\
+agent:
+  id: worker
+  type: command
+  command: ["cat"]
+"""
+
+Write = Callable[[str, str], Path]
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Write:
+    """Write dedented YAML text to a file below tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return _write
+
+
+def load_dir(
+    folder: Path, env: Mapping[str, str] | None = None, mode: LoadMode = LoadMode.VALIDATE
+) -> LoadResult:
+    return load(None, paths=[folder], mode=mode, env=dict(env or {}))
+
+
+def found(result: LoadResult) -> list[tuple[str, int, str, str]]:
+    """(file, line, severity, message) of every problem, in report order."""
+    return [(p.file, p.line, str(p.severity), p.message) for p in result.problems]

@@ -1,0 +1,174 @@
+"""`triggerd validate`, `schema` and `list` as a user runs them: a real process, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AGENT, REPO, Write
+
+
+def triggerd(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triggerd", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+        timeout=60,
+    )
+
+
+BROKEN = """\
+trigger:
+  id: broken
+  type: schedule
+  schedule:
+    cron: "0 0 31 2 *"
+    timezone: Nowhere/Special
+  agent: {id: nobody}
+"""
+
+
+@pytest.fixture
+def project(write: Write, tmp_path: Path) -> Path:
+    write("agents/a.yaml", AGENT)
+    write(
+        "triggers/ok.yaml",
+        "trigger:\n  id: ok\n  type: event\n  event: {pattern: 'x.*'}\n  agent: {id: worker}\n",
+    )
+    write("triggers/broken.yaml", BROKEN)
+    write("triggerd.yaml", "definitions: [triggers, agents]\n")
+    return tmp_path
+
+
+def test_validate_reports_every_problem_at_once_and_exits_1(project: Path) -> None:
+    proc = triggerd("validate", "--config", "triggerd.yaml", cwd=project)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        "triggers/broken.yaml:5:11: error: cron expression '0 0 31 2 *' can never fire (no such day in those "
+        "months) (at /trigger/schedule/cron)",
+        "triggers/broken.yaml:6:15: error: unknown time zone 'Nowhere/Special' (use an IANA name such as "
+        "'America/New_York' or 'UTC') (at /trigger/schedule/timezone)",
+    ]
+    assert proc.stderr == "2 error(s), 0 warning(s) in 3 definition file(s)\n"
+
+
+def test_validate_finds_config_triggerd_yaml_by_default(project: Path) -> None:
+    (project / "config").mkdir()
+    (project / "triggerd.yaml").rename(project / "config" / "triggerd.yaml")
+    (project / "config" / "triggerd.yaml").write_text("definitions: [../agents, ../triggers/ok.yaml]\n")
+    proc = triggerd("validate", cwd=project)
+    assert (proc.returncode, proc.stdout) == (0, "")
+
+
+def test_validate_json_format(project: Path) -> None:
+    proc = triggerd("validate", "triggers", "agents", "--format", "json", cwd=project)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["valid"] is False
+    assert report["problems"][0] == {
+        "file": "triggers/broken.yaml",
+        "line": 5,
+        "column": 11,
+        "severity": "error",
+        "message": "cron expression '0 0 31 2 *' can never fire (no such day in those months)",
+        "pointer": "/trigger/schedule/cron",
+    }
+    assert len(report["problems"]) == 2
+
+
+def test_validate_github_format(project: Path) -> None:
+    proc = triggerd("validate", "triggers/broken.yaml", "agents", "--format", "github", cwd=project)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == (
+        "::error file=triggers/broken.yaml,line=5,col=11::cron expression '0 0 31 2 *' can never fire "
+        "(no such day in those months) (at /trigger/schedule/cron)"
+    )
+
+
+def test_validate_only_the_named_paths_sees_unknown_agents(project: Path) -> None:
+    proc = triggerd("validate", "triggers/ok.yaml", cwd=project)
+    assert proc.returncode == 1
+    assert proc.stdout == "triggers/ok.yaml:5:15: error: unknown agent 'worker' (at /trigger/agent/id)\n"
+
+
+def test_warnings_pass_unless_strict(write: Write, tmp_path: Path) -> None:
+    write("a.yaml", AGENT.replace('["cat"]', '["cat", "${MISSING}"]'))
+    relaxed = triggerd("validate", "a.yaml", cwd=tmp_path)
+    strict = triggerd("validate", "a.yaml", "--strict", cwd=tmp_path)
+    line = "a.yaml:4:20: {}: environment variable MISSING is not set (at /agent/command/1)\n"
+    assert (relaxed.returncode, relaxed.stdout) == (0, line.format("warning"))
+    assert (strict.returncode, strict.stdout) == (1, line.format("error"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "nope.yaml"], "triggerd validate: no such file or directory: nope.yaml\n"),
+        (
+            ["validate", "--config", "nope.yaml"],
+            "triggerd validate: no settings file at nope.yaml (use --config PATH)\n",
+        ),
+        (["list", "--config", "nope.yaml"], "triggerd list: no settings file at nope.yaml\n"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = triggerd(*args, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, message)
+
+
+def test_bad_flags_exit_2(tmp_path: Path) -> None:
+    assert triggerd("validate", "--format", "xml", cwd=tmp_path).returncode == 2
+    assert triggerd("frobnicate", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("kind", ["settings", "trigger", "agent"])
+def test_schema_prints_the_shipped_schema(kind: str) -> None:
+    proc = triggerd("schema", kind)
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    filename = "triggerd" if kind == "settings" else kind
+    assert schema == json.loads((REPO / "schemas" / f"{filename}.schema.json").read_text())
+
+
+def test_schema_without_argument_prints_all_three() -> None:
+    proc = triggerd("schema")
+    assert sorted(json.loads(proc.stdout)) == ["agent", "settings", "trigger"]
+
+
+def test_list_text_and_json(project: Path) -> None:
+    (project / "triggers" / "broken.yaml").unlink()
+    (project / "triggers" / "webhook.yaml").write_text(
+        "trigger:\n  id: hook\n  type: webhook\n  enabled: false\n  webhook: {}\n  agent: {id: worker}\n"
+    )
+    text = triggerd("list", "--config", "triggerd.yaml", cwd=project)
+    assert text.returncode == 0
+    assert text.stdout.splitlines() == [
+        "ID    TYPE     ENABLED  AGENT   FIRES ON",
+        "hook  webhook  no       worker  POST /webhooks/hook",
+        "ok    event    yes      worker  x.*",
+    ]
+    rows = json.loads(triggerd("list", "--config", "triggerd.yaml", "--format", "json", cwd=project).stdout)
+    assert rows[0] == {
+        "id": "hook",
+        "type": "webhook",
+        "enabled": False,
+        "agent": "worker",
+        "on": "POST /webhooks/hook",
+    }
+
+
+def test_list_reports_broken_definitions_and_lists_the_rest(project: Path) -> None:
+    proc = triggerd("list", "--config", "triggerd.yaml", cwd=project)
+    assert proc.returncode == 1
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == ["ID", "ok"]
+    assert "triggers/broken.yaml:5:11: error: cron expression" in proc.stderr

@@ -1,0 +1,396 @@
+"""Every semantic check of `triggerd validate`, pinned to its file, line and message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AGENT, Write, found, load_dir
+from triggerd.config.loader import LoadMode, load
+
+
+def schedule(cron: str, extra: str = "") -> str:
+    return f"""\
+trigger:
+  id: nightly
+  type: schedule
+  schedule:
+    cron: "{cron}"
+{extra}  agent: {{id: worker}}
+"""
+
+
+def test_duplicate_trigger_ids_are_reported_at_the_second_definition(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    first = write("a.yaml", schedule("0 9 * * *"))
+    second = write("b.yaml", schedule("0 10 * * *"))
+    result = load_dir(tmp_path)
+    assert found(result) == [
+        (str(second), 2, "error", f"duplicate trigger id 'nightly' (also defined at {first}:1)")
+    ]
+    assert result.configuration is not None
+    assert result.configuration.triggers["nightly"].schedule.cron == "0 9 * * *"  # type: ignore[union-attr]
+
+
+def test_default_ids_come_from_the_name_then_the_file_stem(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    body = "  type: event\n  event: {pattern: x}\n  agent: {id: worker}\n"
+    write("Named.yaml", 'trigger:\n  name: "Daily Sales Report!"\n' + body)
+    write("From-Stem.yaml", "trigger:\n" + body)
+    result = load_dir(tmp_path)
+    assert result.problems == []
+    assert result.configuration is not None
+    assert sorted(result.configuration.triggers) == ["daily-sales-report", "from-stem"]
+
+
+def test_two_unnamed_documents_in_one_file_share_the_stem_and_collide(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    body = "trigger:\n  type: event\n  event: {pattern: x}\n  agent: {id: worker}\n"
+    path = write("alerts.yaml", body + "---\n" + body)
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 6, "error", f"duplicate trigger id 'alerts' (also defined at {path}:1)")
+    ]
+
+
+def test_duplicate_agent_ids(write: Write, tmp_path: Path) -> None:
+    path = write("agents.yaml", AGENT + "---\n" + AGENT)
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 7, "error", f"duplicate agent id 'worker' (also defined at {path}:1)")
+    ]
+
+
+def test_unknown_agent_id_suggests_the_closest(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *").replace("id: worker", "id: wroker"))
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 6, "error", "unknown agent 'wroker'; did you mean 'worker'?")
+    ]
+
+
+def test_trigger_of_a_broken_agent_names_the_agent_file(write: Write, tmp_path: Path) -> None:
+    agent = write("agents.yaml", 'agent:\n  id: worker\n  type: command\n  command: ["x {{ bad key }}"]\n')
+    path = write("t.yaml", schedule("0 9 * * *"))
+    assert found(load_dir(tmp_path)) == [
+        (str(agent), 4, "error", "placeholder '{{ bad key }}' is not a dotted path like {{ a.b }}"),
+        (str(path), 6, "error", f"agent 'worker' failed to load ({agent}:1)"),
+    ]
+
+
+def webhook(trigger_id: str, endpoint: str | None, method: str = "POST") -> str:
+    lines = [f"trigger:\n  id: {trigger_id}\n  type: webhook\n  webhook:\n    method: {method}\n"]
+    if endpoint:
+        lines.append(f"    endpoint: {endpoint}\n")
+    lines.append("  agent: {id: worker}\n")
+    return "".join(lines)
+
+
+def test_duplicate_endpoint_and_method(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    first = write("a.yaml", webhook("a", "/hooks/x"))
+    second = write("b.yaml", webhook("b", "/hooks/x/"))
+    write("c.yaml", webhook("c", "/hooks/x", method="PUT"))
+    assert found(load_dir(tmp_path)) == [
+        (str(second), 6, "error", f"POST /hooks/x/ is already the endpoint of trigger 'a' ({first}:1)")
+    ]
+
+
+def test_default_endpoint_collides_with_an_explicit_one(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    first = write("a.yaml", webhook("a", "/webhooks/b"))
+    second = write("b.yaml", webhook("b", None))
+    assert found(load_dir(tmp_path)) == [
+        (str(second), 5, "error", f"POST /webhooks/b is already the endpoint of trigger 'a' ({first}:1)")
+    ]
+
+
+def test_endpoint_under_the_admin_api_is_refused(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("a.yaml", webhook("a", "/v1/runs"))
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 6, "error", "endpoint /v1/runs is reserved for triggerd's own API")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        ("0 0 31 2 *", "cron expression '0 0 31 2 *' can never fire (no such day in those months)"),
+        (
+            "0 0 31 4,6,9,11 *",
+            "cron expression '0 0 31 4,6,9,11 *' can never fire (no such day in those months)",
+        ),
+        (
+            "0 0 9 * * *",
+            "cron expression has 6 fields; triggerd takes 5 (minute hour day-of-month month "
+            "day-of-week), without seconds or years",
+        ),
+        (
+            "0 0 9 * * * 2026",
+            "cron expression has 7 fields; triggerd takes 5 (minute hour day-of-month month "
+            "day-of-week), without seconds or years",
+        ),
+        ("CRON_TZ=UTC 0 9 * * *", "CRON_TZ= prefixes are not supported; set schedule.timezone instead"),
+        ("0 9 * *", "cron expression has 4 fields; expected 5 (minute hour day-of-month month day-of-week)"),
+        (
+            "61 9 * * *",
+            "malformed cron expression '61 9 * * *': [61 9 * * *] is not acceptable, out of range",
+        ),
+        (
+            "@reboot",
+            "unknown cron macro '@reboot' (use one of: @yearly, @annually, @monthly, @weekly, "
+            "@daily, @midnight, @hourly)",
+        ),
+    ],
+)
+def test_bad_cron_expressions(write: Write, tmp_path: Path, cron: str, message: str) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule(cron))
+    assert found(load_dir(tmp_path)) == [(str(path), 5, "error", message)]
+
+
+@pytest.mark.parametrize("cron", ["0 0 29 2 *", "0 0 31 2 1", "0 0 L 2 *", "@daily", "*/5 1-3 * * mon-fri"])
+def test_crons_that_can_fire_are_accepted(write: Write, tmp_path: Path, cron: str) -> None:
+    write("agents.yaml", AGENT)
+    write("t.yaml", schedule(cron))
+    assert load_dir(tmp_path).problems == []
+
+
+def test_unknown_time_zone(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *", "    timezone: Mars/Olympus_Mons\n"))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            6,
+            "error",
+            "unknown time zone 'Mars/Olympus_Mons' (use an IANA name such as 'America/New_York' or 'UTC')",
+        )
+    ]
+
+
+def test_start_date_after_end_date(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    extra = '    start_date: "2026-06-01T00:00:00Z"\n    end_date: "2026-05-01T00:00:00+02:00"\n'
+    path = write("t.yaml", schedule("0 9 * * *", extra))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            7,
+            "error",
+            "end_date 2026-05-01T00:00:00+02:00 is before start_date 2026-06-01T00:00:00Z",
+        )
+    ]
+
+
+def test_dates_need_an_offset(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *", "    start_date: 2026-06-01T00:00:00\n"))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            6,
+            "error",
+            "'2026-06-01T00:00:00' has no UTC offset; write e.g. 2026-06-01T00:00:00Z or "
+            "2026-06-01T00:00:00+01:00",
+        )
+    ]
+
+
+EVENT = """\
+trigger:
+  id: errors
+  type: event
+  event:
+    pattern: "{pattern}"
+{event}  agent:
+    id: worker
+{agent}"""
+
+
+def event(pattern: str = "error.*", event: str = "", agent: str = "") -> str:
+    return EVENT.format(pattern=pattern, event=event, agent=agent)
+
+
+def test_jsonpath_that_does_not_compile_in_input_mapping(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", event(agent='    input_mapping:\n      a: "$.event["\n'))
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 9, "error", "JSONPath '$.event[' does not compile: Parse error near the end of string!")
+    ]
+
+
+def test_jsonpath_that_does_not_compile_in_group_by_and_conditions(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = event(event='    group_by: "$..[?(@.x >)]"\n    condition: {"$.event.data[": 1}\n')
+    path = write("t.yaml", text)
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            6,
+            "error",
+            "JSONPath '$..[?(@.x >)]' does not compile: Parse error at 1:11 near token ) ())",
+        ),
+        (
+            str(path),
+            7,
+            "error",
+            "JSONPath '$.event.data[' does not compile: Parse error near the end of string!",
+        ),
+    ]
+
+
+def test_regex_pattern_that_does_not_compile(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", event(pattern="/error.(db|net/"))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            5,
+            "error",
+            "regular expression '/error.(db|net/' does not compile: "
+            "missing ), unterminated subpattern at position 6",
+        )
+    ]
+
+
+def test_regex_in_matches_clause_that_does_not_compile(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = event(event='    condition:\n      field: message\n      operator: matches\n      value: "[a-"\n')
+    path = write("t.yaml", text)
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            7,
+            "error",
+            "regular expression '[a-' does not compile: unterminated character set at position 0",
+        )
+    ]
+
+
+def test_unknown_structured_condition_operator(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = event(event="    condition:\n      field: severity\n      operator: like\n      value: high\n")
+    path = write("t.yaml", text)
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            8,
+            "error",
+            "unknown condition operator 'like' (expected one of: eq, ne, gt, gte, lt, lte, in, "
+            "not_in, contains, starts_with, ends_with, matches, exists, ==, !=, >, >=, <, <=)",
+        )
+    ]
+
+
+def test_unknown_shorthand_condition_operator(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", event(event='    condition:\n      severity: "=> high"\n'))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            7,
+            "error",
+            "unknown condition operator '=>' (expected one of: eq, ne, gt, gte, lt, lte, in, "
+            "not_in, contains, starts_with, ends_with, matches, exists, ==, !=, >, >=, <, <=)",
+        )
+    ]
+
+
+def test_count_threshold_without_window_in_the_shorthand(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = event(event='    condition:\n      severity: ">= high"\n      count_threshold: 5\n')
+    path = write("t.yaml", text)
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 8, "error", "count_threshold needs a window (e.g. window: 5m)")
+    ]
+
+
+def test_count_threshold_without_window_under_event(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", event(event="    count_threshold: 3\n"))
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 6, "error", "count_threshold needs a window (e.g. window: 5m)")
+    ]
+
+
+def test_count_threshold_and_window_in_the_shorthand_are_settings_not_fields(
+    write: Write, tmp_path: Path
+) -> None:
+    write("agents.yaml", AGENT)
+    text = event(
+        event='    condition:\n      severity: ">= high"\n      count_threshold: 5\n      window: 5m\n'
+    )
+    write("t.yaml", text)
+    result = load_dir(tmp_path)
+    assert result.problems == []
+    assert result.configuration is not None
+    match = result.configuration.triggers["errors"].event
+    assert match is not None
+    assert (match.count_threshold, match.window) == (5, 300.0)
+    assert repr(match.condition).count("Clause(") == 1  # severity only
+
+
+def test_generic_hmac_on_a_provider_header_warns(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = """\
+    trigger:
+      id: gh
+      type: webhook
+      webhook:
+        authentication:
+          type: hmac
+          secret: s3cret
+          header: X-Hub-Signature-256
+      agent: {id: worker}
+    """
+    path = write("t.yaml", text)
+    result = load_dir(tmp_path)
+    assert found(result) == [
+        (
+            str(path),
+            8,
+            "warning",
+            "header X-Hub-Signature-256 belongs to github's own scheme; consider "
+            "authentication type 'github' instead of generic hmac",
+        )
+    ]
+    assert result.configuration is not None and "gh" in result.configuration.triggers
+
+
+SETTINGS_OPEN = """\
+server:
+  listen: "0.0.0.0:8080"
+admin:
+  tokens: []
+"""
+
+
+def test_non_loopback_listen_without_admin_tokens_is_an_error(write: Write) -> None:
+    path = write("triggerd.yaml", SETTINGS_OPEN)
+    result = load(path, mode=LoadMode.VALIDATE, env={})
+    assert [p for p in found(result) if p[2] == "error"] == [
+        (
+            str(path),
+            2,
+            "error",
+            "the admin API would listen on 0.0.0.0:8080, which is not loopback, with no "
+            "admin.tokens; set admin.tokens or a loopback admin.listen",
+        )
+    ]
+    assert result.configuration is None
+
+
+def test_non_loopback_server_is_fine_with_a_loopback_admin_listener(write: Write) -> None:
+    path = write("triggerd.yaml", SETTINGS_OPEN + '  listen: "127.0.0.1:9090"\n')
+    assert load(path, mode=LoadMode.VALIDATE, env={}).errors == []
+
+
+def test_non_loopback_admin_listener_with_a_token_is_fine(write: Write) -> None:
+    path = write("triggerd.yaml", 'admin:\n  listen: "[::]:9090"\n  tokens: ["${TOKEN}"]\n')
+    assert load(path, mode=LoadMode.VALIDATE, env={"TOKEN": "t0ken"}).errors == []
+
+
+def test_an_empty_token_is_no_token(write: Write) -> None:
+    path = write("triggerd.yaml", 'admin:\n  listen: "10.0.0.1:9090"\n  tokens: ["${TOKEN:-}"]\n')
+    assert [p.line for p in load(path, mode=LoadMode.VALIDATE, env={}).errors] == [2]

@@ -1,0 +1,3 @@
+"""triggerd: a declarative trigger daemon."""
+
+__version__ = "0.1.0"

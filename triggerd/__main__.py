@@ -1,0 +1,3 @@
+from triggerd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""Frozen, typed configuration models. Durations are float seconds throughout."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from triggerd.conditions import Condition
+from triggerd.mapping import JsonPath, Template
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a definition was written: shown in every message about it."""
+
+    file: str
+    line: int
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A value that must never be logged or returned: its repr and str hide it."""
+
+    value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self.value
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# --- settings (SPEC 2.1) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: Listen = Listen("127.0.0.1", 8080)
+    max_body_bytes: int = 1_048_576
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    listen: Listen | None = None
+    tokens: tuple[Secret, ...] = ()
+
+
+class SyncLevel(StrEnum):
+    NORMAL = "normal"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    url: str
+    retention: float = 30 * 86400.0
+    sync: SyncLevel = SyncLevel.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_concurrent_runs: int = 16
+    shutdown_grace_seconds: float = 30.0
+    max_event_chain_depth: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The daemon's settings file, with every default applied and paths made absolute."""
+
+    path: Path | None
+    base_dir: Path
+    server: ServerSettings
+    admin: AdminSettings
+    store: StoreSettings
+    definitions: tuple[str, ...]
+    limits: Limits
+    logging: LoggingSettings
+
+
+# --- agents (SPEC 5.1) -------------------------------------------------------
+
+
+class AgentType(StrEnum):
+    ANTHROPIC = "anthropic"
+    COMMAND = "command"
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agent:
+    """What every agent has; the backend's own fields are on the subclasses."""
+
+    id: str
+    name: str | None
+    description: str | None
+    type: AgentType
+    max_concurrent: int | None
+    timeout_seconds: float | None
+    origin: Origin
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnthropicAgent(Agent):
+    model: str
+    system: str | None
+    prompt: Template | None
+    max_tokens: int
+    temperature: float | None
+    params: Mapping[str, Any]
+    api_key: Secret | None
+    base_url: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandAgent(Agent):
+    command: tuple[Template, ...]
+    working_dir: str | None
+    env: Mapping[str, Secret]
+    max_output_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpAgent(Agent):
+    url: str
+    method: str
+    headers: Mapping[str, Secret]
+
+
+AnyAgent = AnthropicAgent | CommandAgent | HttpAgent
+
+
+# --- triggers (SPEC 3) -------------------------------------------------------
+
+
+class TriggerType(StrEnum):
+    SCHEDULE = "schedule"
+    WEBHOOK = "webhook"
+    EVENT = "event"
+
+
+class Overlap(StrEnum):
+    QUEUE = "queue"
+    SKIP = "skip"
+    REPLACE = "replace"
+
+
+class AuthType(StrEnum):
+    HMAC = "hmac"
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    SLACK = "slack"
+    STRIPE = "stripe"
+    STANDARD_WEBHOOKS = "standard-webhooks"
+    SHOPIFY = "shopify"
+    BEARER = "bearer"
+    BASIC = "basic"
+    API_KEY = "api_key"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRule:
+    """One input_mapping key: the JSONPath that computes it and what to do with no match."""
+
+    key: str
+    path: JsonPath
+    required: bool = False
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentCall:
+    """The trigger's agent: which one, and the input it is given."""
+
+    id: str
+    input: Mapping[str, Any]
+    input_mapping: tuple[MappingRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 1
+    backoff: float = 10.0
+    max_backoff: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    jitter_seconds: int = 0
+    catchup_window: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    type: AuthType
+    secrets: tuple[Secret, ...]
+    header: str | None = None
+    algorithm: str = "sha256"
+    encoding: str = "hex"
+    prefix: str = ""
+    username: str | None = None
+    tolerance: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class StaticResponse:
+    status: int = 202
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    endpoint: str
+    method: str = "POST"
+    authentication: Authentication | None = None
+    ip_allowlist: tuple[IPNetwork, ...] = ()
+    rate_limit: RateLimit | None = None
+    max_body_bytes: int | None = None
+    filter: Condition | None = None
+    response: StaticResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatch:
+    pattern: str
+    sources: tuple[str, ...] = ()
+    condition: Condition | None = None
+    count_threshold: int | None = None
+    window: float | None = None
+    group_by: JsonPath | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trigger:
+    id: str
+    name: str | None
+    description: str | None
+    type: TriggerType
+    enabled: bool
+    agent: AgentCall
+    schedule: Schedule | None = None
+    webhook: Webhook | None = None
+    event: EventMatch | None = None
+    max_concurrent: int = 1
+    overlap: Overlap = Overlap.QUEUE
+    max_queued: int = 100
+    timeout_seconds: float = 3600.0
+    retry: RetryPolicy = RetryPolicy()
+    idempotency_key: JsonPath | None = None
+    dedupe_window: float = 86400.0
+    max_event_age: float | None = None
+    origin: Origin
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """A whole loaded configuration: what the daemon runs and `validate` checks."""
+
+    settings: Settings
+    triggers: Mapping[str, Trigger]
+    agents: Mapping[str, AnyAgent]
+    files: tuple[Path, ...] = ()

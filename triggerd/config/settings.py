@@ -1,0 +1,119 @@
+"""The settings file (SPEC 2.1): where it is, its defaults, and the rules on listening."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from triggerd.config.documents import Document
+from triggerd.config.models import (
+    AdminSettings,
+    IPNetwork,
+    Limits,
+    Listen,
+    LoggingSettings,
+    Secret,
+    ServerSettings,
+    Settings,
+    StoreSettings,
+    SyncLevel,
+)
+
+DEFAULT_DEFINITIONS = ("triggers", "agents")
+
+
+def default_settings_path(cwd: Path) -> Path:
+    """config/triggerd.yaml when it exists in the working directory, else /etc/triggerd/triggerd.yaml."""
+    local = cwd / "config" / "triggerd.yaml"
+    return local if local.exists() else Path("/etc/triggerd/triggerd.yaml")
+
+
+def parse_listen(text: str) -> Listen:
+    """'host:port' or '[v6]:port' -> Listen; raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not host:port with a port from 0 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return Listen(host or "0.0.0.0", int(port))  # noqa: S104 - an empty host means every address
+
+
+def store_url(raw: str | None, base_dir: Path, env: Mapping[str, str]) -> str:
+    """The store URL with a relative sqlite path made absolute (SPEC 2.5)."""
+    if raw is None:
+        state = env.get("STATE_DIRECTORY")
+        # systemd may pass several directories separated by ':'; the first is ours.
+        folder = Path(state.split(":")[0]) if state else base_dir / ".triggerd"
+        return f"sqlite:///{folder / 'triggerd.db'}"
+    if raw.startswith("sqlite:///") and not raw.startswith("sqlite:////"):
+        return f"sqlite:///{(base_dir / raw.removeprefix('sqlite:///')).resolve()}"
+    return raw
+
+
+def build_settings(
+    doc: Document | None, path: Path | None, base_dir: Path, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from a schema-valid document (None: every default); problems go to doc."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = (doc.value if doc is not None else None) or {}
+    server, admin, store = raw.get("server", {}), raw.get("admin", {}), raw.get("store", {})
+    limits, logging = raw.get("limits", {}), raw.get("logging", {})
+
+    def listen(pointer: str, text: str) -> Listen:
+        try:
+            return parse_listen(text)
+        except ValueError as exc:
+            if doc is not None:
+                doc.fail(pointer, str(exc))
+            return Listen("127.0.0.1", 0)
+
+    def networks(items: list[str]) -> tuple[IPNetwork, ...]:
+        found = []
+        for i, text in enumerate(items):
+            try:
+                found.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                if doc is not None:
+                    doc.fail(f"/server/trusted_proxies/{i}", f"{text!r} is not an IP address or CIDR network")
+        return tuple(found)
+
+    server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
+    admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
+    # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
+    tokens = tuple(Secret(t) for t in admin.get("tokens", []) if t.strip())
+    settings = Settings(
+        path=path,
+        base_dir=base_dir,
+        server=ServerSettings(
+            server_listen,
+            server.get("max_body_bytes", 1_048_576),
+            networks(server.get("trusted_proxies", [])),
+        ),
+        admin=AdminSettings(admin_listen, tokens),
+        store=StoreSettings(
+            url=store_url(store.get("url"), base_dir, env),
+            retention=doc.duration("/store/retention", store.get("retention", "30d"))
+            if doc
+            else 30 * 86400.0,
+            sync=SyncLevel(store.get("sync", "normal")),
+        ),
+        definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),
+        limits=Limits(
+            limits.get("max_concurrent_runs", 16),
+            float(limits.get("shutdown_grace_seconds", 30)),
+            limits.get("max_event_chain_depth", 8),
+        ),
+        logging=LoggingSettings(logging.get("level", "info"), logging.get("format", "json")),
+    )
+    admin_at = admin_listen or server_listen
+    if doc is not None and not admin_at.is_loopback and not tokens:
+        pointer = "/admin/listen" if admin_listen else "/server/listen"
+        doc.fail(
+            pointer,
+            f"the admin API would listen on {admin_at}, which is not loopback, with no "
+            "admin.tokens; set admin.tokens or a loopback admin.listen",
+        )
+    return settings

@@ -1,0 +1,101 @@
+"""JSONPath on the trigger context (SPEC 3.5) and `{{ dotted.path }}` templates (SPEC 5.1)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from jsonpath_ng.exceptions import JSONPathError
+from jsonpath_ng.ext.parser import parse as _parse_jsonpath
+
+from triggerd.errors import PathError, TemplateError
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPath:
+    """A compiled JSONPath expression; compile once with compile_path, find many times."""
+
+    text: str
+    expression: Any
+
+    def find(self, data: Any) -> list[Any]:
+        """Every value the path matches in data, in document order."""
+        return [match.value for match in self.expression.find(data)]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@lru_cache(maxsize=8192)
+def compile_path(text: str) -> JsonPath:
+    """Compile a JSONPath (jsonpath-ng extended syntax); raises PathError if it does not compile."""
+    if not text.strip().startswith("$"):
+        raise PathError(f"JSONPath {text!r} must start with '$'")
+    try:
+        return JsonPath(text, _parse_jsonpath(text))
+    except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
+        raise PathError(f"JSONPath {text!r} does not compile: {exc}") from None
+
+
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_DOTTED = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """Text with `{{ dotted.path }}` placeholders into the run input; no other logic."""
+
+    text: str
+    parts: tuple[str | tuple[str, ...], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Template:
+        """Split text into literal parts and placeholder paths; raises TemplateError if malformed."""
+        parts: list[str | tuple[str, ...]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(text):
+            name = match.group(1).strip()
+            if not _DOTTED.fullmatch(name):
+                raise TemplateError(f"placeholder {match.group(0)!r} is not a dotted path like {{{{ a.b }}}}")
+            parts.append(text[position : match.start()])
+            parts.append(tuple(name.split(".")))
+            position = match.end()
+        rest = text[position:]
+        if "{{" in rest:
+            raise TemplateError(f"unclosed '{{{{' in {text!r}")
+        parts.append(rest)
+        return cls(text, tuple(p for p in parts if p != ""))
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(".".join(p) for p in self.parts if isinstance(p, tuple))
+
+    def render(self, data: Any) -> str:
+        """Fill every placeholder from data; raises TemplateError naming a missing key."""
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = lookup(data, part)
+            out.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        return "".join(out)
+
+
+_MISSING = object()
+
+
+def lookup(data: Any, path: tuple[str, ...]) -> Any:
+    """Follow a dotted path through mappings (by key) and lists (by index)."""
+    current = data
+    for step in path:
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
+            current = current[int(step)]
+        else:
+            raise TemplateError(f"template key '{'.'.join(path)}' is missing from the run input")
+    return current

@@ -1,0 +1,1 @@
+"""What produces firings: schedules, webhooks and events."""
