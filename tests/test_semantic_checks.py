@@ -394,3 +394,18 @@ def test_non_loopback_admin_listener_with_a_token_is_fine(write: Write) -> None:
 def test_an_empty_token_is_no_token(write: Write) -> None:
     path = write("triggerd.yaml", 'admin:\n  listen: "10.0.0.1:9090"\n  tokens: ["${TOKEN:-}"]\n')
     assert [p.line for p in load(path, mode=LoadMode.VALIDATE, env={}).errors] == [2]
+
+
+def test_bad_addresses_in_ip_allowlist_and_trusted_proxies(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    text = "trigger:\n  id: h\n  type: webhook\n  webhook:\n    ip_whitelist: [10.0.0.0/8, 10.0.0.300]\n"
+    path = write("t.yaml", text + "  agent: {id: worker}\n")
+    assert found(load_dir(tmp_path)) == [
+        (str(path), 5, "error", "'10.0.0.300' is not an IP address or CIDR network")
+    ]
+    settings = write(
+        "triggerd.yaml", "server:\n  trusted_proxies:\n    - 192.168.0.0/16\n    - proxy.local\n"
+    )
+    assert [p for p in found(load(settings, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
+        (str(settings), 4, "error", "'proxy.local' is not an IP address or CIDR network")
+    ]

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,16 @@ class Document:
         except DurationError as exc:
             self.fail(pointer, str(exc))
             return 0.0
+
+    def networks(self, pointer: str, items: list[str]) -> tuple[IPv4Network | IPv6Network, ...]:
+        """IP networks from addresses or CIDRs; each bad item is a problem at its own index."""
+        found = []
+        for i, text in enumerate(items):
+            try:
+                found.append(ip_network(text.strip(), strict=False))
+            except ValueError:
+                self.fail(f"{pointer}/{i}", f"{text!r} is not an IP address or CIDR network")
+        return tuple(found)
 
     def jsonpath(self, pointer: str, text: str) -> JsonPath | None:
         """A compiled JSONPath, or None with a problem recorded."""

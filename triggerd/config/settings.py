@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 from triggerd.config.documents import Document
 from triggerd.config.models import (
     AdminSettings,
-    IPNetwork,
     Limits,
     Listen,
     LoggingSettings,
@@ -70,16 +68,6 @@ def build_settings(
                 doc.fail(pointer, str(exc))
             return Listen("127.0.0.1", 0)
 
-    def networks(items: list[str]) -> tuple[IPNetwork, ...]:
-        found = []
-        for i, text in enumerate(items):
-            try:
-                found.append(ipaddress.ip_network(text.strip(), strict=False))
-            except ValueError:
-                if doc is not None:
-                    doc.fail(f"/server/trusted_proxies/{i}", f"{text!r} is not an IP address or CIDR network")
-        return tuple(found)
-
     server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
@@ -90,7 +78,11 @@ def build_settings(
         server=ServerSettings(
             server_listen,
             server.get("max_body_bytes", 1_048_576),
-            networks(server.get("trusted_proxies", [])),
+            (
+                doc.networks("/server/trusted_proxies", server.get("trusted_proxies", []))
+                if doc is not None
+                else ()
+            ),
         ),
         admin=AdminSettings(admin_listen, tokens),
         store=StoreSettings(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import re
 import zoneinfo
@@ -17,7 +16,6 @@ from triggerd.config.models import (
     Authentication,
     AuthType,
     EventMatch,
-    IPNetwork,
     MappingRule,
     Origin,
     Overlap,
@@ -174,16 +172,6 @@ def _schedule(doc: Document, s: dict[str, Any]) -> Schedule:
     )
 
 
-def _networks(doc: Document, pointer: str, items: list[str]) -> tuple[IPNetwork, ...]:
-    networks = []
-    for i, text in enumerate(items):
-        try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError:
-            doc.fail(f"{pointer}/{i}", f"{text!r} is not an IP address or CIDR network")
-    return tuple(networks)
-
-
 def _webhook(doc: Document, w: dict[str, Any], trigger_id: str) -> Webhook:
     p = "/trigger/webhook"
     endpoint = w.get("endpoint", f"/webhooks/{trigger_id}")
@@ -200,7 +188,7 @@ def _webhook(doc: Document, w: dict[str, Any], trigger_id: str) -> Webhook:
         endpoint=endpoint,
         method=w.get("method", "POST"),
         authentication=_authentication(doc, w["authentication"]) if "authentication" in w else None,
-        ip_allowlist=_networks(doc, f"{p}/{allow_key}", w.get(allow_key, [])),
+        ip_allowlist=doc.networks(f"{p}/{allow_key}", w.get(allow_key, [])),
         rate_limit=(
             RateLimit(rate["requests"], doc.duration(f"{p}/rate_limit/per", rate["per"])) if rate else None
         ),
