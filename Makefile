@@ -13,8 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/triggerd validate --config config/triggerd.yaml
-	$(BIN)/triggerd list --config config/triggerd.yaml
+	$(BIN)/triggerd run --config config/triggerd.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check triggerd tests bench

@@ -50,9 +50,7 @@ def trigger_file(i: int) -> str:
 
 
 def agents_file() -> str:
-    docs = [
-        f'agent:\n  id: agent-{n}\n  type: command\n  command: ["echo", "{{{{ n }}}}"]\n' for n in range(10)
-    ]
+    docs = [f'agent:\n  id: agent-{n}\n  type: command\n  command: ["echo", "{{{{ n }}}}"]\n' for n in range(10)]
     return "---\n".join(docs)
 
 
@@ -68,9 +66,7 @@ def timed(argv: list[str], repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()

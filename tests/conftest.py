@@ -34,9 +34,7 @@ def write(tmp_path: Path) -> Write:
     return _write
 
 
-def load_dir(
-    folder: Path, env: Mapping[str, str] | None = None, mode: LoadMode = LoadMode.VALIDATE
-) -> LoadResult:
+def load_dir(folder: Path, env: Mapping[str, str] | None = None, mode: LoadMode = LoadMode.VALIDATE) -> LoadResult:
     return load(None, paths=[folder], mode=mode, env=dict(env or {}))
 
 

@@ -43,15 +43,11 @@ def test_keys_are_the_text_as_written(write: Write) -> None:
 
 def test_duplicate_keys_are_an_error_at_the_second(write: Write) -> None:
     docs, _ = read_documents(write("d.yaml", "a: 1\nb: 2\na: 3\n"), "d.yaml", {})
-    assert [str(p) for p in docs[0].problems] == [
-        "d.yaml:3:1: error: duplicate key 'a' (first at line 1) (at /a)"
-    ]
+    assert [str(p) for p in docs[0].problems] == ["d.yaml:3:1: error: duplicate key 'a' (first at line 1) (at /a)"]
 
 
 def test_syntax_error_is_located_and_loads_nothing_of_the_file(write: Write) -> None:
-    docs, problems = read_documents(
-        write("bad.yaml", AGENT + "---\nagent:\n  id: [unclosed\n"), "bad.yaml", {}
-    )
+    docs, problems = read_documents(write("bad.yaml", AGENT + "---\nagent:\n  id: [unclosed\n"), "bad.yaml", {})
     assert docs == []
     assert [(p.line, p.column) for p in problems] == [(8, 1)]
     assert problems[0].message.startswith("YAML syntax error: while parsing a flow sequence")
@@ -91,9 +87,7 @@ def test_a_broken_file_among_good_ones_affects_nothing_else(write: Write, tmp_pa
             f"trigger:\n  id: {name}\n  type: event\n  event: {{pattern: x}}\n  agent: {{id: worker}}\n",
         )
     broken = write("broken.yaml", "trigger:\n  id: broken\n  type: event\n  event: {pattern: x\n")
-    bad_schema = write(
-        "schema.yaml", "trigger:\n  id: s\n  type: event\n  enabled: maybe\n  agent: {id: worker}\n"
-    )
+    bad_schema = write("schema.yaml", "trigger:\n  id: s\n  type: event\n  enabled: maybe\n  agent: {id: worker}\n")
     result = load_dir(tmp_path)
     assert [(f, line) for f, line, _, _ in found(result)] == [
         (str(broken), 5),

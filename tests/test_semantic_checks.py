@@ -26,9 +26,7 @@ def test_duplicate_trigger_ids_are_reported_at_the_second_definition(write: Writ
     first = write("a.yaml", schedule("0 9 * * *"))
     second = write("b.yaml", schedule("0 10 * * *"))
     result = load_dir(tmp_path)
-    assert found(result) == [
-        (str(second), 2, "error", f"duplicate trigger id 'nightly' (also defined at {first}:1)")
-    ]
+    assert found(result) == [(str(second), 2, "error", f"duplicate trigger id 'nightly' (also defined at {first}:1)")]
     assert result.configuration is not None
     assert result.configuration.triggers["nightly"].schedule.cron == "0 9 * * *"  # type: ignore[union-attr]
 
@@ -63,9 +61,7 @@ def test_duplicate_agent_ids(write: Write, tmp_path: Path) -> None:
 def test_unknown_agent_id_suggests_the_closest(write: Write, tmp_path: Path) -> None:
     write("agents.yaml", AGENT)
     path = write("t.yaml", schedule("0 9 * * *").replace("id: worker", "id: wroker"))
-    assert found(load_dir(tmp_path)) == [
-        (str(path), 6, "error", "unknown agent 'wroker'; did you mean 'worker'?")
-    ]
+    assert found(load_dir(tmp_path)) == [(str(path), 6, "error", "unknown agent 'wroker'; did you mean 'worker'?")]
 
 
 def test_trigger_of_a_broken_agent_names_the_agent_file(write: Write, tmp_path: Path) -> None:
@@ -191,8 +187,7 @@ def test_dates_need_an_offset(write: Write, tmp_path: Path) -> None:
             str(path),
             6,
             "error",
-            "'2026-06-01T00:00:00' has no UTC offset; write e.g. 2026-06-01T00:00:00Z or "
-            "2026-06-01T00:00:00+01:00",
+            "'2026-06-01T00:00:00' has no UTC offset; write e.g. 2026-06-01T00:00:00Z or 2026-06-01T00:00:00+01:00",
         )
     ]
 
@@ -248,8 +243,7 @@ def test_regex_pattern_that_does_not_compile(write: Write, tmp_path: Path) -> No
             str(path),
             5,
             "error",
-            "regular expression '/error.(db|net/' does not compile: "
-            "missing ), unterminated subpattern at position 6",
+            "regular expression '/error.(db|net/' does not compile: missing ), unterminated subpattern at position 6",
         )
     ]
 
@@ -301,26 +295,18 @@ def test_count_threshold_without_window_in_the_shorthand(write: Write, tmp_path:
     write("agents.yaml", AGENT)
     text = event(event='    condition:\n      severity: ">= high"\n      count_threshold: 5\n')
     path = write("t.yaml", text)
-    assert found(load_dir(tmp_path)) == [
-        (str(path), 8, "error", "count_threshold needs a window (e.g. window: 5m)")
-    ]
+    assert found(load_dir(tmp_path)) == [(str(path), 8, "error", "count_threshold needs a window (e.g. window: 5m)")]
 
 
 def test_count_threshold_without_window_under_event(write: Write, tmp_path: Path) -> None:
     write("agents.yaml", AGENT)
     path = write("t.yaml", event(event="    count_threshold: 3\n"))
-    assert found(load_dir(tmp_path)) == [
-        (str(path), 6, "error", "count_threshold needs a window (e.g. window: 5m)")
-    ]
+    assert found(load_dir(tmp_path)) == [(str(path), 6, "error", "count_threshold needs a window (e.g. window: 5m)")]
 
 
-def test_count_threshold_and_window_in_the_shorthand_are_settings_not_fields(
-    write: Write, tmp_path: Path
-) -> None:
+def test_count_threshold_and_window_in_the_shorthand_are_settings_not_fields(write: Write, tmp_path: Path) -> None:
     write("agents.yaml", AGENT)
-    text = event(
-        event='    condition:\n      severity: ">= high"\n      count_threshold: 5\n      window: 5m\n'
-    )
+    text = event(event='    condition:\n      severity: ">= high"\n      count_threshold: 5\n      window: 5m\n')
     write("t.yaml", text)
     result = load_dir(tmp_path)
     assert result.problems == []
@@ -400,12 +386,8 @@ def test_bad_addresses_in_ip_allowlist_and_trusted_proxies(write: Write, tmp_pat
     write("agents.yaml", AGENT)
     text = "trigger:\n  id: h\n  type: webhook\n  webhook:\n    ip_whitelist: [10.0.0.0/8, 10.0.0.300]\n"
     path = write("t.yaml", text + "  agent: {id: worker}\n")
-    assert found(load_dir(tmp_path)) == [
-        (str(path), 5, "error", "'10.0.0.300' is not an IP address or CIDR network")
-    ]
-    settings = write(
-        "triggerd.yaml", "server:\n  trusted_proxies:\n    - 192.168.0.0/16\n    - proxy.local\n"
-    )
+    assert found(load_dir(tmp_path)) == [(str(path), 5, "error", "'10.0.0.300' is not an IP address or CIDR network")]
+    settings = write("triggerd.yaml", "server:\n  trusted_proxies:\n    - 192.168.0.0/16\n    - proxy.local\n")
     assert [p for p in found(load(settings, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
         (str(settings), 4, "error", "'proxy.local' is not an IP address or CIDR network")
     ]

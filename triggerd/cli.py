@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from triggerd import __version__
-from triggerd.config.loader import LoadMode, LoadResult, load
-from triggerd.config.models import Configuration, Trigger, TriggerType
-from triggerd.config.problems import Problem, format_github, format_json, format_text
+from triggerd.client import AdminClient, ClientError
+from triggerd.config.loader import LoadMode, load
+from triggerd.config.models import Trigger, TriggerType
+from triggerd.config.problems import format_github, format_json, format_text
 from triggerd.config.schema import SchemaKind, schema_text
 from triggerd.config.settings import default_settings_path
+from triggerd.runs import RunStatus
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -38,9 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--config", type=Path, help="settings file")
     validate.add_argument("--format", choices=["text", "json", "github"], default="text")
-    validate.add_argument(
-        "--strict", action="store_true", help="treat warnings (missing variables included) as errors"
-    )
+    validate.add_argument("--strict", action="store_true", help="treat warnings (missing variables included) as errors")
 
     schema = commands.add_parser("schema", help="print a JSON Schema")
     schema.add_argument(
@@ -53,20 +53,53 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the configured triggers")
     listing.add_argument("--config", type=Path, help="settings file")
     listing.add_argument("--format", choices=["text", "json"], default="text")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, help="settings file")
+
+    def remote(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", type=Path, help="settings file (to find the daemon)")
+        sub.add_argument("--url", help="admin API base URL (default: TRIGGERD_URL, else from the settings)")
+        sub.add_argument("--token", help="admin token (default: TRIGGERD_TOKEN, else the settings' first)")
+        return sub
+
+    fire = remote("fire", "fire a trigger by hand")
+    fire.add_argument("trigger_id", metavar="TRIGGER_ID")
+    fire.add_argument("--input", type=_json_object, default={}, help="JSON object merged over the static input")
+    runs = remote("runs", "list runs")
+    runs.add_argument("--trigger")
+    runs.add_argument("--status", choices=[s.value for s in RunStatus])
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--format", choices=["text", "json"], default="text")
+    for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
+        remote(name, help_text).add_argument("run_id", metavar="RUN_ID")
     return parser
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run}
     try:
-        if args.command == "validate":
-            return _validate(args)
-        if args.command == "schema":
-            return _schema(args)
-        return _list(args)
+        if args.command in commands:
+            return commands[args.command](args)
+        return _remote(args)
     except UsageError as exc:
         print(f"triggerd {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ClientError as exc:
+        print(f"triggerd {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 def _settings_path(explicit: Path | None) -> Path:
@@ -107,18 +140,12 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report(result: LoadResult) -> None:
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
-
-
-def _loaded(explicit: Path | None) -> tuple[Configuration | None, list[Problem], LoadResult]:
+def _settings_or_defaults(explicit: Path | None) -> Path | None:
+    """The settings file `run`, `list` and the daemon commands read; None means every default."""
     path = explicit if explicit is not None else default_settings_path(Path.cwd())
     if explicit is not None and not path.is_file():
         raise UsageError(f"no settings file at {path}")
-    result = load(path if path.is_file() else None, mode=LoadMode.DAEMON)
-    _report(result)
-    return result.configuration, result.errors, result
+    return path if path.is_file() else None
 
 
 def _fires_on(trigger: Trigger) -> str:
@@ -132,7 +159,10 @@ def _fires_on(trigger: Trigger) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    configuration, errors, _ = _loaded(args.config)
+    result = load(_settings_or_defaults(args.config), mode=LoadMode.DAEMON)
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    configuration = result.configuration
     if configuration is None:
         return EXIT_INVALID
     rows: list[dict[str, Any]] = [
@@ -147,4 +177,39 @@ def _list(args: argparse.Namespace) -> int:
         widths = {k: max(len(str(r[k])) for r in table) for k in header}
         for row in table:
             print("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
-    return EXIT_INVALID if errors else EXIT_OK
+    return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from triggerd.daemon import run_daemon  # the daemon's imports are not needed by the offline commands
+
+    return run_daemon(_settings_or_defaults(args.config))
+
+
+def _remote(args: argparse.Namespace) -> int:
+    path = _settings_or_defaults(args.config)
+    settings = load(path, paths=[]).configuration if path is not None else None
+    client = AdminClient.locate(settings.settings if settings else None, args.url, args.token)
+    if args.command == "fire":
+        answer = client.request("POST", f"/v1/triggers/{client.quoted(args.trigger_id)}/fire", {"input": args.input})
+        print(f"{answer['run_id']} {answer['status']}")
+    elif args.command == "runs":
+        query = {"trigger": args.trigger, "status": args.status, "limit": args.limit}
+        runs = client.request("GET", "/v1/runs", query=query)["runs"]
+        print(json.dumps(runs, indent=2) if args.format == "json" else _runs_table(runs))
+    elif args.command == "show":
+        print(json.dumps(client.request("GET", f"/v1/runs/{client.quoted(args.run_id)}"), indent=2))
+    elif args.command == "cancel":
+        answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/cancel")
+        print(f"{answer['id']} {answer['status']}")
+    else:
+        answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/replay")
+        print(f"{answer['run_id']} {answer['status']} (replay of {answer['replay_of']})")
+    return EXIT_OK
+
+
+def _runs_table(runs: list[dict[str, Any]]) -> str:
+    header = ("RUN", "STATUS", "TRIGGER", "ATTEMPTS", "CREATED")
+    rows = [header] + [(r["id"], r["status"], r["trigger_id"], str(len(r["attempts"])), r["created_at"]) for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -119,9 +119,7 @@ class _Parser:
 
     def condition(self, raw: Any, pointer: str) -> Condition:
         if not isinstance(raw, dict):
-            self.fail(
-                pointer, "a condition is a mapping (shorthand, {field, operator, value}, all, any or not)"
-            )
+            self.fail(pointer, "a condition is a mapping (shorthand, {field, operator, value}, all, any or not)")
             return AllOf(())
         if "field" in raw:
             extra = sorted(set(raw) - _CLAUSE_KEYS)
@@ -166,8 +164,7 @@ class _Parser:
         if isinstance(value, dict):
             self.fail(
                 pointer,
-                f"shorthand '{key}' takes a value or \"<op> <value>\"; "
-                "use {field, operator, value} for more",
+                f"shorthand '{key}' takes a value or \"<op> <value>\"; use {{field, operator, value}} for more",
             )
             return AllOf(())
         if isinstance(value, list):

@@ -38,3 +38,29 @@ class ConditionError(TriggerdError, ValueError):
 
 class CronError(TriggerdError, ValueError):
     """Raised by schedules.check_cron for expressions that are malformed or can never fire."""
+
+
+class StoreError(TriggerdError):
+    """Raised by a store when its database cannot be read or written; nothing was acknowledged."""
+
+
+class AgentFailure(TriggerdError):
+    """Raised by an agent backend when an attempt failed; `retryable` says whether retry may help."""
+
+    def __init__(self, message: str, *, retryable: bool, output: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.output = output
+
+
+class NotFound(TriggerdError):
+    """Raised by the dispatcher for a trigger or run id it does not know."""
+
+
+class Conflict(TriggerdError):
+    """Raised by the dispatcher for a request the run's state forbids (cancel a finished run, say)."""
+
+
+class Unavailable(TriggerdError):
+    """Raised by the dispatcher once it is draining for shutdown: the caller should answer 503."""

@@ -90,9 +90,7 @@ class Document:
             pointer = pointer.rsplit("/", 1)[0]
         return self.marks.get(pointer, Mark(1, 1))
 
-    def problem(
-        self, pointer: str, message: str, severity: Severity = Severity.ERROR, *, key: bool = False
-    ) -> Problem:
+    def problem(self, pointer: str, message: str, severity: Severity = Severity.ERROR, *, key: bool = False) -> Problem:
         return problem_at(self.file, self.mark(pointer, key=key), message, pointer, severity)
 
     def shown(self, pointer: str, value: object) -> str:

@@ -190,9 +190,7 @@ def _load_definitions(
         problems.extend(file_problems)
         if not documents and not file_problems:
             problems.append(
-                problem_at(
-                    display_path(path), Mark(1, 1), "no trigger or agent in this file", "", Severity.WARNING
-                )
+                problem_at(display_path(path), Mark(1, 1), "no trigger or agent in this file", "", Severity.WARNING)
             )
         for doc in documents:
             loaded = _build(doc, path.stem)
@@ -218,8 +216,7 @@ def _build(doc: Document, stem: str) -> _Loaded | None:
         found = ", ".join(map(str, value)) if isinstance(value, dict) else type(value).__name__
         doc.fail(
             "",
-            "a definition document has exactly one top-level key, 'trigger' or 'agent' "
-            f"(found: {found or 'nothing'})",
+            f"a definition document has exactly one top-level key, 'trigger' or 'agent' (found: {found or 'nothing'})",
         )
         return None
     kind = next(iter(value))

@@ -45,9 +45,7 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}{where}"
 
 
-def problem_at(
-    file: str, mark: Mark, message: str, pointer: str = "", severity: Severity = Severity.ERROR
-) -> Problem:
+def problem_at(file: str, mark: Mark, message: str, pointer: str = "", severity: Severity = Severity.ERROR) -> Problem:
     return Problem(file, mark.line, mark.column, severity, message, pointer)
 
 
@@ -78,7 +76,6 @@ def format_github(problems: Iterable[Problem]) -> str:
     for p in problems:
         message = f"{p.message} (at {p.pointer})" if p.pointer else p.message
         lines.append(
-            f"::{p.severity} file={_escape_property(p.file)},line={p.line},col={p.column}"
-            f"::{_escape_data(message)}\n"
+            f"::{p.severity} file={_escape_property(p.file)},line={p.line},col={p.column}::{_escape_data(message)}\n"
         )
     return "".join(lines)

@@ -78,18 +78,12 @@ def build_settings(
         server=ServerSettings(
             server_listen,
             server.get("max_body_bytes", 1_048_576),
-            (
-                doc.networks("/server/trusted_proxies", server.get("trusted_proxies", []))
-                if doc is not None
-                else ()
-            ),
+            (doc.networks("/server/trusted_proxies", server.get("trusted_proxies", [])) if doc is not None else ()),
         ),
         admin=AdminSettings(admin_listen, tokens),
         store=StoreSettings(
             url=store_url(store.get("url"), base_dir, env),
-            retention=doc.duration("/store/retention", store.get("retention", "30d"))
-            if doc
-            else 30 * 86400.0,
+            retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),

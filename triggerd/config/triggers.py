@@ -96,9 +96,7 @@ def build_trigger(doc: Document, trigger_id: str) -> Trigger | None:
         idempotency_key=doc.jsonpath("/trigger/idempotency_key", key) if key is not None else None,
         dedupe_window=doc.duration("/trigger/dedupe_window", t.get("dedupe_window", "24h")),
         max_event_age=(
-            None
-            if t.get("max_event_age") is None
-            else doc.duration("/trigger/max_event_age", t["max_event_age"])
+            None if t.get("max_event_age") is None else doc.duration("/trigger/max_event_age", t["max_event_age"])
         ),
         origin=Origin(doc.file, *_line_col(doc, "/trigger")),
         fingerprint=fingerprint(doc),
@@ -159,9 +157,7 @@ def _schedule(doc: Document, s: dict[str, Any]) -> Schedule:
     start = _instant(doc, "/trigger/schedule/start_date", s.get("start_date"))
     end = _instant(doc, "/trigger/schedule/end_date", s.get("end_date"))
     if start is not None and end is not None and start > end:
-        doc.fail(
-            "/trigger/schedule/end_date", f"end_date {s['end_date']} is before start_date {s['start_date']}"
-        )
+        doc.fail("/trigger/schedule/end_date", f"end_date {s['end_date']} is before start_date {s['start_date']}")
     return Schedule(
         cron=cron,
         timezone=zone,
@@ -189,9 +185,7 @@ def _webhook(doc: Document, w: dict[str, Any], trigger_id: str) -> Webhook:
         method=w.get("method", "POST"),
         authentication=_authentication(doc, w["authentication"]) if "authentication" in w else None,
         ip_allowlist=doc.networks(f"{p}/{allow_key}", w.get(allow_key, [])),
-        rate_limit=(
-            RateLimit(rate["requests"], doc.duration(f"{p}/rate_limit/per", rate["per"])) if rate else None
-        ),
+        rate_limit=(RateLimit(rate["requests"], doc.duration(f"{p}/rate_limit/per", rate["per"])) if rate else None),
         max_body_bytes=w.get("max_body_bytes"),
         filter=_condition(doc, f"{p}/filter", w["filter"]) if "filter" in w else None,
         response=(
@@ -264,9 +258,7 @@ def _event(doc: Document, e: dict[str, Any]) -> EventMatch:
                     threshold, threshold_at = raw_condition.pop(name), f"{p}/condition/{name}"
                 else:
                     window, window_at = raw_condition.pop(name), f"{p}/condition/{name}"
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1
-    ):
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1):
         doc.fail(threshold_at, f"count_threshold must be a whole number >= 1, not {threshold!r}")
     window_seconds = doc.duration(window_at, window) if window is not None else None
     if threshold is not None and window is None:

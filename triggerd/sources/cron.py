@@ -41,8 +41,7 @@ def check_cron(expression: str) -> str:
         )
     if len(fields) != 5:
         raise CronError(
-            f"cron expression has {len(fields)} fields; expected 5 "
-            "(minute hour day-of-month month day-of-week)"
+            f"cron expression has {len(fields)} fields; expected 5 (minute hour day-of-month month day-of-week)"
         )
     try:
         expanded, _ = croniter.expand(text)

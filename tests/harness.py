@@ -1,0 +1,177 @@
+"""The real daemon as a subprocess on a free loopback port, and small HTTP helpers for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FINAL = {"completed", "failed", "timed_out", "cancelled", "skipped"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        payload, status = exc.read(), exc.code
+    try:
+        return status, json.loads(payload) if payload else None
+    except ValueError:
+        return status, payload.decode()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Daemon:
+    """A running `triggerd run`; every wait is bounded."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root / "daemon.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready: bool = True) -> Daemon:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "triggerd", "run", "--config", str(self.root / "triggerd.yaml")],
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        if ready:
+            wait_for(self._ready, timeout=20, what="the daemon to be ready")
+            broken = [line for line in self.log_lines() if line["level"] == "error" and "file" in line]
+            assert not broken, f"definitions did not load: {broken}"
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.log.read_text()}")
+        try:
+            return http("GET", self.url + "/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        return http(method, self.url + path, body, headers)
+
+    def fire(self, trigger_id: str, input_: dict[str, Any] | None = None) -> str:
+        status, answer = self.request("POST", f"/v1/triggers/{trigger_id}/fire", {"input": input_ or {}})
+        assert status == 202, answer
+        return str(answer["run_id"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        status, answer = self.request("GET", f"/v1/runs/{run_id}")
+        assert status == 200, answer
+        return dict(answer)
+
+    def wait_run(self, run_id: str, statuses: set[str] = FINAL, timeout: float = 15.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            run = self.run(run_id)
+            return run if run["status"] in statuses else None
+
+        return dict(wait_for(reached, timeout=timeout, what=f"run {run_id} to reach {sorted(statuses)}"))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"daemon did not stop within {timeout}s") from None
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+
+def write_config(root: Path, definitions: str, settings: str = "", port: int | None = None) -> int:
+    """A settings file with a free port, and one definitions file."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "defs").mkdir(exist_ok=True)
+    (root / "triggerd.yaml").write_text(
+        f'server:\n  listen: "127.0.0.1:{port}"\nstore:\n  url: "sqlite:///./state/triggerd.db"\n'
+        "definitions: [defs]\nlogging:\n  format: json\n  level: debug\n" + textwrap.dedent(settings)
+    )
+    (root / "defs" / "all.yaml").write_text(textwrap.dedent(definitions))
+    return port
+
+
+@contextmanager
+def running_daemon(
+    root: Path, definitions: str, settings: str = "", env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    port = write_config(root, definitions, settings)
+    daemon = Daemon(root, port, {"PATH": os.environ["PATH"], **(env or {})}).start()
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0; it is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

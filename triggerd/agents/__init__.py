@@ -1,0 +1,37 @@
+"""Agent backends behind one contract (abc.py), built from agent definitions."""
+
+from __future__ import annotations
+
+from triggerd.agents.abc import AgentBackend
+from triggerd.agents.command import CommandBackend
+from triggerd.agents.http import HttpBackend
+from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent
+
+
+def build_backend(agent: AnyAgent) -> AgentBackend:
+    if isinstance(agent, CommandAgent):
+        return CommandBackend(agent)
+    if isinstance(agent, AnthropicAgent):
+        # The SDK takes about two seconds to import: only configurations that use it pay for it.
+        from triggerd.agents.anthropic_messages import AnthropicBackend
+
+        return AnthropicBackend(agent)
+    return HttpBackend(agent)
+
+
+class AgentPool:
+    """One backend per agent definition, reused across runs, rebuilt when the definition changes."""
+
+    def __init__(self) -> None:
+        self._backends: dict[tuple[str, str], AgentBackend] = {}
+
+    def backend(self, agent: AnyAgent) -> AgentBackend:
+        key = (agent.id, agent.fingerprint)
+        if key not in self._backends:
+            self._backends[key] = build_backend(agent)
+        return self._backends[key]
+
+    async def close(self) -> None:
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            await backend.close()

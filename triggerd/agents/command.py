@@ -1,0 +1,147 @@
+"""The command agent: a program run without a shell, input on stdin, output from stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from typing import Any
+
+from triggerd.agents.abc import AgentRequest, AgentResult
+from triggerd.config.models import CommandAgent
+from triggerd.errors import AgentFailure, TemplateError
+
+STDERR_TAIL = 4096
+KILL_GRACE_SECONDS = 5.0
+# The daemon's own environment may hold secrets (API keys, tokens): a command gets
+# only these from it, plus what its definition's `env` names.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+
+
+class CommandBackend:
+    def __init__(self, agent: CommandAgent, kill_grace: float = KILL_GRACE_SECONDS) -> None:
+        self.agent = agent
+        self.kill_grace = kill_grace
+
+    def environment(self, request: AgentRequest) -> dict[str, str]:
+        env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+        env.update({k: v.reveal() for k, v in self.agent.env.items()})
+        env.update(
+            TRIGGERD_RUN_ID=request.run_id,
+            TRIGGERD_TRIGGER_ID=request.trigger_id,
+            TRIGGERD_AGENT_ID=request.agent_id,
+            TRIGGERD_ATTEMPT=str(request.attempt),
+        )
+        return env
+
+    async def run(self, request: AgentRequest) -> AgentResult:
+        try:
+            argv = [template.render(request.input) for template in self.agent.command]
+        except TemplateError as exc:
+            raise AgentFailure(str(exc), retryable=False) from None
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.agent.working_dir,
+                env=self.environment(request),
+                start_new_session=True,  # its own process group, so that one signal reaches every child
+            )
+        except OSError as exc:
+            raise AgentFailure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", retryable=False) from None
+        try:
+            stdout, stderr, overflow = await self._communicate(process, json.dumps(dict(request.input)).encode())
+        except BaseException:
+            await asyncio.shield(self._terminate(process))
+            raise
+        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        if overflow:
+            await asyncio.shield(self._terminate(process))
+            raise AgentFailure(f"output exceeded max_output_bytes ({self.agent.max_output_bytes})", retryable=False)
+        if process.returncode != 0:
+            detail = f": {tail}" if tail else ""
+            raise AgentFailure(f"exit status {process.returncode}{detail}", retryable=True, output=_parse(stdout))
+        return AgentResult(_parse(stdout), {"stderr_tail": tail} if tail else None)
+
+    async def _communicate(self, process: asyncio.subprocess.Process, data: bytes) -> tuple[bytes, bytes, bool]:
+        limit = self.agent.max_output_bytes
+
+        async def feed() -> None:
+            assert process.stdin is not None
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                process.stdin.write(data)
+                await process.stdin.drain()
+            process.stdin.close()
+
+        async def drain_stderr() -> bytes:
+            assert process.stderr is not None
+            kept = b""
+            while chunk := await process.stderr.read(65536):
+                kept = (kept + chunk)[-STDERR_TAIL:]
+            return kept
+
+        async def read_stdout() -> tuple[bytes, bool]:
+            assert process.stdout is not None
+            out = bytearray()
+            while chunk := await process.stdout.read(65536):
+                out += chunk
+                if len(out) > limit:
+                    return bytes(out[:limit]), True
+            return bytes(out), False
+
+        stdin_task = asyncio.ensure_future(feed())
+        stderr_task = asyncio.ensure_future(drain_stderr())
+        try:
+            stdout, overflow = await read_stdout()
+            if overflow:
+                return stdout, b"", True
+            await process.wait()
+            return stdout, await stderr_task, False
+        finally:
+            for task in (stdin_task, stderr_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the whole process group, SIGKILL to what is left after the grace."""
+        pgid = process.pid
+        deadline = asyncio.get_running_loop().time() + self.kill_grace
+        _signal_group(pgid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), self.kill_grace)
+        # Children may outlive the leader; give them the rest of the grace, then kill the group.
+        # No event tells when a process group empties: poll it.
+        while _group_alive(pgid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await process.wait()
+
+    async def close(self) -> None:
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _parse(stdout: bytes) -> Any:
+    text = stdout.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

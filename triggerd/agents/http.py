@@ -1,0 +1,66 @@
+"""The http agent: POST the run to an endpoint; 2xx succeeds, 4xx fails for good, 5xx may retry."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from triggerd.agents.abc import AgentRequest, AgentResult
+from triggerd.config.models import HttpAgent
+from triggerd.errors import AgentFailure
+
+MAX_RESPONSE_BYTES = 1_048_576
+
+
+class HttpBackend:
+    def __init__(self, agent: HttpAgent) -> None:
+        self.agent = agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # No total timeout here: the dispatcher's per-attempt timeout cancels the request.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=30))
+        return self._session
+
+    async def run(self, request: AgentRequest) -> AgentResult:
+        body = {
+            "run_id": request.run_id,
+            "trigger_id": request.trigger_id,
+            "agent_id": request.agent_id,
+            "attempt": request.attempt,
+            "input": request.input,
+        }
+        headers = {k: v.reveal() for k, v in self.agent.headers.items()}
+        try:
+            async with self._client().request(self.agent.method, self.agent.url, json=body, headers=headers) as resp:
+                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                status = resp.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AgentFailure(
+                f"{self.agent.method} {self.agent.url} failed: {exc.__class__.__name__}: {exc}",
+                retryable=True,
+            ) from None
+        output = _parse(raw[:MAX_RESPONSE_BYTES])
+        if 200 <= status < 300:
+            return AgentResult(output)
+        retryable = status >= 500 or status in (408, 429)
+        raise AgentFailure(
+            f"{self.agent.method} {self.agent.url} answered {status}", retryable=retryable, output=output
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _parse(raw: bytes) -> Any:
+    text = raw.decode("utf-8", "replace")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

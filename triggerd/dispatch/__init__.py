@@ -1,0 +1,1 @@
+"""From firing to run record: limits, queue, retries, timeouts and outcome recording."""

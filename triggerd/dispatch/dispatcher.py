@@ -1,0 +1,449 @@
+"""The dispatcher: turns firings into runs and runs into records.
+
+Each run the dispatcher holds is a Job, either queued (pending, perhaps waiting
+for a retry's backoff) or running. Running a job is acquire / execute / record:
+the limits are taken before the task starts and given back when it ends; the
+attempt itself is an inner task, so that a timeout, a cancel or a shutdown stops
+the agent while the outer task stays free to record what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+from triggerd.agents import AgentPool
+from triggerd.agents.abc import AgentRequest
+from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
+from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
+from triggerd.dispatch.limits import RunningCounts
+from triggerd.dispatch.retry import backoff_delay
+from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
+from triggerd.runs import CancelReason, Firing, Run, RunStatus, SkipReason, Source, new_run_id
+from triggerd.store.abc import Store
+
+log = logging.getLogger("triggerd.dispatch")
+STORE_RETRY_SECONDS = 1.0
+
+
+class DispatcherState(Enum):
+    STOPPED = "stopped"
+    RUNNING = "running"
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What became of a firing: its run id and status, or the run an idempotency key already named."""
+
+    run_id: str
+    trigger_id: str
+    status: RunStatus | None
+    duplicate: bool = False
+
+
+@dataclass(eq=False)
+class Job:
+    """A run this dispatcher holds, with the definitions it runs under (fixed when it was taken)."""
+
+    run_id: str
+    trigger: Trigger
+    agent: AnyAgent
+    input: Mapping[str, Any]
+    attempts: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+    task: asyncio.Task[None] | None = None
+    attempt_task: asyncio.Task[Any] | None = None
+    cancel_reason: str | None = None
+    log_extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log_extra = {"run_id": self.run_id, "trigger_id": self.trigger.id, "agent_id": self.agent.id}
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    status: RunStatus
+    output: Any = None
+    usage: Any = None
+    error: str | None = None
+    retryable: bool = False
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        configuration: Configuration,
+        *,
+        clock: Clock | None = None,
+        pool: AgentPool | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.configuration = configuration
+        self.clock = clock or SystemClock()
+        self.pool = pool or AgentPool()
+        self.rng = rng or random.Random()
+        self.state = DispatcherState.STOPPED
+        self.counts = RunningCounts(configuration.settings.limits.max_concurrent_runs)
+        self._queued: dict[str, Job] = {}
+        self._running: dict[str, Job] = {}
+        self._reserved: Counter[str] = Counter()
+        self._wake: asyncio.TimerHandle | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed."""
+        resumed = 0
+        for run in await self.store.unfinished_runs():
+            resumed += await self._resume(run)
+        self.state = DispatcherState.RUNNING
+        self._pump()
+        return resumed
+
+    async def drain(self, grace: float) -> None:
+        """Stop starting runs, let running ones finish within `grace`, cancel the rest (reason shutdown)."""
+        if self.state is DispatcherState.STOPPED and not self._running:
+            return
+        self.state = DispatcherState.DRAINING
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        tasks = [job.task for job in self._running.values() if job.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for job in list(self._running.values()):
+                self._stop_attempt(job, CancelReason.SHUTDOWN)
+            if late:
+                await asyncio.wait(late)
+        self.state = DispatcherState.STOPPED
+        await self.pool.close()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queued)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # --- firing ---------------------------------------------------------------
+
+    def _definitions(self, trigger_id: str, agent_id: str | None = None) -> tuple[Trigger, AnyAgent]:
+        trigger = self.configuration.triggers.get(trigger_id)
+        if trigger is None:
+            raise NotFound(f"trigger '{trigger_id}' is not defined")
+        agent = self.configuration.agents.get(agent_id or trigger.agent.id)
+        if agent is None:
+            raise NotFound(f"agent '{agent_id or trigger.agent.id}' of trigger '{trigger_id}' is not defined")
+        return trigger, agent
+
+    async def fire(self, trigger_id: str, input_: Mapping[str, Any] | None = None) -> Submitted:
+        """A manual fire (SPEC 7.2): the static input updated with `input_`, any trigger, even disabled."""
+        trigger, _ = self._definitions(trigger_id)
+        merged = {**trigger.agent.input, **(input_ or {})}
+        return await self.submit(Firing(trigger.id, trigger.agent.id, merged, Source.MANUAL))
+
+    async def submit(self, firing: Firing) -> Submitted:
+        """Record a run for the firing (committed before this returns) and queue it."""
+        if self.state is not DispatcherState.RUNNING:
+            raise Unavailable("triggerd is shutting down")
+        trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
+        status, reason, victim = self._admission(trigger)
+        now = isoformat(self.clock.now())
+        run = Run(
+            id=new_run_id(),
+            trigger_id=trigger.id,
+            agent_id=agent.id,
+            status=status,
+            input=dict(firing.input),
+            source=firing.source,
+            created_at=now,
+            reason=reason,
+            nominal_time=firing.nominal_time,
+            idempotency_key=firing.idempotency_key,
+            replay_of=firing.replay_of,
+            chain_depth=firing.chain_depth,
+            finished_at=now if status.is_final else None,
+        )
+        self._reserved[trigger.id] += 1
+        try:
+            created = await self.store.create_run(run, firing.dedupe_seconds, now)
+        finally:
+            self._reserved[trigger.id] -= 1
+        if created.duplicate:
+            return Submitted(created.run_id, trigger.id, None, duplicate=True)
+        log.info(
+            "run created (%s)",
+            status,
+            extra={
+                "run_id": run.id,
+                "trigger_id": trigger.id,
+                "agent_id": agent.id,
+                "source": str(firing.source),
+            },
+        )
+        if status is RunStatus.PENDING:
+            self._queued[run.id] = Job(run.id, trigger, agent, run.input)
+            if victim is not None:
+                self._stop_attempt(victim, CancelReason.REPLACED)
+            self._pump()
+        return Submitted(run.id, trigger.id, status)
+
+    def _admission(self, trigger: Trigger) -> tuple[RunStatus, str | None, Job | None]:
+        """Pending, or skipped with a reason; for overlap replace, the running job to cancel."""
+        running = [job for job in self._running.values() if job.trigger.id == trigger.id]
+        queued = sum(job.trigger.id == trigger.id for job in self._queued.values())
+        in_flight = len(running) + queued + self._reserved[trigger.id]
+        if trigger.overlap is Overlap.SKIP and in_flight >= trigger.max_concurrent:
+            return RunStatus.SKIPPED, str(SkipReason.OVERLAP), None
+        if (
+            trigger.overlap is Overlap.QUEUE
+            and len(running) >= trigger.max_concurrent
+            and queued + self._reserved[trigger.id] >= trigger.max_queued
+        ):
+            return RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL), None
+        if trigger.overlap is Overlap.REPLACE and len(running) >= trigger.max_concurrent:
+            return RunStatus.PENDING, None, running[0]
+        return RunStatus.PENDING, None, None
+
+    # --- cancel and replay ------------------------------------------------------
+
+    async def cancel(self, run_id: str, reason: CancelReason = CancelReason.REQUESTED) -> Run:
+        """Cancel a pending or running run and return it as recorded; Conflict if it has finished."""
+        if run_id in self._queued:
+            self._queued.pop(run_id)
+            await self.store.finish_run(run_id, RunStatus.CANCELLED, at=isoformat(self.clock.now()), reason=reason)
+        elif run_id in self._running:
+            job = self._running[run_id]
+            self._stop_attempt(job, reason)
+            if job.task is not None:
+                await asyncio.shield(job.task)
+        else:
+            run = await self.store.get_run(run_id)
+            if run is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            raise Conflict(f"run '{run_id}' is {run.status}; only pending or running runs can be cancelled")
+        run = await self.store.get_run(run_id)
+        assert run is not None
+        return run
+
+    async def replay(self, run_id: str) -> Submitted:
+        """A new run with the same input, replay_of set; the original must have finished."""
+        run = await self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"run '{run_id}' does not exist")
+        if not run.status.is_final:
+            raise Conflict(f"run '{run_id}' is {run.status}; only finished runs can be replayed")
+        trigger, _ = self._definitions(run.trigger_id)
+        return await self.submit(Firing(trigger.id, trigger.agent.id, run.input, Source.REPLAY, replay_of=run.id))
+
+    def _stop_attempt(self, job: Job, reason: str) -> None:
+        job.cancel_reason = job.cancel_reason or reason
+        if job.attempt_task is not None:
+            job.attempt_task.cancel()
+
+    # --- running ----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Start every queued job the limits allow, oldest first; wake up again for the next backoff."""
+        if self.state is not DispatcherState.RUNNING:
+            return
+        now = self.clock.monotonic()
+        next_due: float | None = None
+        for job in list(self._queued.values()):
+            if self.counts.full:
+                break
+            if job.not_before > now:
+                next_due = job.not_before if next_due is None else min(next_due, job.not_before)
+                continue
+            if self.counts.allows(job.trigger, job.agent):
+                del self._queued[job.run_id]
+                self._start(job)
+        if next_due is not None:
+            self._wake_at(next_due)
+
+    def _wake_at(self, due: float) -> None:
+        """Pump again at monotonic time `due`, unless a wake-up no later than that is already set."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(due - self.clock.monotonic(), 0.0)
+        if self._wake is not None:
+            if self._wake.when() <= when:
+                return
+            self._wake.cancel()
+        self._wake = loop.call_at(when, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self._pump()
+
+    def _start(self, job: Job) -> None:
+        self.counts.add(job.trigger, job.agent)
+        self._running[job.run_id] = job
+        job.task = asyncio.create_task(self._execute(job), name=f"run-{job.run_id}")
+        job.task.add_done_callback(lambda _: self._finished(job))
+
+    def _finished(self, job: Job) -> None:
+        self.counts.remove(job.trigger, job.agent)
+        self._running.pop(job.run_id, None)
+        self._pump()
+
+    async def _execute(self, job: Job) -> None:
+        number = job.attempts + 1
+        try:
+            await self.store.start_attempt(job.run_id, number, isoformat(self.clock.now()))
+        except StoreError as exc:
+            log.error("cannot record the start of an attempt: %s", exc, extra=job.log_extra)
+            self._requeue(job, STORE_RETRY_SECONDS)
+            return
+        job.attempts = number
+        outcome = await self._attempt(job, number)
+        try:
+            await self._record(job, number, outcome)
+        except StoreError as exc:
+            # The run stays 'running' in the store: the next start resumes it as interrupted.
+            log.error("cannot record the outcome of attempt %d: %s", number, exc, extra=job.log_extra)
+
+    async def _attempt(self, job: Job, number: int) -> _Outcome:
+        if job.cancel_reason is not None:
+            return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason)
+        backend = self.pool.backend(job.agent)
+        request = AgentRequest(job.run_id, job.trigger.id, job.agent.id, number, job.input)
+        timeout = job.trigger.timeout_seconds
+        if job.agent.timeout_seconds is not None:
+            timeout = min(timeout, job.agent.timeout_seconds)
+        job.attempt_task = asyncio.create_task(backend.run(request), name=f"attempt-{job.run_id}-{number}")
+        log.info("attempt %d started", number, extra=job.log_extra)
+        try:
+            result = await asyncio.wait_for(job.attempt_task, timeout)
+        except TimeoutError:
+            return _Outcome(RunStatus.TIMED_OUT, error=f"attempt timed out after {timeout:g}s", retryable=True)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this task itself is being cancelled, not just the attempt
+            return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason or str(CancelReason.REQUESTED))
+        except AgentFailure as failure:
+            return _Outcome(RunStatus.FAILED, output=failure.output, error=failure.message, retryable=failure.retryable)
+        except Exception as exc:  # a backend bug must not take the dispatcher down
+            log.exception("agent backend raised", extra=job.log_extra)
+            return _Outcome(RunStatus.FAILED, error=f"internal error: {exc.__class__.__name__}", retryable=True)
+        finally:
+            job.attempt_task = None
+        return _Outcome(RunStatus.COMPLETED, output=result.output, usage=result.usage)
+
+    async def _record(self, job: Job, number: int, outcome: _Outcome) -> None:
+        at = isoformat(self.clock.now())
+        extra = {**job.log_extra, "attempt": number, "status": str(outcome.status)}
+        if outcome.status is RunStatus.COMPLETED:
+            await self.store.end_attempt(
+                job.run_id,
+                number,
+                status=outcome.status,
+                error=None,
+                at=at,
+                then=RunStatus.COMPLETED,
+                output=outcome.output,
+                usage=outcome.usage,
+            )
+            log.info("run completed", extra=extra)
+            return
+        if outcome.status is RunStatus.CANCELLED:
+            await self.store.end_attempt(
+                job.run_id,
+                number,
+                status=outcome.status,
+                error=outcome.error,
+                at=at,
+                then=RunStatus.CANCELLED,
+                reason=outcome.error,
+                output=outcome.output,
+            )
+            log.info("run cancelled (%s)", outcome.error, extra=extra)
+            return
+        job.failures += 1
+        if outcome.retryable and job.failures < job.trigger.retry.max_attempts:
+            delay = backoff_delay(job.trigger.retry, job.failures, self.rng)
+            due = isoformat(self.clock.now() + timedelta(seconds=delay))
+            await self.store.end_attempt(
+                job.run_id,
+                number,
+                status=outcome.status,
+                error=outcome.error,
+                at=at,
+                then=RunStatus.PENDING,
+                next_attempt_at=due,
+            )
+            log.warning("attempt %d %s: %s; retry in %.1fs", number, outcome.status, outcome.error, delay, extra=extra)
+            self._requeue(job, delay)
+            return
+        await self.store.end_attempt(
+            job.run_id,
+            number,
+            status=outcome.status,
+            error=outcome.error,
+            at=at,
+            then=outcome.status,
+            output=outcome.output,
+            dead_letter=True,
+        )
+        log.error("run %s: %s", outcome.status, outcome.error, extra=extra)
+
+    def _requeue(self, job: Job, delay: float) -> None:
+        job.not_before = self.clock.monotonic() + delay
+        job.task = None
+        self._queued[job.run_id] = job
+        if self.state is DispatcherState.RUNNING:
+            self._wake_at(job.not_before)
+
+    # --- resume after a stop or a crash -------------------------------------------
+
+    async def _resume(self, run: Run) -> int:
+        try:
+            trigger, agent = self._definitions(run.trigger_id)
+        except NotFound:
+            await self.store.finish_run(
+                run.id,
+                RunStatus.CANCELLED,
+                at=isoformat(self.clock.now()),
+                reason=str(CancelReason.TRIGGER_REMOVED),
+            )
+            return 0
+        job = Job(run.id, trigger, agent, run.input, attempts=len(run.attempts), failures=run.failures)
+        now = isoformat(self.clock.now())
+        if run.status is RunStatus.RUNNING:
+            open_attempts = [a for a in run.attempts if a.finished_at is None]
+            number = open_attempts[-1].number if open_attempts else len(run.attempts)
+            job.failures += 1
+            if job.failures >= trigger.retry.max_attempts:
+                await self.store.end_attempt(
+                    run.id,
+                    number,
+                    status=RunStatus.FAILED,
+                    error="interrupted",
+                    at=now,
+                    then=RunStatus.FAILED,
+                    dead_letter=True,
+                )
+                return 0
+            await self.store.end_attempt(
+                run.id, number, status=RunStatus.FAILED, error="interrupted", at=now, then=RunStatus.PENDING
+            )
+        elif run.status is RunStatus.CANCELLED:
+            await self.store.requeue(run.id)
+        elif run.next_attempt_at is not None:
+            wait = (parse_instant(run.next_attempt_at) - self.clock.now()).total_seconds()
+            job.not_before = self.clock.monotonic() + max(wait, 0.0)
+        self._queued[run.id] = job
+        log.info("run resumed (was %s)", run.status, extra=job.log_extra)
+        return 1

@@ -1,0 +1,1 @@
+"""HTTP: the server lifecycle, health endpoints, the admin API (and webhook routes)."""

@@ -1,0 +1,277 @@
+"""The admin API under /v1 (SPEC 7.2): triggers, runs, cancel, replay, fire, dead letters."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+from typing import Any
+
+from aiohttp import web
+
+from triggerd.config.models import Configuration, Trigger
+from triggerd.dispatch.dispatcher import Dispatcher, Submitted
+from triggerd.errors import Conflict, NotFound, StoreError, Unavailable
+from triggerd.http.responses import Handler, error, json_response
+from triggerd.runs import Run, RunStatus
+from triggerd.store.abc import TriggerStats
+
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+TOKENS = web.AppKey("tokens", tuple)
+MAX_LIMIT = 1000
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer tokens when configured (compared in constant time); otherwise loopback clients only."""
+    if not request.path.startswith("/v1/") and request.path != "/v1":
+        return await handler(request)
+    digests: tuple[bytes, ...] = request.app[TOKENS]
+    if not digests:
+        if not is_loopback(request.remote):
+            return error(403, "the admin API answers only loopback clients when no admin.tokens are set")
+        return await handler(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    offered = _digest(token.strip()) if scheme.lower() == "bearer" else b""
+    # Compare against every token, so that timing tells nothing about which (if any) matched.
+    matched = False
+    for digest in digests:
+        matched |= hmac.compare_digest(offered, digest)
+    if not matched:
+        return json_response(
+            {"error": "a valid admin token is required"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return await handler(request)
+
+
+def add_admin_routes(app: web.Application, dispatcher: Dispatcher, tokens: tuple[str, ...]) -> None:
+    app[DISPATCHER] = dispatcher
+    app[TOKENS] = tuple(_digest(t) for t in tokens)
+    app.middlewares.append(admin_auth)
+    app.router.add_get("/v1/triggers", list_triggers)
+    app.router.add_get("/v1/triggers/{trigger_id}", get_trigger)
+    app.router.add_post("/v1/triggers/{trigger_id}/fire", fire)
+    app.router.add_get("/v1/triggers/{trigger_id}/executions", list_trigger_runs)
+    app.router.add_get("/v1/triggers/{trigger_id}/executions/{run_id}", get_trigger_run)
+    app.router.add_post("/v1/triggers/{trigger_id}/executions/{run_id}/cancel", cancel_trigger_run)
+    app.router.add_get("/v1/runs", list_runs)
+    app.router.add_get("/v1/runs/{run_id}", get_run)
+    app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
+    app.router.add_post("/v1/runs/{run_id}/replay", replay_run)
+    app.router.add_get("/v1/dead-letters", dead_letters)
+
+
+# --- describing triggers (never a secret) ----------------------------------------
+
+
+def describe_trigger(trigger: Trigger, stats: TriggerStats | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": trigger.id,
+        "name": trigger.name,
+        "description": trigger.description,
+        "type": str(trigger.type),
+        "enabled": trigger.enabled,
+        "agent_id": trigger.agent.id,
+        "source_file": str(trigger.origin),
+        "max_concurrent": trigger.max_concurrent,
+        "overlap": str(trigger.overlap),
+        "timeout_seconds": trigger.timeout_seconds,
+        "max_attempts": trigger.retry.max_attempts,
+    }
+    if trigger.schedule is not None:
+        body["schedule"] = {"cron": trigger.schedule.cron, "timezone": trigger.schedule.timezone}
+    if trigger.webhook is not None:
+        auth = trigger.webhook.authentication
+        body["webhook"] = {
+            "method": trigger.webhook.method,
+            "endpoint": trigger.webhook.endpoint,
+            "authentication": str(auth.type) if auth else None,
+        }
+    if trigger.event is not None:
+        body["event"] = {
+            "pattern": trigger.event.pattern,
+            "source": list(trigger.event.sources),
+            "count_threshold": trigger.event.count_threshold,
+            "window_seconds": trigger.event.window,
+        }
+    last = stats.last_run if stats else None
+    body["state"] = {
+        "runs": dict(stats.runs) if stats else {},
+        "last_run": {"id": last.id, "status": str(last.status), "created_at": last.created_at} if last else None,
+    }
+    return body
+
+
+def _configuration(request: web.Request) -> Configuration:
+    return request.app[DISPATCHER].configuration
+
+
+def _trigger(request: web.Request) -> Trigger:
+    trigger = _configuration(request).triggers.get(request.match_info["trigger_id"])
+    if trigger is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no trigger '{request.match_info['trigger_id']}'"}),
+            content_type="application/json",
+        )
+    return trigger
+
+
+async def list_triggers(request: web.Request) -> web.Response:
+    stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
+    triggers = sorted(_configuration(request).triggers.values(), key=lambda t: t.id)
+    return json_response({"triggers": [describe_trigger(t, stats.get(t.id)) for t in triggers]})
+
+
+async def get_trigger(request: web.Request) -> web.Response:
+    trigger = _trigger(request)
+    stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
+    return json_response(describe_trigger(trigger, stats.get(trigger.id)))
+
+
+# --- runs -------------------------------------------------------------------------
+
+
+async def _store_call(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except StoreError as exc:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": f"store unavailable: {exc}"}), content_type="application/json"
+        ) from None
+
+
+def _page(request: web.Request) -> tuple[RunStatus | None, int, str | None]:
+    query = request.query
+    status: RunStatus | None = None
+    if query.get("status"):
+        try:
+            status = RunStatus(query["status"])
+        except ValueError:
+            raise _bad_request(f"unknown status {query['status']!r}; one of {', '.join(RunStatus)}") from None
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise _bad_request("limit must be a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _bad_request(f"limit must be between 1 and {MAX_LIMIT}")
+    return status, limit, query.get("before") or None
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _runs_page(runs: list[Run], limit: int) -> dict[str, Any]:
+    return {"runs": [r.to_json() for r in runs], "next_before": runs[-1].id if len(runs) == limit else None}
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    status, limit, before = _page(request)
+    store = request.app[DISPATCHER].store
+    runs = await _store_call(
+        store.list_runs(trigger_id=request.query.get("trigger") or None, status=status, limit=limit, before=before)
+    )
+    return json_response(_runs_page(runs, limit))
+
+
+async def list_trigger_runs(request: web.Request) -> web.Response:
+    trigger_id = request.match_info["trigger_id"]
+    status, limit, before = _page(request)
+    store = request.app[DISPATCHER].store
+    runs = await _store_call(store.list_runs(trigger_id=trigger_id, status=status, limit=limit, before=before))
+    if not runs and trigger_id not in _configuration(request).triggers:
+        return error(404, f"no trigger '{trigger_id}'")
+    return json_response(_runs_page(runs, limit))
+
+
+async def _run_or_404(request: web.Request) -> Run:
+    run_id = request.match_info["run_id"]
+    run: Run | None = await _store_call(request.app[DISPATCHER].store.get_run(run_id))
+    trigger_id = request.match_info.get("trigger_id")
+    if run is None or (trigger_id is not None and run.trigger_id != trigger_id):
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no run '{run_id}'"}), content_type="application/json")
+    return run
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return json_response((await _run_or_404(request)).to_json())
+
+
+async def get_trigger_run(request: web.Request) -> web.Response:
+    return await get_run(request)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    run = await _run_or_404(request)
+    try:
+        cancelled = await request.app[DISPATCHER].cancel(run.id)
+    except Conflict as exc:
+        return error(409, str(exc), run_status=str(run.status))
+    except StoreError as exc:
+        return error(503, f"store unavailable: {exc}")
+    return json_response(cancelled.to_json())
+
+
+async def cancel_trigger_run(request: web.Request) -> web.Response:
+    return await cancel_run(request)
+
+
+def _accepted(submitted: Submitted, **extra: Any) -> web.Response:
+    status = str(submitted.status) if submitted.status else None
+    return json_response(
+        {"run_id": submitted.run_id, "trigger_id": submitted.trigger_id, "status": status, **extra},
+        status=202,
+    )
+
+
+async def replay_run(request: web.Request) -> web.Response:
+    run = await _run_or_404(request)
+    try:
+        submitted = await request.app[DISPATCHER].replay(run.id)
+    except Conflict as exc:
+        return error(409, str(exc), run_status=str(run.status))
+    except NotFound as exc:
+        return error(409, str(exc))
+    except (Unavailable, StoreError) as exc:
+        return error(503, str(exc))
+    return _accepted(submitted, replay_of=run.id)
+
+
+async def fire(request: web.Request) -> web.Response:
+    trigger = _trigger(request)
+    input_: Any = {}
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, "the body is not valid JSON")
+        if not isinstance(body, dict):
+            return error(400, 'the body must be a JSON object like {"input": {...}}')
+        input_ = body.get("input", {})
+        if not isinstance(input_, dict):
+            return error(400, "input must be a JSON object")
+    try:
+        submitted = await request.app[DISPATCHER].fire(trigger.id, input_)
+    except NotFound as exc:
+        return error(409, str(exc))
+    except (Unavailable, StoreError) as exc:
+        return error(503, str(exc))
+    return _accepted(submitted)
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    _, limit, _ = _page(request)
+    runs = await _store_call(request.app[DISPATCHER].store.dead_letters(limit))
+    return json_response({"runs": [r.to_json() for r in runs]})

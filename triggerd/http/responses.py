@@ -1,0 +1,53 @@
+"""JSON answers, and the middleware that turns any unexpected error into a 503, never a 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("triggerd.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+def error(status: int, message: str, **fields: Any) -> web.Response:
+    return json_response({"error": message, **fields}, status=status)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@web.middleware
+async def never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """SPEC 7.1: an internal error is logged with a correlation id and answered 503."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 500:
+            return _internal(request, exc)
+        raise
+    except Exception as exc:
+        return _internal(request, exc)
+    return response
+
+
+def _internal(request: web.Request, exc: BaseException) -> web.Response:
+    correlation = secrets.token_hex(8)
+    log.error(
+        "internal error on %s %s",
+        request.method,
+        request.path,
+        exc_info=exc,
+        extra={"correlation_id": correlation},
+    )
+    return error(503, "temporarily unavailable", correlation_id=correlation)

@@ -1,0 +1,70 @@
+"""The HTTP server: one site for webhooks (and /v1 unless admin.listen is set), one for admin if set."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from triggerd.config.models import Listen, Settings
+from triggerd.dispatch.dispatcher import Dispatcher
+from triggerd.http.admin import add_admin_routes
+from triggerd.http.responses import json_response, never_500
+
+log = logging.getLogger("triggerd.http")
+
+ReadinessCheck = Callable[[], Awaitable[list[str]]]
+READINESS = web.AppKey("readiness", object)
+
+
+class HttpServer:
+    """Starts and stops the sites; `readiness` returns why the daemon is not ready (empty: ready)."""
+
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, readiness: ReadinessCheck) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.readiness = readiness
+        self._runners: list[web.AppRunner] = []
+        self.urls: list[str] = []
+
+    def _app(self, *, admin: bool) -> web.Application:
+        app = web.Application(middlewares=[never_500], client_max_size=self.settings.server.max_body_bytes)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        if admin:
+            tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
+            add_admin_routes(app, self.dispatcher, tokens)
+        return app
+
+    async def start(self) -> None:
+        separate_admin = self.settings.admin.listen is not None
+        await self._serve(self._app(admin=not separate_admin), self.settings.server.listen)
+        if self.settings.admin.listen is not None:
+            await self._serve(self._app(admin=True), self.settings.admin.listen)
+
+    async def _serve(self, app: web.Application, listen: Listen) -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            self.urls.append(url)
+            log.info("listening on %s", url)
+
+    async def stop(self) -> None:
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = await self.readiness()
+        if problems:
+            return json_response({"status": "unavailable", "problems": problems}, status=503)
+        return json_response({"status": "ready"})

@@ -1,0 +1,145 @@
+"""Runs: one dispatch of one trigger firing to one agent (SPEC 5.2)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+class Source(StrEnum):
+    WEBHOOK = "webhook"
+    SCHEDULE = "schedule"
+    EVENT = "event"
+    MANUAL = "manual"
+    REPLAY = "replay"
+
+
+class SkipReason(StrEnum):
+    OVERLAP = "overlap"
+    QUEUE_FULL = "queue_full"
+    MISSED = "missed"
+
+
+class CancelReason(StrEnum):
+    REQUESTED = "requested"
+    REPLACED = "replaced"
+    SHUTDOWN = "shutdown"
+    TRIGGER_REMOVED = "trigger_removed"
+
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+
+
+def new_run_id() -> str:
+    """A ULID-style id: 10 characters of milliseconds then 16 random, so ids sort by creation."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(secrets.token_bytes(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A trigger fired: what the dispatcher is asked to turn into a run."""
+
+    trigger_id: str
+    agent_id: str
+    input: Mapping[str, Any]
+    source: Source
+    nominal_time: str | None = None
+    idempotency_key: str | None = None
+    dedupe_seconds: float = 0.0
+    replay_of: str | None = None
+    chain_depth: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    started_at: str
+    finished_at: str | None
+    status: RunStatus
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": str(self.status),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run as the store keeps it; to_json() is its API form."""
+
+    id: str
+    trigger_id: str
+    agent_id: str
+    status: RunStatus
+    input: Any
+    source: Source
+    created_at: str
+    reason: str | None = None
+    output: Any = None
+    error: str | None = None
+    usage: Any = None
+    nominal_time: str | None = None
+    idempotency_key: str | None = None
+    replay_of: str | None = None
+    chain_depth: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    next_attempt_at: str | None = None
+    dead_letter: bool = False
+    attempts: tuple[Attempt, ...] = field(default=())
+
+    @property
+    def failures(self) -> int:
+        """Attempts that count against retry.max_attempts (an interrupted one counts as failed)."""
+        return sum(a.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) for a in self.attempts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "trigger_id": self.trigger_id,
+            "agent_id": self.agent_id,
+            "status": str(self.status),
+            "reason": self.reason,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "attempts": [a.to_json() for a in self.attempts],
+            "usage": self.usage,
+            "source": str(self.source),
+            "nominal_time": self.nominal_time,
+            "idempotency_key": self.idempotency_key,
+            "replay_of": self.replay_of,
+            "chain_depth": self.chain_depth,
+            "dead_letter": self.dead_letter,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }

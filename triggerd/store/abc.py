@@ -1,0 +1,119 @@
+"""The store contract: every durable fact about runs goes through these methods.
+
+Rules every implementation keeps:
+
+- A method returns only after what it wrote is committed (and, for `sync: full`,
+  flushed to disk). Callers acknowledge a firing only after `create_run` returned.
+- Methods are coroutines and never block the event loop.
+- A failure raises StoreError and leaves the store as it was before the call.
+- Times are RFC 3339 UTC strings as `triggerd.clock.isoformat` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from triggerd.runs import Run, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What create_run did: the run id, and whether the idempotency key already named a run."""
+
+    run_id: str
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerStats:
+    runs: Mapping[str, int]
+    last_run: Run | None
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the database and get ready; raises StoreError."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers (for /readyz)."""
+        ...
+
+    async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
+        """Insert a new run, unless run.idempotency_key names an unexpired run of the same trigger.
+
+        With a key and dedupe_seconds > 0 the key is remembered until now + dedupe_seconds.
+        A replay (run.replay_of set) also clears the original's dead-letter mark.
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> Run | None: ...
+
+    async def list_runs(
+        self,
+        *,
+        trigger_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Newest first; `before` is a run id or an RFC 3339 instant to page back from."""
+        ...
+
+    async def dead_letters(self, limit: int = 100) -> list[Run]:
+        """Runs whose final failure has not been replayed, newest first."""
+        ...
+
+    async def unfinished_runs(self) -> list[Run]:
+        """Runs to resume on start: pending, running, and cancelled for shutdown; oldest first."""
+        ...
+
+    async def start_attempt(self, run_id: str, number: int, at: str) -> None:
+        """Mark the run running and record the start of attempt `number`."""
+        ...
+
+    async def end_attempt(
+        self,
+        run_id: str,
+        number: int,
+        *,
+        status: RunStatus,
+        error: str | None,
+        at: str,
+        then: RunStatus,
+        output: Any = None,
+        usage: Any = None,
+        reason: str | None = None,
+        next_attempt_at: str | None = None,
+        dead_letter: bool = False,
+    ) -> None:
+        """Close attempt `number` with `status`, and move the run to `then`.
+
+        `then` is PENDING (a retry, due at next_attempt_at) or a final status, which
+        also sets finished_at, output, usage, error, reason and the dead-letter mark.
+        """
+        ...
+
+    async def finish_run(
+        self, run_id: str, status: RunStatus, *, at: str, reason: str | None = None, error: str | None = None
+    ) -> None:
+        """End a run that has no attempt under way (a queued run cancelled, say)."""
+        ...
+
+    async def requeue(self, run_id: str, *, at: str | None = None) -> None:
+        """Make a run pending again (resume after shutdown), due at `at` (None: now)."""
+        ...
+
+    async def trigger_stats(self) -> dict[str, TriggerStats]:
+        """Per trigger: run counts by status and the newest run."""
+        ...
+
+    async def prune(self, finished_before: str, now: str) -> int:
+        """Delete final runs finished before the instant, and expired dedupe keys; returns runs deleted."""
+        ...

@@ -1,0 +1,52 @@
+"""The SQLite schema, as an append-only list of migrations (PRAGMA user_version counts them).
+
+Never edit a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            trigger_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            input TEXT NOT NULL,
+            output TEXT,
+            error TEXT,
+            usage TEXT,
+            source TEXT NOT NULL,
+            nominal_time TEXT,
+            idempotency_key TEXT,
+            replay_of TEXT,
+            chain_depth INTEGER NOT NULL DEFAULT 0,
+            dead_letter INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX runs_by_trigger ON runs (trigger_id, id)",
+        "CREATE INDEX runs_unfinished ON runs (status) WHERE status IN ('pending', 'running', 'cancelled')",
+        "CREATE INDEX runs_dead_letters ON runs (id) WHERE dead_letter = 1",
+        "CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL",
+        """CREATE TABLE attempts (
+            run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            PRIMARY KEY (run_id, number)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE dedupe (
+            trigger_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (trigger_id, key)
+        ) WITHOUT ROWID""",
+    ],
+]

@@ -1,0 +1,403 @@
+"""The SQLite store: WAL, migrations, and group commit on one writer thread.
+
+Every write is a small function of a connection, queued to the writer thread.
+The thread takes whatever has queued up, runs each function inside its own
+savepoint of one transaction, commits once, and only then settles the futures:
+under load many firings share one commit (and one fsync) without any of them
+being acknowledged before it is durable. Reads run on a second thread with
+their own connection; WAL lets them proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from triggerd.config.models import SyncLevel
+from triggerd.errors import StoreError
+from triggerd.runs import Attempt, Run, RunStatus, Source
+from triggerd.store.abc import Created, TriggerStats
+from triggerd.store.migrations import MIGRATIONS
+
+T = TypeVar("T")
+_MAX_BATCH = 512
+_STOP = object()
+_RUN_COLUMNS = (
+    "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
+    "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class SqliteStore:
+    """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
+
+    def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL) -> None:
+        self.path = path
+        self.sync = sync
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.sync is SyncLevel.FULL else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_conn = await asyncio.to_thread(self._connect)
+            await asyncio.to_thread(_migrate, write_conn)
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triggerd-store-read")
+            self._read_conn = await asyncio.get_running_loop().run_in_executor(self._reader, self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(write_conn,), name="triggerd-store-write", daemon=True
+        )
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._reader is not None:
+            conn = self._read_conn
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._reader, conn.close)
+            self._reader.shutdown(wait=True)
+            self._reader = None
+
+    # --- the two threads ------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if any(item is _STOP for item in batch):
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+            if batch:
+                _commit_batch(conn, batch)
+        conn.close()
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((operation, future, loop))
+        return await future
+
+    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None or self._read_conn is None:
+            raise StoreError("store is not open")
+        conn = self._read_conn
+
+        def call() -> T:
+            try:
+                return operation(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
+
+    # --- the contract ---------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
+        def insert(conn: sqlite3.Connection) -> Created:
+            key = run.idempotency_key
+            if key is not None and dedupe_seconds > 0:
+                row = conn.execute(
+                    "SELECT run_id FROM dedupe WHERE trigger_id = ? AND key = ? AND expires_at > ?",
+                    (run.trigger_id, key, now or run.created_at),
+                ).fetchone()
+                if row is not None:
+                    return Created(row[0], duplicate=True)
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+                (
+                    run.id,
+                    run.trigger_id,
+                    run.agent_id,
+                    str(run.status),
+                    run.reason,
+                    _dumps(run.input),
+                    _dumps(run.output),
+                    run.error,
+                    _dumps(run.usage),
+                    str(run.source),
+                    run.nominal_time,
+                    run.idempotency_key,
+                    run.replay_of,
+                    run.chain_depth,
+                    int(run.dead_letter),
+                    run.next_attempt_at,
+                    run.created_at,
+                    run.started_at,
+                    run.finished_at,
+                ),
+            )
+            if key is not None and dedupe_seconds > 0:
+                conn.execute(
+                    "INSERT OR REPLACE INTO dedupe (trigger_id, key, run_id, expires_at) "
+                    "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, ?))",
+                    (run.trigger_id, key, run.id, now or run.created_at, f"+{dedupe_seconds} seconds"),
+                )
+            if run.replay_of is not None:
+                conn.execute("UPDATE runs SET dead_letter = 0 WHERE id = ?", (run.replay_of,))
+            return Created(run.id)
+
+        return await self._write(insert)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        runs = await self._read(lambda c: _select_runs(c, "WHERE id = ?", (run_id,)))
+        return runs[0] if runs else None
+
+    async def list_runs(
+        self,
+        *,
+        trigger_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        clauses, params = [], []
+        if trigger_id is not None:
+            clauses.append("trigger_id = ?")
+            params.append(trigger_id)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(str(status))
+        if before is not None:
+            clauses.append("created_at < ?" if "T" in before and ":" in before else "id < ?")
+            params.append(before)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        query = f"{where} ORDER BY id DESC LIMIT ?"
+        return await self._read(lambda c: _select_runs(c, query, (*params, limit)))
+
+    async def dead_letters(self, limit: int = 100) -> list[Run]:
+        return await self._read(lambda c: _select_runs(c, "WHERE dead_letter = 1 ORDER BY id DESC LIMIT ?", (limit,)))
+
+    async def unfinished_runs(self) -> list[Run]:
+        query = "WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown') ORDER BY id"
+        return await self._read(lambda c: _select_runs(c, query, ()))
+
+    async def start_attempt(self, run_id: str, number: int, at: str) -> None:
+        def start(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), next_attempt_at = NULL "
+                "WHERE id = ?",
+                (at, run_id),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO attempts (run_id, number, started_at, status) VALUES (?, ?, ?, 'running')",
+                (run_id, number, at),
+            )
+
+        await self._write(start)
+
+    async def end_attempt(
+        self,
+        run_id: str,
+        number: int,
+        *,
+        status: RunStatus,
+        error: str | None,
+        at: str,
+        then: RunStatus,
+        output: Any = None,
+        usage: Any = None,
+        reason: str | None = None,
+        next_attempt_at: str | None = None,
+        dead_letter: bool = False,
+    ) -> None:
+        def end(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE attempts SET finished_at = ?, status = ?, error = ? WHERE run_id = ? AND number = ?",
+                (at, str(status), error, run_id, number),
+            )
+            if then is RunStatus.PENDING:
+                conn.execute(
+                    "UPDATE runs SET status = 'pending', error = ?, next_attempt_at = ? WHERE id = ?",
+                    (error, next_attempt_at, run_id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE runs SET status = ?, finished_at = ?, output = ?, usage = ?, error = ?, reason = ?, "
+                    "dead_letter = ?, next_attempt_at = NULL WHERE id = ?",
+                    (str(then), at, _dumps(output), _dumps(usage), error, reason, int(dead_letter), run_id),
+                )
+
+        await self._write(end)
+
+    async def finish_run(
+        self, run_id: str, status: RunStatus, *, at: str, reason: str | None = None, error: str | None = None
+    ) -> None:
+        def finish(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ?, error = COALESCE(?, error), "
+                "next_attempt_at = NULL WHERE id = ?",
+                (str(status), at, reason, error, run_id),
+            )
+
+        await self._write(finish)
+
+    async def requeue(self, run_id: str, *, at: str | None = None) -> None:
+        def requeue(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status = 'pending', reason = NULL, finished_at = NULL, next_attempt_at = ? "
+                "WHERE id = ?",
+                (at, run_id),
+            )
+
+        await self._write(requeue)
+
+    async def trigger_stats(self) -> dict[str, TriggerStats]:
+        def stats(conn: sqlite3.Connection) -> dict[str, TriggerStats]:
+            counts: dict[str, dict[str, int]] = {}
+            for trigger_id, status, n in conn.execute(
+                "SELECT trigger_id, status, count(*) FROM runs GROUP BY trigger_id, status"
+            ):
+                counts.setdefault(trigger_id, {})[status] = n
+            latest = _select_runs(conn, "WHERE id IN (SELECT max(id) FROM runs GROUP BY trigger_id)", ())
+            newest = {run.trigger_id: run for run in latest}
+            return {t: TriggerStats(c, newest.get(t)) for t, c in counts.items()}
+
+        return await self._read(stats)
+
+    async def prune(self, finished_before: str, now: str) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ? "
+                "AND status NOT IN ('pending', 'running') AND dead_letter = 0",
+                (finished_before,),
+            ).rowcount
+            conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
+            return int(deleted)
+
+        return await self._write(prune)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"store schema version {version} is newer than this triggerd knows ({len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> None:
+    outcomes: list[tuple[Any, Any, BaseException | None]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for operation, future, loop in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                result = operation(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                failed = exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")
+                outcomes.append(((future, loop), None, failed))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append(((future, loop), result, None))
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        failure: BaseException = StoreError(f"store commit failed: {exc}")
+        outcomes = [((future, loop), None, failure) for _, future, loop in batch]
+    for (future, loop), result, error in outcomes:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _select_runs(conn: sqlite3.Connection, tail: str, params: Sequence[Any]) -> list[Run]:
+    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {tail}", params).fetchall()
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    attempts: dict[str, list[Attempt]] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        for run_id, number, started, finished, status, error in conn.execute(
+            f"SELECT run_id, number, started_at, finished_at, status, error FROM attempts "
+            f"WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, number",
+            chunk,
+        ):
+            attempts.setdefault(run_id, []).append(Attempt(number, started, finished, RunStatus(status), error))
+    return [
+        Run(
+            id=r[0],
+            trigger_id=r[1],
+            agent_id=r[2],
+            status=RunStatus(r[3]),
+            reason=r[4],
+            input=_loads(r[5]),
+            output=_loads(r[6]),
+            error=r[7],
+            usage=_loads(r[8]),
+            source=Source(r[9]),
+            nominal_time=r[10],
+            idempotency_key=r[11],
+            replay_of=r[12],
+            chain_depth=r[13],
+            dead_letter=bool(r[14]),
+            next_attempt_at=r[15],
+            created_at=r[16],
+            started_at=r[17],
+            finished_at=r[18],
+            attempts=tuple(attempts.get(r[0], ())),
+        )
+        for r in rows
+    ]
