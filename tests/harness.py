@@ -65,6 +65,7 @@ class Daemon:
     port: int
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    token: str | None = None
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,7 +102,8 @@ class Daemon:
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        return http(method, self.url + path, body, headers)
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token and path.startswith("/v1") else {}
+        return http(method, self.url + path, body, {**auth, **(headers or {})})
 
     def fire(self, trigger_id: str, input_: dict[str, Any] | None = None) -> str:
         status, answer = self.request("POST", f"/v1/triggers/{trigger_id}/fire", {"input": input_ or {}})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from functools import cache
 from typing import Any
 
 import anthropic
+import anthropic.resources.messages
 
 from triggerd.agents.abc import AgentRequest, AgentResult
 from triggerd.config.models import AnthropicAgent
@@ -48,8 +51,11 @@ class AnthropicBackend:
             params["system"] = self.agent.system
         if self.agent.temperature is not None:
             params["temperature"] = self.agent.temperature
+        keywords, extra = split_params(params)
+        if extra:
+            keywords["extra_body"] = {**keywords.get("extra_body", {}), **extra}
         try:
-            message = await self.client().messages.create(**params)
+            message = await self.client().messages.create(**keywords)
         except anthropic.APIStatusError as exc:
             retryable = exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
             raise AgentFailure(
@@ -68,6 +74,23 @@ class AnthropicBackend:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+@cache
+def _create_keywords() -> frozenset[str]:
+    signature = inspect.signature(anthropic.resources.messages.AsyncMessages.create)
+    return frozenset(name for name in signature.parameters if name != "self")
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split request fields into those this SDK's create() takes as keywords and the rest.
+
+    The rest (a field this SDK release does not name, such as `temperature` in
+    SDK 2.x, or one newer than it) is sent as-is in the request body through
+    `extra_body`, so `params` passes through whatever the SDK version.
+    """
+    known = _create_keywords()
+    return ({k: v for k, v in params.items() if k in known}, {k: v for k, v in params.items() if k not in known})
 
 
 def _error_text(exc: anthropic.APIStatusError) -> str:

@@ -54,6 +54,8 @@ class SqliteStore:
         self._writer: threading.Thread | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self.commits = 0  # transactions committed: fewer than writes when group commit batches them
+        self.writes = 0
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -106,7 +108,9 @@ class SqliteStore:
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
             if batch:
-                _commit_batch(conn, batch)
+                if _commit_batch(conn, batch):
+                    self.commits += 1
+                self.writes += len(batch)
         conn.close()
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -326,7 +330,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> None:
+def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> bool:
+    """Run a batch of writes in one transaction; settle every future; True if it committed."""
+    committed = False
     outcomes: list[tuple[Any, Any, BaseException | None]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -343,6 +349,7 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> None:
                 conn.execute("RELEASE op")
                 outcomes.append(((future, loop), result, None))
         conn.execute("COMMIT")
+        committed = True
     except sqlite3.Error as exc:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
@@ -351,6 +358,7 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> None:
         outcomes = [((future, loop), None, failure) for _, future, loop in batch]
     for (future, loop), result, error in outcomes:
         loop.call_soon_threadsafe(_settle, future, result, error)
+    return committed
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

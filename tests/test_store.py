@@ -1,0 +1,161 @@
+"""The SQLite store's contract: durability before acknowledgement, group commit, dedupe, pruning, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from triggerd.errors import StoreError
+from triggerd.runs import Run, RunStatus, Source, new_run_id
+from triggerd.store.sqlite import SqliteStore
+
+
+def new_run(trigger: str = "t", key: str | None = None, created: str = "2026-01-01T00:00:00.000Z") -> Run:
+    return Run(
+        id=new_run_id(),
+        trigger_id=trigger,
+        agent_id="a",
+        status=RunStatus.PENDING,
+        input={"n": 1},
+        source=Source.MANUAL,
+        created_at=created,
+        idempotency_key=key,
+    )
+
+
+def test_concurrent_writes_share_commits_and_all_survive_a_reopen(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int, int]:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        created = await asyncio.gather(*(store.create_run(new_run()) for _ in range(300)))
+        commits = store.commits
+        await store.close()
+        again = SqliteStore(tmp_path / "s.db")
+        await again.open()
+        count = len(await again.list_runs(limit=1000))
+        await again.close()
+        return len({c.run_id for c in created}), commits, count
+
+    distinct, commits, count = asyncio.run(scenario())
+    assert distinct == count == 300
+    assert commits < 300  # batched: many firings per commit
+
+
+def test_dedupe_key_within_the_window_names_the_first_run(tmp_path: Path) -> None:
+    async def scenario() -> list[tuple[str, bool]]:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        first = await store.create_run(new_run(key="k1"), 60, "2026-01-01T00:00:00.000Z")
+        again = await store.create_run(new_run(key="k1"), 60, "2026-01-01T00:00:59.000Z")
+        other_trigger = await store.create_run(new_run(trigger="u", key="k1"), 60, "2026-01-01T00:00:30.000Z")
+        expired = await store.create_run(new_run(key="k1"), 60, "2026-01-01T00:01:00.001Z")
+        await store.close()
+        return [(c.run_id == first.run_id, c.duplicate) for c in (first, again, other_trigger, expired)]
+
+    assert asyncio.run(scenario()) == [(True, False), (True, True), (False, False), (False, False)]
+
+
+def test_prune_removes_old_finished_runs_but_keeps_dead_letters_and_unfinished(tmp_path: Path) -> None:
+    async def scenario() -> set[str]:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        old_done, dead, pending, recent = (new_run() for _ in range(4))
+        for run in (old_done, dead, pending, recent):
+            await store.create_run(run)
+        for run, at, dead_letter in (
+            (old_done, "2026-01-01T00:00:01.000Z", False),
+            (dead, "2026-01-01T00:00:01.000Z", True),
+            (recent, "2026-03-01T00:00:00.000Z", False),
+        ):
+            await store.start_attempt(run.id, 1, at)
+            await store.end_attempt(
+                run.id,
+                1,
+                status=RunStatus.FAILED if dead_letter else RunStatus.COMPLETED,
+                error=None,
+                at=at,
+                then=RunStatus.FAILED if dead_letter else RunStatus.COMPLETED,
+                dead_letter=dead_letter,
+            )
+        assert await store.prune("2026-02-01T00:00:00.000Z", "2026-03-02T00:00:00.000Z") == 1
+        left = {r.id for r in await store.list_runs(limit=10)}
+        await store.close()
+        return {
+            name
+            for name, run in (("old", old_done), ("dead", dead), ("pending", pending), ("recent", recent))
+            if run.id in left
+        }
+
+    assert asyncio.run(scenario()) == {"dead", "pending", "recent"}
+
+
+def test_attempts_and_outcomes_are_recorded(tmp_path: Path) -> None:
+    async def scenario() -> Run | None:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        run = new_run()
+        await store.create_run(run)
+        await store.start_attempt(run.id, 1, "2026-01-01T00:00:01.000Z")
+        await store.end_attempt(
+            run.id,
+            1,
+            status=RunStatus.FAILED,
+            error="boom",
+            at="2026-01-01T00:00:02.000Z",
+            then=RunStatus.PENDING,
+            next_attempt_at="2026-01-01T00:00:05.000Z",
+        )
+        await store.start_attempt(run.id, 2, "2026-01-01T00:00:05.000Z")
+        await store.end_attempt(
+            run.id,
+            2,
+            status=RunStatus.COMPLETED,
+            error=None,
+            at="2026-01-01T00:00:06.000Z",
+            then=RunStatus.COMPLETED,
+            output={"ok": True},
+            usage={"output_tokens": 3},
+        )
+        stored = await store.get_run(run.id)
+        await store.close()
+        return stored
+
+    run = asyncio.run(scenario())
+    assert run is not None
+    assert (run.status, run.output, run.usage, run.failures) == (
+        RunStatus.COMPLETED,
+        {"ok": True},
+        {"output_tokens": 3},
+        1,
+    )
+    assert [(a.number, a.status, a.error) for a in run.attempts] == [
+        (1, RunStatus.FAILED, "boom"),
+        (2, RunStatus.COMPLETED, None),
+    ]
+    assert (run.started_at, run.finished_at) == ("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:06.000Z")
+
+
+def test_a_database_from_a_newer_triggerd_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+
+    async def scenario() -> None:
+        await SqliteStore(path).open()
+
+    with pytest.raises(StoreError, match="newer than this triggerd knows"):
+        asyncio.run(scenario())
+
+
+def test_an_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+
+    async def scenario() -> None:
+        await SqliteStore(tmp_path / "file" / "s.db").open()
+
+    with pytest.raises(StoreError, match="cannot open store"):
+        asyncio.run(scenario())
