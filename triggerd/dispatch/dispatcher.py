@@ -95,7 +95,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.state = DispatcherState.STOPPED
         self.counts = RunningCounts(configuration.settings.limits.max_concurrent_runs)
-        self._queued: dict[str, Job] = {}
+        self._queued: dict[str, Job] = {}  # insertion order is the queue's order
+        self._queued_by_trigger: Counter[str] = Counter()
         self._running: dict[str, Job] = {}
         self._reserved: Counter[str] = Counter()
         self._wake: asyncio.TimerHandle | None = None
@@ -194,7 +195,7 @@ class Dispatcher:
             },
         )
         if status is RunStatus.PENDING:
-            self._queued[run.id] = Job(run.id, trigger, agent, run.input)
+            self._enqueue(Job(run.id, trigger, agent, run.input))
             if victim is not None:
                 self._stop_attempt(victim, CancelReason.REPLACED)
             self._pump()
@@ -203,7 +204,7 @@ class Dispatcher:
     def _admission(self, trigger: Trigger) -> tuple[RunStatus, str | None, Job | None]:
         """Pending, or skipped with a reason; for overlap replace, the running job to cancel."""
         running = [job for job in self._running.values() if job.trigger.id == trigger.id]
-        queued = sum(job.trigger.id == trigger.id for job in self._queued.values())
+        queued = self._queued_by_trigger[trigger.id]
         in_flight = len(running) + queued + self._reserved[trigger.id]
         if trigger.overlap is Overlap.SKIP and in_flight >= trigger.max_concurrent:
             return RunStatus.SKIPPED, str(SkipReason.OVERLAP), None
@@ -222,7 +223,7 @@ class Dispatcher:
     async def cancel(self, run_id: str, reason: CancelReason = CancelReason.REQUESTED) -> Run:
         """Cancel a pending or running run and return it as recorded; Conflict if it has finished."""
         if run_id in self._queued:
-            self._queued.pop(run_id)
+            self._dequeue(run_id)
             await self.store.finish_run(run_id, RunStatus.CANCELLED, at=isoformat(self.clock.now()), reason=reason)
         elif run_id in self._running:
             job = self._running[run_id]
@@ -248,6 +249,15 @@ class Dispatcher:
         trigger, _ = self._definitions(run.trigger_id)
         return await self.submit(Firing(trigger.id, trigger.agent.id, run.input, Source.REPLAY, replay_of=run.id))
 
+    def _enqueue(self, job: Job) -> None:
+        self._queued[job.run_id] = job
+        self._queued_by_trigger[job.trigger.id] += 1
+
+    def _dequeue(self, run_id: str) -> Job:
+        job = self._queued.pop(run_id)
+        self._queued_by_trigger[job.trigger.id] -= 1
+        return job
+
     def _stop_attempt(self, job: Job, reason: str) -> None:
         job.cancel_reason = job.cancel_reason or reason
         if job.attempt_task is not None:
@@ -268,7 +278,7 @@ class Dispatcher:
                 next_due = job.not_before if next_due is None else min(next_due, job.not_before)
                 continue
             if self.counts.allows(job.trigger, job.agent):
-                del self._queued[job.run_id]
+                self._dequeue(job.run_id)
                 self._start(job)
         if next_due is not None:
             self._wake_at(next_due)
@@ -402,7 +412,7 @@ class Dispatcher:
     def _requeue(self, job: Job, delay: float) -> None:
         job.not_before = self.clock.monotonic() + delay
         job.task = None
-        self._queued[job.run_id] = job
+        self._enqueue(job)
         if self.state is DispatcherState.RUNNING:
             self._wake_at(job.not_before)
 
@@ -444,6 +454,6 @@ class Dispatcher:
         elif run.next_attempt_at is not None:
             wait = (parse_instant(run.next_attempt_at) - self.clock.now()).total_seconds()
             job.not_before = self.clock.monotonic() + max(wait, 0.0)
-        self._queued[run.id] = job
+        self._enqueue(job)
         log.info("run resumed (was %s)", run.status, extra=job.log_extra)
         return 1

@@ -1,0 +1,189 @@
+"""Agent backends against real processes and a real HTTP server on loopback (SPEC 5.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.harness import free_port, pid_alive
+from triggerd.agents.abc import AgentRequest
+from triggerd.agents.command import CommandBackend
+from triggerd.agents.http import HttpBackend
+from triggerd.config.models import AgentType, CommandAgent, HttpAgent, Origin, Secret
+from triggerd.errors import AgentFailure
+from triggerd.mapping import Template
+
+REQUEST = AgentRequest("run-1", "trig", "agent", 2, {"name": "Ada"})
+COMMON: dict[str, Any] = {
+    "name": None,
+    "description": None,
+    "max_concurrent": None,
+    "timeout_seconds": None,
+    "origin": Origin("x.yaml", 1),
+    "fingerprint": "f",
+}
+
+
+def command(*argv: str, max_output: int = 1_048_576, cwd: Path | None = None) -> CommandAgent:
+    return CommandAgent(
+        id="c",
+        type=AgentType.COMMAND,
+        command=tuple(Template.parse(a) for a in argv),
+        working_dir=str(cwd) if cwd else None,
+        env={"FROM_DEF": Secret("yes")},
+        max_output_bytes=max_output,
+        **COMMON,
+    )
+
+
+def test_output_beyond_the_limit_fails_the_run_and_stops_the_command() -> None:
+    agent = command(
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdout.write('x' * 100000); sys.stdout.flush(); time.sleep(30)",
+        max_output=1000,
+    )
+    started = time.monotonic()
+    with pytest.raises(AgentFailure) as failure:
+        asyncio.run(CommandBackend(agent, kill_grace=0.5).run(REQUEST))
+    assert str(failure.value) == "output exceeded max_output_bytes (1000)"
+    assert failure.value.retryable is False
+    assert time.monotonic() - started < 5
+
+
+def test_a_command_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "open('pid', 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    backend = CommandBackend(command(sys.executable, "-c", script, cwd=tmp_path), kill_grace=0.5)
+
+    async def scenario() -> float:
+        task = asyncio.create_task(backend.run(REQUEST))
+        while not (tmp_path / "pid").exists():  # noqa: ASYNC110 - a file written by another process
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(scenario())
+    assert 0.4 < elapsed < 3  # waited the grace, then SIGKILL
+    assert not pid_alive(int((tmp_path / "pid").read_text()))
+
+
+def test_stderr_tail_and_exit_status_are_reported() -> None:
+    agent = command(sys.executable, "-c", "import sys; sys.stderr.write('a' * 5000 + 'END'); sys.exit(4)")
+    with pytest.raises(AgentFailure) as failure:
+        asyncio.run(CommandBackend(agent).run(REQUEST))
+    assert failure.value.retryable is True
+    assert failure.value.message.startswith("exit status 4: aaa")
+    assert failure.value.message.endswith("END")
+    assert len(failure.value.message) < 4200
+
+
+def test_the_command_environment_is_minimal_and_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "daemon-secret")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
+    result = asyncio.run(CommandBackend(command(sys.executable, "-c", script)).run(REQUEST))
+    env = result.output
+    assert "ANTHROPIC_API_KEY" not in env
+    assert (env["FROM_DEF"], env["TRIGGERD_RUN_ID"], env["TRIGGERD_ATTEMPT"]) == ("yes", "run-1", "2")
+
+
+class Endpoint:
+    """A real HTTP endpoint on loopback answering from a list of (status, body)."""
+
+    def __init__(self, answers: list[tuple[int, Any]]) -> None:
+        self.answers = answers
+        self.received: list[tuple[dict[str, str], Any]] = []
+        self.port = free_port()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((dict(request.headers), await request.json()))
+        status, body = self.answers.pop(0)
+        if body == "hang":
+            await asyncio.sleep(30)
+        return web.Response(status=status, text=body if isinstance(body, str) else json.dumps(body))
+
+    async def __aenter__(self) -> HttpBackend:
+        app = web.Application()
+        app.router.add_post("/run", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.backend = HttpBackend(
+            HttpAgent(
+                id="h",
+                type=AgentType.HTTP,
+                url=f"http://127.0.0.1:{self.port}/run",
+                method="POST",
+                headers={"Authorization": Secret("Bearer t0k")},
+                **COMMON,
+            )
+        )
+        return self.backend
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.backend.close()
+        await self.runner.cleanup()
+
+
+def test_http_agent_posts_the_run_and_keeps_the_answer() -> None:
+    endpoint = Endpoint([(200, {"done": True})])
+
+    async def scenario() -> Any:
+        async with endpoint as backend:
+            return (await backend.run(REQUEST)).output
+
+    assert asyncio.run(scenario()) == {"done": True}
+    headers, body = endpoint.received[0]
+    assert body == {
+        "run_id": "run-1",
+        "trigger_id": "trig",
+        "agent_id": "agent",
+        "attempt": 2,
+        "input": {"name": "Ada"},
+    }
+    assert headers["Authorization"] == "Bearer t0k"
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(400, False), (404, False), (429, True), (500, True), (503, True)])
+def test_http_agent_failures_say_whether_to_retry(status: int, retryable: bool) -> None:
+    endpoint = Endpoint([(status, "nope")])
+
+    async def scenario() -> AgentFailure:
+        async with endpoint as backend:
+            with pytest.raises(AgentFailure) as failure:
+                await backend.run(REQUEST)
+            return failure.value
+
+    failure = asyncio.run(scenario())
+    assert (failure.retryable, failure.output) == (retryable, "nope")
+    assert failure.message == f"POST http://127.0.0.1:{endpoint.port}/run answered {status}"
+
+
+def test_http_agent_unreachable_endpoint_is_retryable() -> None:
+    agent = HttpAgent(
+        id="h", type=AgentType.HTTP, url=f"http://127.0.0.1:{free_port()}/run", method="POST", headers={}, **COMMON
+    )
+
+    async def scenario() -> AgentFailure:
+        backend = HttpBackend(agent)
+        try:
+            with pytest.raises(AgentFailure) as failure:
+                await backend.run(REQUEST)
+            return failure.value
+        finally:
+            await backend.close()
+
+    assert asyncio.run(scenario()).retryable is True
