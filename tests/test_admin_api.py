@@ -92,6 +92,8 @@ def test_errors_are_precise_and_never_500(tmp_path: Path) -> None:
             ("GET", "/v1/triggers/nope/executions", None, 404),
             ("GET", f"/v1/triggers/other/executions/{run_id}", None, 404),
             ("POST", f"/v1/runs/{run_id}/cancel", None, 409),
+            ("POST", f"/v1/triggers/hook/executions/{run_id}/cancel", None, 409),
+            ("POST", f"/v1/triggers/other/executions/{run_id}/cancel", None, 404),
             ("GET", "/v1/runs?limit=0", None, 400),
             ("GET", "/v1/runs?limit=abc", None, 400),
             ("GET", "/v1/runs?status=weird", None, 400),

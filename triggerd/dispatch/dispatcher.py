@@ -353,61 +353,38 @@ class Dispatcher:
         return _Outcome(RunStatus.COMPLETED, output=result.output, usage=result.usage)
 
     async def _record(self, job: Job, number: int, outcome: _Outcome) -> None:
-        at = isoformat(self.clock.now())
-        extra = {**job.log_extra, "attempt": number, "status": str(outcome.status)}
-        if outcome.status is RunStatus.COMPLETED:
-            await self.store.end_attempt(
-                job.run_id,
-                number,
-                status=outcome.status,
-                error=None,
-                at=at,
-                then=RunStatus.COMPLETED,
-                output=outcome.output,
-                usage=outcome.usage,
-            )
-            log.info("run completed", extra=extra)
-            return
-        if outcome.status is RunStatus.CANCELLED:
-            await self.store.end_attempt(
-                job.run_id,
-                number,
-                status=outcome.status,
-                error=outcome.error,
-                at=at,
-                then=RunStatus.CANCELLED,
-                reason=outcome.error,
-                output=outcome.output,
-            )
-            log.info("run cancelled (%s)", outcome.error, extra=extra)
-            return
-        job.failures += 1
-        if outcome.retryable and job.failures < job.trigger.retry.max_attempts:
-            delay = backoff_delay(job.trigger.retry, job.failures, self.rng)
-            due = isoformat(self.clock.now() + timedelta(seconds=delay))
-            await self.store.end_attempt(
-                job.run_id,
-                number,
-                status=outcome.status,
-                error=outcome.error,
-                at=at,
-                then=RunStatus.PENDING,
-                next_attempt_at=due,
-            )
-            log.warning("attempt %d %s: %s; retry in %.1fs", number, outcome.status, outcome.error, delay, extra=extra)
-            self._requeue(job, delay)
-            return
+        """Write the attempt's end and what the run becomes: done, retried later, cancelled or a dead letter."""
+        then, retry_in = outcome.status, None
+        if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
+            job.failures += 1
+            if outcome.retryable and job.failures < job.trigger.retry.max_attempts:
+                then, retry_in = RunStatus.PENDING, backoff_delay(job.trigger.retry, job.failures, self.rng)
+        now = self.clock.now()
         await self.store.end_attempt(
             job.run_id,
             number,
             status=outcome.status,
             error=outcome.error,
-            at=at,
-            then=outcome.status,
+            at=isoformat(now),
+            then=then,
             output=outcome.output,
-            dead_letter=True,
+            usage=outcome.usage,
+            reason=outcome.error if then is RunStatus.CANCELLED else None,
+            next_attempt_at=isoformat(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
+            dead_letter=then in (RunStatus.FAILED, RunStatus.TIMED_OUT),
         )
-        log.error("run %s: %s", outcome.status, outcome.error, extra=extra)
+        extra = {**job.log_extra, "attempt": number, "status": str(then)}
+        if retry_in is not None:
+            log.warning(
+                "attempt %d %s: %s; retry in %.1fs", number, outcome.status, outcome.error, retry_in, extra=extra
+            )
+            self._requeue(job, retry_in)
+        elif then is RunStatus.COMPLETED:
+            log.info("run completed", extra=extra)
+        elif then is RunStatus.CANCELLED:
+            log.info("run cancelled (%s)", outcome.error, extra=extra)
+        else:
+            log.error("run %s: %s", then, outcome.error, extra=extra)
 
     def _requeue(self, job: Job, delay: float) -> None:
         job.not_before = self.clock.monotonic() + delay

@@ -64,8 +64,8 @@ def add_admin_routes(app: web.Application, dispatcher: Dispatcher, tokens: tuple
     app.router.add_get("/v1/triggers/{trigger_id}", get_trigger)
     app.router.add_post("/v1/triggers/{trigger_id}/fire", fire)
     app.router.add_get("/v1/triggers/{trigger_id}/executions", list_trigger_runs)
-    app.router.add_get("/v1/triggers/{trigger_id}/executions/{run_id}", get_trigger_run)
-    app.router.add_post("/v1/triggers/{trigger_id}/executions/{run_id}/cancel", cancel_trigger_run)
+    app.router.add_get("/v1/triggers/{trigger_id}/executions/{run_id}", get_run)
+    app.router.add_post("/v1/triggers/{trigger_id}/executions/{run_id}/cancel", cancel_run)
     app.router.add_get("/v1/runs", list_runs)
     app.router.add_get("/v1/runs/{run_id}", get_run)
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
@@ -209,10 +209,6 @@ async def get_run(request: web.Request) -> web.Response:
     return json_response((await _run_or_404(request)).to_json())
 
 
-async def get_trigger_run(request: web.Request) -> web.Response:
-    return await get_run(request)
-
-
 async def cancel_run(request: web.Request) -> web.Response:
     run = await _run_or_404(request)
     try:
@@ -222,10 +218,6 @@ async def cancel_run(request: web.Request) -> web.Response:
     except StoreError as exc:
         return error(503, f"store unavailable: {exc}")
     return json_response(cancelled.to_json())
-
-
-async def cancel_trigger_run(request: web.Request) -> web.Response:
-    return await cancel_run(request)
 
 
 def _accepted(submitted: Submitted, **extra: Any) -> web.Response:
