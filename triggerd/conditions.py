@@ -1,14 +1,16 @@
 """The condition language of webhook filters and event conditions (SPEC 4).
 
 Parse once into a small tree of Clause / AllOf / AnyOf / Not, then evaluate it
-many times against trigger contexts.
+many times against trigger contexts (evaluate), or with every clause's result
+(explain, for `triggerd test`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -213,3 +215,181 @@ class _Parser:
 def _unknown_operator(name: object) -> str:
     known = ", ".join([*Operator, *SHORTHAND])
     return f"unknown condition operator {name!r} (expected one of: {known})"
+
+
+# --- evaluation ------------------------------------------------------------------
+
+SEVERITIES = ("debug", "info", "low", "notice", "medium", "warning", "high", "error", "critical", "fatal")
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+_MISSING = object()
+
+
+class Scope(StrEnum):
+    """Where a bare or dotted field name is looked up (SPEC 4)."""
+
+    WEBHOOK = "webhook"  # in the body
+    EVENT = "event"  # in the event's data, then in the event itself
+
+
+@dataclass(frozen=True, slots=True)
+class ClauseResult:
+    """One clause as evaluated: for `triggerd test` and logs."""
+
+    field: str
+    operator: Operator
+    expected: Any
+    actual: Any
+    found: bool
+    result: bool
+
+    def __str__(self) -> str:
+        actual = repr(self.actual) if self.found else "missing"
+        mark = "true " if self.result else "false"
+        return f"{mark} {self.field} {self.operator} {self.expected!r} (actual: {actual})"
+
+
+def evaluate(condition: Condition, context: Any, scope: Scope) -> bool:
+    """Whether the condition holds for the context (short-circuits)."""
+    return _evaluate(condition, context, scope, None)
+
+
+def explain(condition: Condition, context: Any, scope: Scope) -> tuple[bool, list[ClauseResult]]:
+    """The verdict and every clause's result (no short-circuit, so each clause is shown)."""
+    trace: list[ClauseResult] = []
+    return _evaluate(condition, context, scope, trace), trace
+
+
+def _evaluate(condition: Condition, context: Any, scope: Scope, trace: list[ClauseResult] | None) -> bool:
+    if isinstance(condition, Clause):
+        found, actual = resolve_field(condition.field, context, scope)
+        result = _apply(condition, found, actual)
+        if trace is not None:
+            trace.append(
+                ClauseResult(
+                    condition.field.text, condition.operator, condition.value, actual if found else None, found, result
+                )
+            )
+        return result
+    if isinstance(condition, Not):
+        return not _evaluate(condition.item, context, scope, trace)
+    results: Iterable[bool] = (_evaluate(item, context, scope, trace) for item in condition.items)
+    if trace is not None:
+        results = list(results)  # evaluate every branch for the trace
+    return all(results) if isinstance(condition, AllOf) else any(results)
+
+
+def resolve_field(field: FieldRef, context: Any, scope: Scope) -> tuple[bool, Any]:
+    """(found, value): JSONPath on the context, or a dotted name in the body / event data / event."""
+    if field.path is not None:
+        matches = field.path.find(context)
+        if not matches:
+            return False, None
+        return True, matches[0] if len(matches) == 1 else matches
+    if scope is Scope.WEBHOOK:
+        roots = [context.get("body")] if isinstance(context, dict) else []
+    else:
+        event = context.get("event") if isinstance(context, dict) else None
+        roots = [event.get("data"), event] if isinstance(event, dict) else []
+    for root in roots:
+        value = _dotted(root, field.dotted)
+        if value is not _MISSING:
+            return True, value
+    return False, None
+
+
+def _dotted(root: Any, path: tuple[str, ...]) -> Any:
+    current = root
+    for step in path:
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
+            current = current[int(step)]
+        else:
+            return _MISSING
+    return current
+
+
+def _apply(clause: Clause, found: bool, actual: Any) -> bool:
+    op, expected = clause.operator, clause.value
+    if op is Operator.EXISTS:
+        return found == bool(expected)
+    if not found:
+        return op in (Operator.NE, Operator.NOT_IN)
+    if op is Operator.EQ:
+        return _equal(actual, expected)
+    if op is Operator.NE:
+        return not _equal(actual, expected)
+    if op is Operator.IN:
+        return isinstance(expected, list) and any(_equal(actual, item) for item in expected)
+    if op is Operator.NOT_IN:
+        return isinstance(expected, list) and not any(_equal(actual, item) for item in expected)
+    if op is Operator.CONTAINS:
+        if isinstance(actual, str):
+            return isinstance(expected, str) and expected in actual
+        if isinstance(actual, list):
+            return any(_equal(item, expected) for item in actual)
+        return isinstance(actual, dict) and expected in actual
+    if op is Operator.STARTS_WITH:
+        return isinstance(actual, str) and isinstance(expected, str) and actual.startswith(expected)
+    if op is Operator.ENDS_WITH:
+        return isinstance(actual, str) and isinstance(expected, str) and actual.endswith(expected)
+    if op is Operator.MATCHES:
+        return isinstance(actual, str) and clause.pattern is not None and clause.pattern.search(actual) is not None
+    pair = _ordered(actual, expected)
+    if pair is None:
+        return False
+    left, right = pair
+    comparisons = {
+        Operator.GT: left > right,
+        Operator.GTE: left >= right,
+        Operator.LT: left < right,
+        Operator.LTE: left <= right,
+    }
+    return bool(comparisons[op])
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    pair = _ordered(actual, expected)
+    if pair is not None:
+        return bool(pair[0] == pair[1])
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return actual is expected  # true is not 1
+    return bool(actual == expected)
+
+
+def _ordered(left: Any, right: Any) -> tuple[Any, Any] | None:
+    """Both as numbers, both as severities, or both as instants; None when they cannot be ordered."""
+    numbers = _number(left), _number(right)
+    if numbers[0] is not None and numbers[1] is not None:
+        return numbers
+    if isinstance(left, str) and isinstance(right, str):
+        ranks = _RANK.get(left.lower()), _RANK.get(right.lower())
+        if ranks[0] is not None and ranks[1] is not None:
+            return ranks
+        instants = _instant(left), _instant(right)
+        if instants[0] is not None and instants[1] is not None:
+            return instants
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip()) if value.strip() else None
+        except ValueError:
+            return None
+    return None
+
+
+def _instant(text: str) -> datetime | None:
+    if len(text) < 10 or not text[:4].isdigit() or text[4] != "-":
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
