@@ -92,7 +92,9 @@ class Daemon:
             resumed = await dispatcher.start()
             stack.push_async_callback(dispatcher.drain, 0.0)
 
-            http = HttpServer(settings, dispatcher, self.readiness)
+            http = HttpServer(
+                settings, dispatcher, self.readiness, self.clock, accepting=lambda: self.state is DaemonState.RUNNING
+            )
             await http.start()
             stack.push_async_callback(http.stop)
 

@@ -64,3 +64,16 @@ class Conflict(TriggerdError):
 
 class Unavailable(TriggerdError):
     """Raised by the dispatcher once it is draining for shutdown: the caller should answer 503."""
+
+
+class AuthFailure(TriggerdError):
+    """Raised by a webhook verifier when a request does not prove its origin; the message names no secret."""
+
+
+class MissingInput(TriggerdError):
+    """Raised by mapping.build_input when a required input_mapping path matches nothing."""
+
+    def __init__(self, key: str, path: str) -> None:
+        super().__init__(f"required input '{key}' is missing: {path} matched nothing")
+        self.key = key
+        self.path = path

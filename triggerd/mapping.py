@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as _parse_jsonpath
 
-from triggerd.errors import PathError, TemplateError
+from triggerd.errors import MissingInput, PathError, TemplateError
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +100,38 @@ def lookup(data: Any, path: tuple[str, ...]) -> Any:
         else:
             raise TemplateError(f"template key '{'.'.join(path)}' is missing from the run input")
     return current
+
+
+class _Rule(Protocol):
+    """What build_input needs of config.models.MappingRule."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def path(self) -> JsonPath: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def default(self) -> Any: ...
+
+
+def build_input(static: Mapping[str, Any], rules: Sequence[_Rule], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Run input (SPEC 3.5): the static input, then each mapping key set from the context.
+
+    One match gives the value, several a list, none the default; none for a required
+    key raises MissingInput. Without any mapping the whole context goes under
+    `trigger_context`.
+    """
+    result = dict(static)
+    if not rules:
+        result["trigger_context"] = dict(context)
+        return result
+    for rule in rules:
+        found = rule.path.find(context)
+        if not found:
+            if rule.required:
+                raise MissingInput(rule.key, rule.path.text)
+            result[rule.key] = rule.default
+        else:
+            result[rule.key] = found[0] if len(found) == 1 else found
+    return result

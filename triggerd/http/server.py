@@ -7,41 +7,52 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from triggerd.clock import Clock
 from triggerd.config.models import Listen, Settings
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.http.admin import add_admin_routes
 from triggerd.http.responses import json_response, never_500
+from triggerd.http.webhooks import WebhookHandler
 
 log = logging.getLogger("triggerd.http")
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
-READINESS = web.AppKey("readiness", object)
 
 
 class HttpServer:
     """Starts and stops the sites; `readiness` returns why the daemon is not ready (empty: ready)."""
 
-    def __init__(self, settings: Settings, dispatcher: Dispatcher, readiness: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        readiness: ReadinessCheck,
+        clock: Clock,
+        accepting: Callable[[], bool],
+    ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.readiness = readiness
+        self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
 
-    def _app(self, *, admin: bool) -> web.Application:
+    def _app(self, *, admin: bool, webhooks: bool) -> web.Application:
         app = web.Application(middlewares=[never_500], client_max_size=self.settings.server.max_body_bytes)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
             add_admin_routes(app, self.dispatcher, tokens)
+        if webhooks:
+            self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app
 
     async def start(self) -> None:
         separate_admin = self.settings.admin.listen is not None
-        await self._serve(self._app(admin=not separate_admin), self.settings.server.listen)
+        await self._serve(self._app(admin=not separate_admin, webhooks=True), self.settings.server.listen)
         if self.settings.admin.listen is not None:
-            await self._serve(self._app(admin=True), self.settings.admin.listen)
+            await self._serve(self._app(admin=True, webhooks=False), self.settings.admin.listen)
 
     async def _serve(self, app: web.Application, listen: Listen) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -1,0 +1,242 @@
+"""Webhook routes (SPEC 3.2, 7.1): every request answered from the table, never a 500.
+
+Routes are not aiohttp routes: one catch-all looks the path up in a WebhookRoutes
+table, so a new configuration swaps the whole table at once (hot reload) without
+touching the running server. A request goes through, in order: draining, route and
+method, client address, rate limit, body size, authentication (on the raw bytes),
+body parsing, event age, filter, input mapping, idempotency, and the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from triggerd.clock import Clock, isoformat
+from triggerd.conditions import Scope, evaluate
+from triggerd.config.models import Configuration, Settings, Trigger
+from triggerd.dispatch.dispatcher import Dispatcher
+from triggerd.errors import AuthFailure, MissingInput, NotFound, StoreError, Unavailable
+from triggerd.http.auth import Verified, Verifier
+from triggerd.http.limits import TokenBucket, allowed, client_address
+from triggerd.http.responses import error, json_response
+from triggerd.mapping import build_input
+from triggerd.runs import Firing, RunStatus, Source
+
+log = logging.getLogger("triggerd.webhook")
+# The catch-all leaves triggerd's own paths to their routes (so they keep their 404/405 answers).
+CATCH_ALL = r"/{path:(?!v1/|v1$|healthz$|readyz$|metrics$).*}"
+
+
+def normalize(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+@dataclass(eq=False)
+class Route:
+    trigger: Trigger
+    verifier: Verifier | None
+    bucket: TokenBucket | None
+
+
+class WebhookRoutes:
+    """The route table of one configuration: path -> method -> route."""
+
+    def __init__(self, configuration: Configuration, now: float) -> None:
+        self.table: dict[str, dict[str, Route]] = {}
+        for trigger in configuration.triggers.values():
+            webhook = trigger.webhook
+            if webhook is None or not trigger.enabled:
+                continue
+            verifier = Verifier(webhook.authentication) if webhook.authentication else None
+            bucket = TokenBucket(webhook.rate_limit, now) if webhook.rate_limit else None
+            self.table.setdefault(normalize(webhook.endpoint), {})[webhook.method] = Route(trigger, verifier, bucket)
+
+
+class _Answer(Exception):
+    """A finished answer, raised from deep in the pipeline."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _fail(status: int, message: str, **fields: Any) -> _Answer:
+    return _Answer(error(status, message, **fields))
+
+
+class WebhookHandler:
+    def __init__(self, dispatcher: Dispatcher, settings: Settings, clock: Clock, accepting: Callable[[], bool]) -> None:
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+        self.accepting = accepting
+        self.routes = WebhookRoutes(dispatcher.configuration, clock.monotonic())
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_route("*", CATCH_ALL, self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            return await self._handle(request)
+        except _Answer as answer:
+            return answer.response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if not self.accepting():
+            raise _fail(503, "triggerd is shutting down")
+        methods = self.routes.table.get(normalize(request.path))
+        if methods is None:
+            raise _fail(404, f"no webhook at {request.path}")
+        route = methods.get(request.method)
+        if route is None:
+            raise _Answer(
+                web.json_response(
+                    {"error": f"{request.method} is not accepted at {request.path}"},
+                    status=405,
+                    headers={"Allow": ", ".join(sorted(methods))},
+                )
+            )
+        trigger = route.trigger
+        webhook = trigger.webhook
+        assert webhook is not None
+        extra = {"trigger_id": trigger.id, "remote_addr": request.remote}
+        address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), self.settings.server.trusted_proxies
+        )
+        if not allowed(address, webhook.ip_allowlist):
+            log.warning("webhook refused: address %s not allowed", address, extra=extra)
+            raise _fail(403, "address not allowed")
+        if route.bucket is not None:
+            wait = route.bucket.take(self.clock.monotonic())
+            if wait > 0:
+                raise _Answer(
+                    web.json_response(
+                        {"error": "rate limited", "trigger_id": trigger.id},
+                        status=429,
+                        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    )
+                )
+        body = await self._read_body(request, webhook.max_body_bytes or self.settings.server.max_body_bytes)
+        verified = Verified()
+        if route.verifier is not None:
+            try:
+                verified = route.verifier.verify(request.headers, body, self.clock.now())
+            except AuthFailure as exc:
+                log.warning("webhook authentication failed: %s", exc, extra=extra)
+                raise _fail(401, "authentication failed") from None
+        context = self._context(request, trigger, _parse_body(request.content_type, body))
+        if _too_old(trigger, verified, self.clock):
+            raise _Answer(json_response({"status": "dropped", "reason": "max_event_age", "trigger_id": trigger.id}))
+        if webhook.filter is not None and not evaluate(webhook.filter, context, Scope.WEBHOOK):
+            raise _Answer(json_response({"status": "filtered", "trigger_id": trigger.id}))
+        try:
+            run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
+        except MissingInput as exc:
+            raise _fail(422, str(exc), path=exc.path) from None
+        key = _idempotency_key(trigger, context, verified)
+        firing = Firing(
+            trigger.id,
+            trigger.agent.id,
+            run_input,
+            Source.WEBHOOK,
+            idempotency_key=key,
+            dedupe_seconds=trigger.dedupe_window if key is not None else 0.0,
+        )
+        try:
+            submitted = await self.dispatcher.submit(firing)
+        except (Unavailable, StoreError, NotFound) as exc:
+            log.error("webhook not accepted: %s", exc, extra=extra)
+            raise _Answer(
+                web.json_response({"error": "temporarily unavailable"}, status=503, headers={"Retry-After": "5"})
+            ) from None
+        if submitted.duplicate:
+            return json_response({"run_id": submitted.run_id, "trigger_id": trigger.id, "duplicate": True})
+        if submitted.status is RunStatus.PENDING and webhook.response is not None:
+            return _static(webhook.response.status, webhook.response.body, webhook.response.headers)
+        return json_response(
+            {"run_id": submitted.run_id, "trigger_id": trigger.id, "status": str(submitted.status)}, status=202
+        )
+
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        """The raw body, refused with 413 as soon as it is known to be larger than the limit."""
+        if request.content_length is not None and request.content_length > limit:
+            raise _fail(413, f"body larger than {limit} bytes")
+        body = bytearray()
+        while chunk := await request.content.read(65536):
+            body += chunk
+            if len(body) > limit:
+                raise _fail(413, f"body larger than {limit} bytes")
+        return bytes(body)
+
+    def _context(self, request: web.Request, trigger: Trigger, body: Any) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        query: dict[str, Any] = {}
+        for name, value in request.query.items():
+            query[name] = (
+                [*query[name], value]
+                if isinstance(query.get(name), list)
+                else ([query[name], value] if name in query else value)
+            )
+        return {
+            "body": body,
+            "headers": headers,
+            "query": query,
+            "method": request.method,
+            "path": request.path,
+            "remote_addr": request.remote,
+            "received_at": isoformat(self.clock.now()),
+            "trigger": {"id": trigger.id, "name": trigger.name},
+        }
+
+
+def _parse_body(content_type: str, body: bytes) -> Any:
+    """JSON (400 when invalid), a form as a mapping (repeated keys as lists), else text (None if not UTF-8)."""
+    if content_type == "application/json" or content_type.endswith("+json"):
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _fail(400, f"invalid JSON: {exc}") from None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if content_type == "application/x-www-form-urlencoded":
+        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
+    return text
+
+
+def _too_old(trigger: Trigger, verified: Verified, clock: Clock) -> bool:
+    """max_event_age, judged by the provider's signed timestamp where there is one."""
+    if trigger.max_event_age is None or verified.timestamp is None:
+        return False
+    return (clock.now() - verified.timestamp).total_seconds() > trigger.max_event_age
+
+
+def _idempotency_key(trigger: Trigger, context: dict[str, Any], verified: Verified) -> str | None:
+    if trigger.idempotency_key is None:
+        return verified.delivery_id
+    found = trigger.idempotency_key.find(context)
+    if not found:
+        return None
+    value = found[0]
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _static(status: int, body: Any, headers: Any) -> web.Response:
+    if body is None:
+        return web.Response(status=status, headers=dict(headers))
+    if isinstance(body, str):
+        return web.Response(status=status, text=body, headers=dict(headers))
+    return web.json_response(body, status=status, headers=dict(headers))
