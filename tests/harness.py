@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 FINAL = {"completed", "failed", "timed_out", "cancelled", "skipped"}
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def free_port() -> int:
@@ -140,13 +141,13 @@ class Daemon:
         return lines
 
 
-def write_config(root: Path, definitions: str, settings: str = "", port: int | None = None) -> int:
-    """A settings file with a free port, and one definitions file."""
+def write_config(root: Path, definitions: str, settings: str = "", port: int | None = None, server: str = "") -> int:
+    """A settings file with a free port (and `server` lines under server:), and one definitions file."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     (root / "defs").mkdir(exist_ok=True)
     (root / "triggerd.yaml").write_text(
-        f'server:\n  listen: "127.0.0.1:{port}"\nstore:\n  url: "sqlite:///./state/triggerd.db"\n'
+        f'server:\n  listen: "127.0.0.1:{port}"\n{server}store:\n  url: "sqlite:///./state/triggerd.db"\n'
         "definitions: [defs]\nlogging:\n  format: json\n  level: debug\n" + textwrap.dedent(settings)
     )
     (root / "defs" / "all.yaml").write_text(textwrap.dedent(definitions))
@@ -155,9 +156,9 @@ def write_config(root: Path, definitions: str, settings: str = "", port: int | N
 
 @contextmanager
 def running_daemon(
-    root: Path, definitions: str, settings: str = "", env: dict[str, str] | None = None
+    root: Path, definitions: str, settings: str = "", env: dict[str, str] | None = None, server: str = ""
 ) -> Iterator[Daemon]:
-    port = write_config(root, definitions, settings)
+    port = write_config(root, definitions, settings, server=server)
     daemon = Daemon(root, port, {"PATH": os.environ["PATH"], **(env or {})}).start()
     try:
         yield daemon
