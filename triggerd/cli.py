@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--config", type=Path, help="settings file")
     listing.add_argument("--format", choices=["text", "json"], default="text")
 
+    trial = commands.add_parser("test", help="try a webhook trigger on a sample request, offline")
+    trial.add_argument("trigger_id", metavar="TRIGGER_ID")
+    trial.add_argument("--payload", type=Path, help="file holding the request body (default: empty)")
+    trial.add_argument("--header", action="append", default=[], metavar='"K: V"', help="a request header (repeat)")
+    trial.add_argument("--query", action="append", default=[], metavar="K=V", help="a query parameter (repeat)")
+    trial.add_argument("--verify", action="store_true", help="check the authentication too (needs the secrets)")
+    trial.add_argument("--config", type=Path, help="settings file")
+
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, help="settings file")
 
@@ -89,7 +97,7 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run}
+    commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run, "test": _test}
     try:
         if args.command in commands:
             return commands[args.command](args)
@@ -178,6 +186,51 @@ def _list(args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
     return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from triggerd.dryrun import try_webhook
+
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header takes 'Name: value', not {item!r}")
+        headers.append((name.strip(), value.strip()))
+    query = []
+    for item in args.query:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--query takes 'name=value', not {item!r}")
+        query.append((name, value))
+    if args.payload is not None and not args.payload.is_file():
+        raise UsageError(f"no such file: {args.payload}")
+    # --verify needs the real secrets: load like the daemon, where a missing one is an error.
+    result = load(_settings_or_defaults(args.config), mode=LoadMode.DAEMON if args.verify else LoadMode.VALIDATE)
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    configuration = result.configuration
+    trigger = configuration.triggers.get(args.trigger_id) if configuration else None
+    if configuration is None or trigger is None:
+        raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
+    if trigger.type is not TriggerType.WEBHOOK:
+        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook triggers")
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
+    body = args.payload.read_bytes() if args.payload is not None else b""
+    trial = try_webhook(
+        configuration,
+        trigger,
+        body=body,
+        content_type=content_type.split(";")[0].strip(),
+        headers=[(k, v) for k, v in headers if k.lower() != "content-type"],
+        query=query,
+        verify=args.verify,
+        now=datetime.now(UTC),
+    )
+    print("\n".join(trial.lines))
+    return EXIT_OK if trial.accepted else EXIT_INVALID
 
 
 def _run(args: argparse.Namespace) -> int:

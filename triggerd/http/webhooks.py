@@ -9,13 +9,11 @@ body parsing, event age, filter, input mapping, idempotency, and the commit.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -29,6 +27,7 @@ from triggerd.http.limits import TokenBucket, allowed, client_address
 from triggerd.http.responses import error, json_response
 from triggerd.mapping import build_input
 from triggerd.runs import Firing, RunStatus, Source
+from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_old, webhook_context
 
 log = logging.getLogger("triggerd.webhook")
 # The catch-all leaves triggerd's own paths to their routes (so they keep their 404/405 answers).
@@ -131,8 +130,21 @@ class WebhookHandler:
             except AuthFailure as exc:
                 log.warning("webhook authentication failed: %s", exc, extra=extra)
                 raise _fail(401, "authentication failed") from None
-        context = self._context(request, trigger, _parse_body(request.content_type, body))
-        if _too_old(trigger, verified, self.clock):
+        try:
+            parsed = parse_body(request.content_type, body)
+        except BadBody as exc:
+            raise _fail(400, str(exc)) from None
+        context = webhook_context(
+            trigger,
+            method=request.method,
+            path=request.path,
+            headers=request.headers.items(),
+            query=request.query.items(),
+            body=parsed,
+            remote_addr=request.remote,
+            received_at=isoformat(self.clock.now()),
+        )
+        if too_old(trigger, verified, self.clock.now()):
             raise _Answer(json_response({"status": "dropped", "reason": "max_event_age", "trigger_id": trigger.id}))
         if webhook.filter is not None and not evaluate(webhook.filter, context, Scope.WEBHOOK):
             raise _Answer(json_response({"status": "filtered", "trigger_id": trigger.id}))
@@ -140,7 +152,7 @@ class WebhookHandler:
             run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
         except MissingInput as exc:
             raise _fail(422, str(exc), path=exc.path) from None
-        key = _idempotency_key(trigger, context, verified)
+        key = idempotency_key(trigger, context, verified)
         firing = Firing(
             trigger.id,
             trigger.agent.id,
@@ -174,64 +186,6 @@ class WebhookHandler:
             if len(body) > limit:
                 raise _fail(413, f"body larger than {limit} bytes")
         return bytes(body)
-
-    def _context(self, request: web.Request, trigger: Trigger, body: Any) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        query: dict[str, Any] = {}
-        for name, value in request.query.items():
-            query[name] = (
-                [*query[name], value]
-                if isinstance(query.get(name), list)
-                else ([query[name], value] if name in query else value)
-            )
-        return {
-            "body": body,
-            "headers": headers,
-            "query": query,
-            "method": request.method,
-            "path": request.path,
-            "remote_addr": request.remote,
-            "received_at": isoformat(self.clock.now()),
-            "trigger": {"id": trigger.id, "name": trigger.name},
-        }
-
-
-def _parse_body(content_type: str, body: bytes) -> Any:
-    """JSON (400 when invalid), a form as a mapping (repeated keys as lists), else text (None if not UTF-8)."""
-    if content_type == "application/json" or content_type.endswith("+json"):
-        if not body.strip():
-            return None
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _fail(400, f"invalid JSON: {exc}") from None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if content_type == "application/x-www-form-urlencoded":
-        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
-    return text
-
-
-def _too_old(trigger: Trigger, verified: Verified, clock: Clock) -> bool:
-    """max_event_age, judged by the provider's signed timestamp where there is one."""
-    if trigger.max_event_age is None or verified.timestamp is None:
-        return False
-    return (clock.now() - verified.timestamp).total_seconds() > trigger.max_event_age
-
-
-def _idempotency_key(trigger: Trigger, context: dict[str, Any], verified: Verified) -> str | None:
-    if trigger.idempotency_key is None:
-        return verified.delivery_id
-    found = trigger.idempotency_key.find(context)
-    if not found:
-        return None
-    value = found[0]
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def _static(status: int, body: Any, headers: Any) -> web.Response:

@@ -1,0 +1,124 @@
+"""`triggerd test`: a webhook trigger against a sample request, offline (SPEC 6). Nothing is dispatched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from multidict import CIMultiDict
+
+from triggerd.clock import isoformat
+from triggerd.conditions import Scope, explain
+from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent, Configuration, Trigger
+from triggerd.errors import AuthFailure, MissingInput, TemplateError
+from triggerd.http.auth import Verified, Verifier
+from triggerd.mapping import build_input
+from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, webhook_context
+
+
+@dataclass
+class Trial:
+    """What the daemon would do with the sample, step by step; `accepted` is the verdict."""
+
+    trigger: Trigger
+    lines: list[str] = field(default_factory=list)
+    accepted: bool = True
+
+    def step(self, title: str, text: str = "") -> None:
+        self.lines.append(f"{title:<16}{text}".rstrip())
+
+    def detail(self, text: str) -> None:
+        self.lines.extend(f"  {line}" for line in text.splitlines())
+
+    def reject(self, title: str, text: str) -> Trial:
+        self.step(title, text)
+        self.accepted = False
+        return self
+
+
+def try_webhook(
+    configuration: Configuration,
+    trigger: Trigger,
+    *,
+    body: bytes,
+    content_type: str,
+    headers: Sequence[tuple[str, str]],
+    query: Sequence[tuple[str, str]],
+    verify: bool,
+    now: datetime,
+) -> Trial:
+    webhook = trigger.webhook
+    assert webhook is not None
+    trial = Trial(trigger)
+    trial.step("trigger", f"{trigger.id}: {webhook.method} {webhook.endpoint} ({trigger.origin})")
+    verified = Verified()
+    if webhook.authentication is None:
+        trial.step("authentication", "none")
+    elif not verify:
+        trial.step("authentication", f"{webhook.authentication.type}: skipped (use --verify)")
+    else:
+        try:
+            verified = Verifier(webhook.authentication).verify(CIMultiDict(headers), body, now)
+        except AuthFailure as exc:
+            return trial.reject("authentication", f"{webhook.authentication.type}: FAILED: {exc} -> 401")
+        trial.step("authentication", f"{webhook.authentication.type}: ok")
+    try:
+        parsed = parse_body(content_type, body)
+    except BadBody as exc:
+        return trial.reject("body", f"{exc} -> 400")
+    context = webhook_context(
+        trigger,
+        method=webhook.method,
+        path=webhook.endpoint,
+        headers=[("content-type", content_type), *headers],
+        query=query,
+        body=parsed,
+        remote_addr="127.0.0.1",
+        received_at=isoformat(now),
+    )
+    if webhook.filter is None:
+        trial.step("filter", "none")
+    else:
+        verdict, results = explain(webhook.filter, context, Scope.WEBHOOK)
+        trial.step("filter", "true" if verdict else "false -> 200 filtered")
+        trial.detail("\n".join(str(result) for result in results))
+        if not verdict:
+            trial.accepted = False
+            return trial
+    return _finish(trial, configuration.agents[trigger.agent.id], context, verified)
+
+
+def _finish(trial: Trial, agent: AnyAgent, context: dict[str, Any], verified: Verified) -> Trial:
+    trigger = trial.trigger
+    try:
+        run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
+    except MissingInput as exc:
+        return trial.reject("input mapping", f"{exc} -> 422")
+    if trigger.agent.input_mapping:
+        trial.step("input mapping")
+        trial.detail(
+            "\n".join(
+                f"{rule.key} = {json.dumps(run_input.get(rule.key), ensure_ascii=False)}   ({rule.path})"
+                for rule in trigger.agent.input_mapping
+            )
+        )
+    key = idempotency_key(trigger, context, verified)
+    trial.step("idempotency key", key if key is not None else "none")
+    trial.step("run input")
+    trial.detail(json.dumps(run_input, indent=2, ensure_ascii=False))
+    try:
+        if isinstance(agent, CommandAgent):
+            trial.step("argv", json.dumps([t.render(run_input) for t in agent.command], ensure_ascii=False))
+        elif isinstance(agent, AnthropicAgent):
+            prompt = agent.prompt.render(run_input) if agent.prompt else json.dumps(run_input, indent=2)
+            trial.step("prompt", f"({agent.model})")
+            trial.detail(prompt)
+        else:
+            trial.step("request", f"{agent.method} {agent.url}")
+    except TemplateError as exc:
+        return trial.reject("agent", f"{exc}: the run would fail")
+    trial.step("verdict", "accepted -> 202 (nothing was dispatched)")
+    return trial

@@ -1,0 +1,93 @@
+"""What a webhook request becomes (SPEC 3.2, 3.5): its context, parsed body, idempotency key and age.
+
+Pure functions of the request's parts, shared by the HTTP handler and `triggerd test`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from triggerd.config.models import Trigger
+from triggerd.errors import TriggerdError
+from triggerd.http.auth import Verified
+
+
+class BadBody(TriggerdError):
+    """Raised by parse_body for a JSON body that does not parse (the webhook answers 400)."""
+
+
+def parse_body(content_type: str, body: bytes) -> Any:
+    """JSON (BadBody when invalid), a form as a mapping (repeated keys as lists), else text (None if not UTF-8)."""
+    if content_type == "application/json" or content_type.endswith("+json"):
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadBody(f"invalid JSON: {exc}") from None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if content_type == "application/x-www-form-urlencoded":
+        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
+    return text
+
+
+def _merged(pairs: Iterable[tuple[str, str]], *, lower: bool) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for name, value in pairs:
+        key = name.lower() if lower else name
+        if key not in merged:
+            merged[key] = value
+        elif lower:  # repeated headers join as HTTP folds them
+            merged[key] = f"{merged[key]}, {value}"
+        else:  # repeated query keys become a list
+            merged[key] = [*merged[key], value] if isinstance(merged[key], list) else [merged[key], value]
+    return merged
+
+
+def webhook_context(
+    trigger: Trigger,
+    *,
+    method: str,
+    path: str,
+    headers: Iterable[tuple[str, str]],
+    query: Iterable[tuple[str, str]],
+    body: Any,
+    remote_addr: str | None,
+    received_at: str,
+) -> dict[str, Any]:
+    """The trigger context of a webhook request; header names lower-cased."""
+    return {
+        "body": body,
+        "headers": _merged(headers, lower=True),
+        "query": _merged(query, lower=False),
+        "method": method,
+        "path": path,
+        "remote_addr": remote_addr,
+        "received_at": received_at,
+        "trigger": {"id": trigger.id, "name": trigger.name},
+    }
+
+
+def idempotency_key(trigger: Trigger, context: dict[str, Any], verified: Verified) -> str | None:
+    """The trigger's idempotency_key JSONPath, else the provider's delivery id (GitHub, Standard Webhooks...)."""
+    if trigger.idempotency_key is None:
+        return verified.delivery_id
+    found = trigger.idempotency_key.find(context)
+    if not found:
+        return None
+    value = found[0]
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def too_old(trigger: Trigger, verified: Verified, now: datetime) -> bool:
+    """max_event_age, judged by the provider's signed timestamp where there is one."""
+    if trigger.max_event_age is None or verified.timestamp is None:
+        return False
+    return (now - verified.timestamp).total_seconds() > trigger.max_event_age
