@@ -24,6 +24,7 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
 from triggerd.dispatch.limits import RunningCounts
+from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.runs import CancelReason, Firing, Run, RunStatus, SkipReason, Source, new_run_id
@@ -68,6 +69,10 @@ class Job:
     def __post_init__(self) -> None:
         self.log_extra = {"run_id": self.run_id, "trigger_id": self.trigger.id, "agent_id": self.agent.id}
 
+    @property
+    def lane(self) -> str:
+        return self.trigger.id
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -95,8 +100,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.state = DispatcherState.STOPPED
         self.counts = RunningCounts(configuration.settings.limits.max_concurrent_runs)
-        self._queued: dict[str, Job] = {}  # insertion order is the queue's order
-        self._queued_by_trigger: Counter[str] = Counter()
+        self._queue: RunQueue[Job] = RunQueue()
         self._running: dict[str, Job] = {}
         self._reserved: Counter[str] = Counter()
         self._wake: asyncio.TimerHandle | None = None
@@ -132,7 +136,7 @@ class Dispatcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queued)
+        return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -204,7 +208,7 @@ class Dispatcher:
     def _admission(self, trigger: Trigger) -> tuple[RunStatus, str | None, Job | None]:
         """Pending, or skipped with a reason; for overlap replace, the running job to cancel."""
         running = [job for job in self._running.values() if job.trigger.id == trigger.id]
-        queued = self._queued_by_trigger[trigger.id]
+        queued = self._queue.count(trigger.id)
         in_flight = len(running) + queued + self._reserved[trigger.id]
         if trigger.overlap is Overlap.SKIP and in_flight >= trigger.max_concurrent:
             return RunStatus.SKIPPED, str(SkipReason.OVERLAP), None
@@ -222,8 +226,7 @@ class Dispatcher:
 
     async def cancel(self, run_id: str, reason: CancelReason = CancelReason.REQUESTED) -> Run:
         """Cancel a pending or running run and return it as recorded; Conflict if it has finished."""
-        if run_id in self._queued:
-            self._dequeue(run_id)
+        if self._queue.remove(run_id) is not None:
             await self.store.finish_run(run_id, RunStatus.CANCELLED, at=isoformat(self.clock.now()), reason=reason)
         elif run_id in self._running:
             job = self._running[run_id]
@@ -250,13 +253,7 @@ class Dispatcher:
         return await self.submit(Firing(trigger.id, trigger.agent.id, run.input, Source.REPLAY, replay_of=run.id))
 
     def _enqueue(self, job: Job) -> None:
-        self._queued[job.run_id] = job
-        self._queued_by_trigger[job.trigger.id] += 1
-
-    def _dequeue(self, run_id: str) -> Job:
-        job = self._queued.pop(run_id)
-        self._queued_by_trigger[job.trigger.id] -= 1
-        return job
+        self._queue.push(job, self.clock.monotonic())
 
     def _stop_attempt(self, job: Job, reason: str) -> None:
         job.cancel_reason = job.cancel_reason or reason
@@ -269,17 +266,13 @@ class Dispatcher:
         """Start every queued job the limits allow, oldest first; wake up again for the next backoff."""
         if self.state is not DispatcherState.RUNNING:
             return
-        now = self.clock.monotonic()
-        next_due: float | None = None
-        for job in list(self._queued.values()):
-            if self.counts.full:
-                break
-            if job.not_before > now:
-                next_due = job.not_before if next_due is None else min(next_due, job.not_before)
-                continue
-            if self.counts.allows(job.trigger, job.agent):
-                self._dequeue(job.run_id)
-                self._start(job)
+        self._queue.start_ready(
+            self.clock.monotonic(),
+            can_start=lambda job: self.counts.allows(job.trigger, job.agent),
+            start=self._start,
+            room=lambda: not self.counts.full,
+        )
+        next_due = self._queue.next_due()
         if next_due is not None:
             self._wake_at(next_due)
 
