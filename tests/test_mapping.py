@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triggerd.errors import PathError, TemplateError
 from triggerd.mapping import Template, compile_path
@@ -49,3 +51,22 @@ def test_malformed_templates(text: str, message: str) -> None:
 
 def test_text_without_placeholders_is_literal() -> None:
     assert Template.parse("plain } { text").render({}) == "plain } { text"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "x-y", "0"]), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+STEPS = st.lists(st.one_of(st.sampled_from(["a", "b", "x-y", "0"]), st.integers(min_value=0, max_value=3)), max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=JSON, steps=STEPS)
+def test_the_plain_path_shortcut_agrees_with_jsonpath_ng(data: object, steps: list[str | int]) -> None:
+    text = "$" + "".join(f"[{s}]" if isinstance(s, int) else f"['{s}']" for s in steps)
+    fast = compile_path(text)
+    assert fast.steps == tuple(steps)
+    assert fast.find(data) == [m.value for m in fast.expression.find(data)]

@@ -29,7 +29,7 @@ class SystemClock:
 
 def isoformat(moment: datetime) -> str:
     """RFC 3339 UTC with milliseconds and a Z, the one format triggerd writes."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def parse_instant(text: str) -> datetime:

@@ -11,20 +11,37 @@ from typing import Any, Protocol
 
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as _parse_jsonpath
+from jsonpath_ng.jsonpath import Child, Fields, Index, Root
 
 from triggerd.errors import MissingInput, PathError, TemplateError
 
 
 @dataclass(frozen=True, slots=True)
 class JsonPath:
-    """A compiled JSONPath expression; compile once with compile_path, find many times."""
+    """A compiled JSONPath expression; compile once with compile_path, find many times.
+
+    A plain chain of fields and non-negative indices (`$.body.pull_request.number`,
+    `$.headers['x-github-event']`, `$.items[0]`), the common case, is walked with
+    dict and list lookups, giving what jsonpath-ng would; anything else goes to it.
+    """
 
     text: str
     expression: Any
+    steps: tuple[str | int, ...] | None = None
 
     def find(self, data: Any) -> list[Any]:
         """Every value the path matches in data, in document order."""
-        return [match.value for match in self.expression.find(data)]
+        if self.steps is None:
+            return [match.value for match in self.expression.find(data)]
+        current = data
+        for step in self.steps:
+            if isinstance(step, str):
+                if not isinstance(current, dict) or step not in current:
+                    return []
+            elif not isinstance(current, list) or step >= len(current):
+                return []
+            current = current[step]
+        return [current]
 
     def __str__(self) -> str:
         return self.text
@@ -36,9 +53,26 @@ def compile_path(text: str) -> JsonPath:
     if not text.strip().startswith("$"):
         raise PathError(f"JSONPath {text!r} must start with '$'")
     try:
-        return JsonPath(text, _parse_jsonpath(text))
+        expression = _parse_jsonpath(text)
     except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
         raise PathError(f"JSONPath {text!r} does not compile: {exc}") from None
+    return JsonPath(text, expression, _plain_steps(expression))
+
+
+def _plain_steps(expression: Any) -> tuple[str | int, ...] | None:
+    """The steps of Root / Child / single Fields / single non-negative Index; None for anything else."""
+    steps: list[str | int] = []
+    node = expression
+    while type(node) is Child:
+        right = node.right
+        if type(right) is Fields and len(right.fields) == 1 and right.fields[0] != "*":
+            steps.append(right.fields[0])
+        elif type(right) is Index and len(right.indices) == 1 and right.indices[0] >= 0:
+            steps.append(right.indices[0])
+        else:
+            return None
+        node = node.left
+    return tuple(reversed(steps)) if type(node) is Root else None
 
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections.abc import Mapping
@@ -48,9 +49,14 @@ class CancelReason(StrEnum):
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
+# Run ids need to be unique, not secret (the admin API is what guards runs): a generator
+# seeded once from the OS saves a system call per run.
+_random = random.Random(secrets.token_bytes(32))
+
+
 def new_run_id() -> str:
     """A ULID-style id: 10 characters of milliseconds then 16 random, so ids sort by creation."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(secrets.token_bytes(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)
