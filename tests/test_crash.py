@@ -41,7 +41,8 @@ trigger:
 def executions(root: Path) -> tuple[Counter[str], Counter[str]]:
     starts: Counter[str] = Counter()
     ends: Counter[str] = Counter()
-    for line in (root / "executions.log").read_text().splitlines():
+    log = root / "executions.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
         kind, run_id, _ = line.split()
         (starts if kind == "start" else ends)[run_id] += 1
     return starts, ends
@@ -51,9 +52,11 @@ def test_kill_9_mid_run_loses_nothing_and_reruns_only_interrupted_attempts(tmp_p
     port = write_config(tmp_path, definitions(tmp_path), "limits:\n  max_concurrent_runs: 3\n")
     env = {"PATH": os.environ["PATH"]}
     daemon = Daemon(tmp_path, port, env).start()
-    ids = [daemon.fire("work") for _ in range(9)]
-    wait_for(lambda: executions(tmp_path)[1].total() >= 2, timeout=15, what="two runs to finish")
-    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    try:
+        ids = [daemon.fire("work") for _ in range(9)]
+        wait_for(lambda: executions(tmp_path)[1].total() >= 2, timeout=15, what="two runs to finish")
+    finally:
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     time.sleep(0.8)  # let the orphaned attempts finish writing: they are the at-least-once duplicates
 
     restarted = Daemon(tmp_path, port, env).start()
