@@ -159,3 +159,35 @@ def test_an_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="cannot open store"):
         asyncio.run(scenario())
+
+
+def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(tmp_path: Path) -> None:
+    def slot_run(nominal: str) -> Run:
+        return Run(
+            id=new_run_id(),
+            trigger_id="s",
+            agent_id="a",
+            status=RunStatus.PENDING,
+            input={},
+            source=Source.SCHEDULE,
+            created_at=nominal,
+            nominal_time=nominal,
+        )
+
+    async def scenario() -> tuple[list[bool], dict[str, str], dict[str, str]]:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        claims = [
+            (await store.create_run(slot_run(n))).duplicate
+            for n in ("2026-01-01T00:00:00.000Z", "2026-01-01T01:00:00.000Z", "2026-01-01T00:00:00.000Z")
+        ]
+        before = await store.last_slots()
+        await store.prune("2027-01-01T00:00:00.000Z", "2027-01-01T00:00:00.000Z")
+        after = await store.last_slots()
+        again = await store.create_run(slot_run("2026-01-01T01:00:00.000Z"))
+        await store.close()
+        return [*claims, again.duplicate], before, after
+
+    claims, before, after = asyncio.run(scenario())
+    assert claims == [False, False, True, True]
+    assert before == after == {"s": "2026-01-01T01:00:00.000Z"}

@@ -11,6 +11,7 @@ from typing import Any
 
 from triggerd import __version__
 from triggerd.client import AdminClient, ClientError
+from triggerd.clock import isoformat
 from triggerd.config.loader import LoadMode, load
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.config.problems import format_github, format_json, format_text
@@ -53,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the configured triggers")
     listing.add_argument("--config", type=Path, help="settings file")
     listing.add_argument("--format", choices=["text", "json"], default="text")
+
+    upcoming = commands.add_parser("next", help="the next slots of a schedule trigger")
+    upcoming.add_argument("trigger_id", metavar="TRIGGER_ID")
+    upcoming.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    upcoming.add_argument("--after", help="RFC 3339 instant to start after (default: now)")
+    upcoming.add_argument("--format", choices=["text", "json"], default="text")
+    upcoming.add_argument("--config", type=Path, help="settings file")
 
     trial = commands.add_parser("test", help="try a webhook trigger on a sample request, offline")
     trial.add_argument("trigger_id", metavar="TRIGGER_ID")
@@ -97,7 +105,7 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run, "test": _test}
+    commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run, "test": _test, "next": _next}
     try:
         if args.command in commands:
             return commands[args.command](args)
@@ -186,6 +194,45 @@ def _list(args: argparse.Namespace) -> int:
         for row in table:
             print("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
     return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _next(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from triggerd.clock import parse_instant
+    from triggerd.sources.schedule import cron_of, fire_time
+    from triggerd.sources.slots import next_slots
+
+    if args.n < 1:
+        raise UsageError("-n takes a whole number of at least 1")
+    try:
+        after = parse_instant(args.after) if args.after else datetime.now(UTC)
+    except ValueError:
+        raise UsageError(f"--after takes an RFC 3339 instant with an offset, not {args.after!r}") from None
+    result = load(_settings_or_defaults(args.config), mode=LoadMode.VALIDATE)
+    trigger = result.configuration.triggers.get(args.trigger_id) if result.configuration else None
+    if trigger is None:
+        for problem in result.problems:
+            print(problem, file=sys.stderr)
+        raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
+    if trigger.schedule is None:
+        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `next` takes schedule triggers")
+    cron = cron_of(trigger)
+    rows = [
+        {
+            "nominal": isoformat(slot),
+            "fire_at": isoformat(fire_time(trigger, cron, slot)),
+            "local": slot.astimezone(cron.zone).isoformat(),
+        }
+        for slot in next_slots(cron, after, args.n)
+    ]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'NOMINAL':<26}{'FIRE AT':<26}LOCAL ({trigger.schedule.timezone})")
+        for row in rows:
+            print(f"{row['nominal']:<26}{row['fire_at']:<26}{row['local']}")
+    return EXIT_OK
 
 
 def _test(args: argparse.Namespace) -> int:

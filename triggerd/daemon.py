@@ -23,6 +23,7 @@ from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
+from triggerd.sources.schedule import Scheduler
 from triggerd.store import open_store
 from triggerd.store.abc import Store
 
@@ -92,8 +93,17 @@ class Daemon:
             resumed = await dispatcher.start()
             stack.push_async_callback(dispatcher.drain, 0.0)
 
+            scheduler = Scheduler(dispatcher, store, self.clock)
+            await scheduler.start()
+            stack.push_async_callback(scheduler.stop)
+
             http = HttpServer(
-                settings, dispatcher, self.readiness, self.clock, accepting=lambda: self.state is DaemonState.RUNNING
+                settings,
+                dispatcher,
+                self.readiness,
+                self.clock,
+                accepting=lambda: self.state is DaemonState.RUNNING,
+                schedules=scheduler.state,
             )
             await http.start()
             stack.push_async_callback(http.stop)
@@ -112,6 +122,7 @@ class Daemon:
             await self._stop.wait()
 
             self.state = DaemonState.DRAINING
+            await scheduler.stop()
             grace = settings.limits.shutdown_grace_seconds
             log.info("draining: waiting up to %gs for %d running runs", grace, dispatcher.running)
             await dispatcher.drain(grace)

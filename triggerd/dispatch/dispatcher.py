@@ -159,12 +159,16 @@ class Dispatcher:
         merged = {**trigger.agent.input, **(input_ or {})}
         return await self.submit(Firing(trigger.id, trigger.agent.id, merged, Source.MANUAL))
 
-    async def submit(self, firing: Firing) -> Submitted:
-        """Record a run for the firing (committed before this returns) and queue it."""
+    async def submit(self, firing: Firing, skip: str | None = None) -> Submitted:
+        """Record a run for the firing (committed before this returns) and queue it.
+
+        With `skip`, the run is recorded `skipped` with that reason and never queued
+        (a schedule slot missed during downtime, say).
+        """
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        status, reason, victim = self._admission(trigger)
+        status, reason, victim = (RunStatus.SKIPPED, skip, None) if skip else self._admission(trigger)
         now = isoformat(self.clock.now())
         run = Run(
             id=new_run_id(),

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from triggerd.store.abc import TriggerStats
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TOKENS = web.AppKey("tokens", tuple)
+ScheduleState = Callable[[str], dict[str, Any] | None]
+SCHEDULES = web.AppKey("schedules", object)
 MAX_LIMIT = 1000
 
 
@@ -56,8 +59,11 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
     return await handler(request)
 
 
-def add_admin_routes(app: web.Application, dispatcher: Dispatcher, tokens: tuple[str, ...]) -> None:
+def add_admin_routes(
+    app: web.Application, dispatcher: Dispatcher, tokens: tuple[str, ...], schedules: ScheduleState | None = None
+) -> None:
     app[DISPATCHER] = dispatcher
+    app[SCHEDULES] = schedules or (lambda trigger_id: None)
     app[TOKENS] = tuple(_digest(t) for t in tokens)
     app.middlewares.append(admin_auth)
     app.router.add_get("/v1/triggers", list_triggers)
@@ -76,7 +82,7 @@ def add_admin_routes(app: web.Application, dispatcher: Dispatcher, tokens: tuple
 # --- describing triggers (never a secret) ----------------------------------------
 
 
-def describe_trigger(trigger: Trigger, stats: TriggerStats | None) -> dict[str, Any]:
+def describe_trigger(trigger: Trigger, stats: TriggerStats | None, schedule: dict[str, Any] | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": trigger.id,
         "name": trigger.name,
@@ -91,7 +97,12 @@ def describe_trigger(trigger: Trigger, stats: TriggerStats | None) -> dict[str, 
         "max_attempts": trigger.retry.max_attempts,
     }
     if trigger.schedule is not None:
-        body["schedule"] = {"cron": trigger.schedule.cron, "timezone": trigger.schedule.timezone}
+        body["schedule"] = {
+            "cron": trigger.schedule.cron,
+            "timezone": trigger.schedule.timezone,
+            "jitter_seconds": trigger.schedule.jitter_seconds,
+            **(schedule or {"next_nominal": None, "next_fire_at": None, "last_slot": None}),
+        }
     if trigger.webhook is not None:
         auth = trigger.webhook.authentication
         body["webhook"] = {
@@ -131,13 +142,15 @@ def _trigger(request: web.Request) -> Trigger:
 async def list_triggers(request: web.Request) -> web.Response:
     stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
     triggers = sorted(_configuration(request).triggers.values(), key=lambda t: t.id)
-    return json_response({"triggers": [describe_trigger(t, stats.get(t.id)) for t in triggers]})
+    schedules: Any = request.app[SCHEDULES]
+    return json_response({"triggers": [describe_trigger(t, stats.get(t.id), schedules(t.id)) for t in triggers]})
 
 
 async def get_trigger(request: web.Request) -> web.Response:
     trigger = _trigger(request)
     stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
-    return json_response(describe_trigger(trigger, stats.get(trigger.id)))
+    schedules: Any = request.app[SCHEDULES]
+    return json_response(describe_trigger(trigger, stats.get(trigger.id), schedules(trigger.id)))
 
 
 # --- runs -------------------------------------------------------------------------

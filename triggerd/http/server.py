@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from triggerd.http.webhooks import WebhookHandler
 log = logging.getLogger("triggerd.http")
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
+ScheduleState = Callable[[str], dict[str, Any] | None]
 
 
 class HttpServer:
@@ -29,10 +31,12 @@ class HttpServer:
         readiness: ReadinessCheck,
         clock: Clock,
         accepting: Callable[[], bool],
+        schedules: ScheduleState | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.readiness = readiness
+        self.schedules = schedules
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
@@ -43,7 +47,7 @@ class HttpServer:
         app.router.add_get("/readyz", self.readyz)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
-            add_admin_routes(app, self.dispatcher, tokens)
+            add_admin_routes(app, self.dispatcher, tokens, self.schedules)
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app

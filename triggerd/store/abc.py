@@ -50,7 +50,13 @@ class Store(Protocol):
 
         With a key and dedupe_seconds > 0 the key is remembered until now + dedupe_seconds.
         A replay (run.replay_of set) also clears the original's dead-letter mark.
+        A schedule run (run.source is schedule) claims its slot (trigger, nominal_time):
+        if the slot was claimed before, nothing is inserted and the existing run is named.
         """
+        ...
+
+    async def last_slots(self) -> dict[str, str]:
+        """The latest claimed nominal time of each trigger's schedule."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...

@@ -49,4 +49,14 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (trigger_id, key)
         ) WITHOUT ROWID""",
     ],
+    [
+        # One row per schedule slot ever fired or recorded missed: (trigger, nominal instant) is
+        # unique, so a restart, a reload or a clock step can never run a slot twice (SPEC 3.1).
+        """CREATE TABLE schedule_slots (
+            trigger_id TEXT NOT NULL,
+            nominal TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            PRIMARY KEY (trigger_id, nominal)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -149,6 +149,17 @@ class SqliteStore:
                 ).fetchone()
                 if row is not None:
                     return Created(row[0], duplicate=True)
+            if run.source is Source.SCHEDULE and run.nominal_time is not None:
+                row = conn.execute(
+                    "SELECT run_id FROM schedule_slots WHERE trigger_id = ? AND nominal = ?",
+                    (run.trigger_id, run.nominal_time),
+                ).fetchone()
+                if row is not None:
+                    return Created(row[0], duplicate=True)
+                conn.execute(
+                    "INSERT INTO schedule_slots (trigger_id, nominal, run_id) VALUES (?, ?, ?)",
+                    (run.trigger_id, run.nominal_time, run.id),
+                )
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})",
                 (
@@ -184,6 +195,13 @@ class SqliteStore:
             return Created(run.id)
 
         return await self._write(insert)
+
+    async def last_slots(self) -> dict[str, str]:
+        def last(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute("SELECT trigger_id, max(nominal) FROM schedule_slots GROUP BY trigger_id")
+            return {trigger_id: nominal for trigger_id, nominal in rows}
+
+        return await self._read(last)
 
     async def get_run(self, run_id: str) -> Run | None:
         runs = await self._read(lambda c: _select_runs(c, "WHERE id = ?", (run_id,)))
@@ -309,6 +327,13 @@ class SqliteStore:
                 (finished_before,),
             ).rowcount
             conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
+            # Planning resumes after each trigger's latest slot, so older slot rows only need
+            # to live as long as their runs.
+            conn.execute(
+                "DELETE FROM schedule_slots WHERE nominal < ? AND nominal < "
+                "(SELECT max(nominal) FROM schedule_slots AS newer WHERE newer.trigger_id = schedule_slots.trigger_id)",
+                (finished_before,),
+            )
             return int(deleted)
 
         return await self._write(prune)
