@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triggerd.sources.cron import check_cron
 from triggerd.sources.slots import Cron, jitter, next_slots, slots_between
@@ -111,3 +113,60 @@ def test_jitter_is_the_same_in_another_process() -> None:
     here = jitter("daily-report", utc("2026-11-21T09:00:00Z"), 600, 86400)
     assert float(other) == here
     assert here != jitter("daily-reports", utc("2026-11-21T09:00:00Z"), 600, 86400)
+
+
+ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Kolkata"]
+EXPRESSIONS = ["* * * * *", "*/20 1 * * *", "30 2 * * *", "0 * * * *", "15,45 1,2,3 * * *", "30 1 * * *"]
+
+
+def brute_force(expression: str, zone: str, after: datetime, count: int) -> list[datetime]:
+    """The SPEC rule applied minute by minute over every wall time near `after`: slow, obviously right."""
+    from croniter import croniter
+
+    from triggerd.sources.slots import _instants
+
+    cron = Cron.parse(expression, zone)
+    fields = croniter.expand(expression)[0]
+    assert fields[2:] == [["*"], ["*"], ["*"]]  # these expressions restrict only minutes and hours
+    minutes = set(range(60)) if fields[0] == ["*"] else set(fields[0])
+    hours = set(range(24)) if fields[1] == ["*"] else set(fields[1])
+    wall = after.astimezone(cron.zone).replace(tzinfo=None, second=0, microsecond=0) - timedelta(hours=4)
+    found: set[datetime] = set()
+    for minute in range(4 * 24 * 60):
+        candidate = wall + timedelta(minutes=minute)
+        if candidate.minute in minutes and candidate.hour in hours:
+            found.update(i for i in _instants(candidate, cron.zone, cron.hour_anchored) if i > after)
+    return sorted(found)[:count]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    expression=st.sampled_from(EXPRESSIONS),
+    zone=st.sampled_from(ZONES),
+    after=st.one_of(
+        # near the 2026 transitions of these zones, where the rule matters, and anywhere in the year
+        st.sampled_from(
+            [
+                utc(t)
+                for t in (
+                    "2026-03-08T06:10:00Z",
+                    "2026-11-01T05:10:00Z",
+                    "2026-03-29T00:40:00Z",
+                    "2026-10-25T00:20:00Z",
+                    "2026-10-03T15:05:00Z",
+                    "2026-04-04T14:20:00Z",
+                    "2026-04-04T13:30:00Z",
+                    "2026-09-26T13:50:00Z",
+                )
+            ]
+        ),
+        st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 28), timezones=st.just(UTC)),
+    ),
+    offset_minutes=st.integers(min_value=-120, max_value=120),
+)
+def test_the_slot_search_agrees_with_a_minute_by_minute_reference(
+    expression: str, zone: str, after: datetime, offset_minutes: int
+) -> None:
+    after = after + timedelta(minutes=offset_minutes)
+    cron = Cron.parse(expression, zone)
+    assert next_slots(cron, after, 3) == brute_force(expression, zone, after, 3)

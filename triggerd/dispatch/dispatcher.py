@@ -73,6 +73,10 @@ class Job:
     def lane(self) -> str:
         return self.trigger.id
 
+    @property
+    def pool(self) -> str:
+        return self.agent.id
+
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
@@ -271,10 +275,7 @@ class Dispatcher:
         if self.state is not DispatcherState.RUNNING:
             return
         self._queue.start_ready(
-            self.clock.monotonic(),
-            can_start=lambda job: self.counts.allows(job.trigger, job.agent),
-            start=self._start,
-            room=lambda: not self.counts.full,
+            self.clock.monotonic(), check=lambda job: self.counts.verdict(job.trigger, job.agent), start=self._start
         )
         next_due = self._queue.next_due()
         if next_due is not None:
@@ -303,6 +304,7 @@ class Dispatcher:
     def _finished(self, job: Job) -> None:
         self.counts.remove(job.trigger, job.agent)
         self._running.pop(job.run_id, None)
+        self._queue.release(job.trigger.id)
         self._pump()
 
     async def _execute(self, job: Job) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from triggerd.config.models import AnyAgent, Trigger
+from triggerd.dispatch.queue import Verdict
 
 
 class RunningCounts:
@@ -20,10 +21,15 @@ class RunningCounts:
     def full(self) -> bool:
         return self.total >= self.global_limit
 
-    def allows(self, trigger: Trigger, agent: AnyAgent) -> bool:
-        if self.full or self.by_trigger[trigger.id] >= trigger.max_concurrent:
-            return False
-        return agent.max_concurrent is None or self.by_agent[agent.id] < agent.max_concurrent
+    def verdict(self, trigger: Trigger, agent: AnyAgent) -> Verdict:
+        """Whether a run of this trigger and agent may start now, and if not, which limit holds it."""
+        if self.full:
+            return Verdict.GLOBAL_FULL
+        if agent.max_concurrent is not None and self.by_agent[agent.id] >= agent.max_concurrent:
+            return Verdict.AGENT_FULL
+        if self.by_trigger[trigger.id] >= trigger.max_concurrent:
+            return Verdict.TRIGGER_FULL
+        return Verdict.START
 
     def add(self, trigger: Trigger, agent: AnyAgent) -> None:
         self.total += 1

@@ -33,6 +33,8 @@ MAX_SLEEP_SECONDS = 60.0
 # daemon was down, stalled, or the clock jumped), the catch-up rule decides.
 ON_TIME_SECONDS = 60.0
 MAX_MISSED_RECORDED = 1000
+BURST_CHUNK = 1000
+RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +91,9 @@ class Scheduler:
         """Catch up on what was missed while stopped, plan every schedule, start the loop."""
         self._last = {t: parse_instant(n) for t, n in (await self.store.last_slots()).items()}
         now = self.clock.now()
-        for trigger in self._schedules():
-            await self._begin(trigger, now)
+        schedules = self._schedules()
+        for i in range(0, len(schedules), BURST_CHUNK):
+            await asyncio.gather(*(self._begin(trigger, now) for trigger in schedules[i : i + BURST_CHUNK]))
         self._task = asyncio.create_task(self._loop(), name="schedule-loop")
 
     async def stop(self) -> None:
@@ -143,20 +146,27 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             now = self.clock.now()
+            due = []
             while self._heap and (self._heap[0].cancelled or self._heap[0].fire_at <= now):
                 plan = heapq.heappop(self._heap)
-                if plan.cancelled:
-                    continue
-                try:
-                    await self._fire_due(plan, now)
-                except (StoreError, Unavailable) as exc:
-                    log.error("schedule slot not recorded, retrying: %s", exc, extra={"trigger_id": plan.trigger.id})
-                    heapq.heappush(self._heap, plan)
-                    break
-                now = self.clock.now()
-            wait = MAX_SLEEP_SECONDS
-            if self._heap:
-                wait = min(wait, max((self._heap[0].fire_at - now).total_seconds(), 0.0))
+                if not plan.cancelled:
+                    due.append(plan)
+            retry = False
+            # Slots due together are fired together: their commits share the store's group commits.
+            for chunk in (due[i : i + BURST_CHUNK] for i in range(0, len(due), BURST_CHUNK)):
+                outcomes = await asyncio.gather(*(self._fire_due(plan, now) for plan in chunk), return_exceptions=True)
+                for plan, outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, StoreError | Unavailable):
+                        log.error(
+                            "schedule slot not recorded, retrying: %s", outcome, extra={"trigger_id": plan.trigger.id}
+                        )
+                        heapq.heappush(self._heap, plan)
+                        retry = True
+                    elif isinstance(outcome, BaseException):
+                        raise outcome
+            wait = RETRY_SECONDS if retry else MAX_SLEEP_SECONDS
+            if self._heap and not retry:
+                wait = min(wait, max((self._heap[0].fire_at - self.clock.now()).total_seconds(), 0.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))

@@ -24,10 +24,6 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-# No zone has ever moved its clocks by more than this at once; wall times this far
-# before a window's start are enough to find every instant inside it.
-_MARGIN = timedelta(hours=3)
-_FIRST_WINDOW = timedelta(hours=1)
 _LONGEST_SEARCH = timedelta(days=366 * 30)
 
 
@@ -82,20 +78,76 @@ def _gap_end(low: datetime, high: datetime, zone: ZoneInfo) -> datetime:
     return high.replace(microsecond=0)
 
 
-def _window(cron: Cron, after: datetime, until: datetime) -> list[datetime]:
-    """Every slot instant in (after, until], sorted, without repeats."""
-    wall = (after.astimezone(cron.zone).replace(tzinfo=None) - _MARGIN).replace(second=0, microsecond=0)
-    last = until.astimezone(cron.zone).replace(tzinfo=None) + _MARGIN
-    found: set[datetime] = set()
-    walls = croniter(cron.expression, wall - timedelta(minutes=1))
+@lru_cache(maxsize=1024)
+def _spread(zone: ZoneInfo) -> timedelta:
+    """How far apart the zone's UTC offsets ever are (0 for UTC, 1 h for New York), 1970-2100, daily samples."""
+    offsets = set()
+    moment = datetime(1970, 1, 1, tzinfo=UTC)
+    while moment.year < 2100:
+        offsets.add(moment.astimezone(zone).utcoffset())
+        moment += timedelta(days=1)
+    known = [o for o in offsets if o is not None]
+    return max(known) - min(known)
+
+
+@lru_cache(maxsize=16384)
+def _iterator(expression: str) -> croniter:
+    """One croniter per expression, reset before each walk: parsing the expression is croniter's main cost.
+    Sharing is safe because a walk never yields control to the event loop."""
+    return croniter(expression, datetime(2000, 1, 1))
+
+
+def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _margin(zone: ZoneInfo, instant: datetime) -> timedelta:
+    """The zone's spread if an offset change lies within it of the instant, else nothing.
+
+    Transitions are months apart, so equal offsets a spread before and after mean none is near.
+    """
+    spread = _spread(zone)
+    if not spread:
+        return spread
+    offset = instant.utcoffset() if instant.tzinfo is zone else instant.astimezone(zone).utcoffset()
+    near = ((instant - spread).astimezone(zone).utcoffset(), (instant + spread).astimezone(zone).utcoffset())
+    return spread if any(o != offset for o in near) else timedelta(0)
+
+
+def _walk(cron: Cron, after: datetime) -> Iterator[tuple[datetime, list[datetime]]]:
+    """Matching wall times in order from where an instant after `after` can first come from, with their instants.
+
+    A wall time w names an instant after `after` only if w > wall(after) - spread, where
+    spread is how far the zone's offsets differ; away from any transition, it is 0.
+    """
+    start = (_wall(after, cron.zone) - _margin(cron.zone, after)).replace(second=0, microsecond=0)
+    start -= timedelta(minutes=1)
+    walls = _iterator(cron.expression)
+    walls.set_current(start, force=True)
     while True:
-        candidate = walls.get_next(datetime)
-        if candidate > last:
+        wall = walls.get_next(datetime)
+        yield wall, _instants(wall, cron.zone, cron.hour_anchored)
+
+
+def _collect(cron: Cron, after: datetime, until: datetime | None, count: int | None) -> list[datetime]:
+    limit = after + _LONGEST_SEARCH
+    if cron.end is not None:
+        limit = min(limit, cron.end)
+    if until is not None:
+        limit = min(limit, until)
+    last_wall = _wall(limit, cron.zone) + _margin(cron.zone, limit)
+    found: set[datetime] = set()
+    for wall, instants in _walk(cron, after):
+        if wall > last_wall:
             break
-        for instant in _instants(candidate, cron.zone, cron.hour_anchored):
-            if after < instant <= until and _in_range(cron, instant):
-                found.add(instant)
-    return sorted(found)
+        found.update(i for i in instants if after < i <= limit and _in_range(cron, i))
+        if count is not None and len(found) >= count:
+            # A later wall time maps to an earlier instant only within the spread of the offsets.
+            kth = sorted(found)[count - 1]
+            if wall > _wall(kth, cron.zone) + _margin(cron.zone, kth):
+                break
+    ordered = sorted(found)
+    return ordered[:count] if count is not None else ordered
 
 
 def _in_range(cron: Cron, instant: datetime) -> bool:
@@ -104,27 +156,12 @@ def _in_range(cron: Cron, instant: datetime) -> bool:
 
 def next_slots(cron: Cron, after: datetime, count: int) -> list[datetime]:
     """The first `count` slot instants strictly after `after` (fewer if the schedule ends)."""
-    span = _FIRST_WINDOW
-    while True:
-        found = _window(cron, after, after + span)
-        if len(found) >= count or span > _LONGEST_SEARCH or (cron.end is not None and after + span >= cron.end):
-            return found[:count]
-        span *= 2
+    return _collect(cron, after, None, count)
 
 
 def slots_between(cron: Cron, after: datetime, until: datetime) -> list[datetime]:
     """Every slot instant in (after, until]."""
-    return _window(cron, after, until) if until > after else []
-
-
-def iter_slots(cron: Cron, after: datetime) -> Iterator[datetime]:
-    """Slot instants after `after`, one by one, without end (until the schedule ends)."""
-    while True:
-        batch = next_slots(cron, after, 64)
-        if not batch:
-            return
-        yield from batch
-        after = batch[-1]
+    return _collect(cron, after, until, None) if until > after else []
 
 
 def jitter(trigger_id: str, nominal: datetime, jitter_seconds: int, gap_seconds: float) -> float:
