@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,65 @@ def test_list_reports_broken_definitions_and_lists_the_rest(project: Path) -> No
     assert proc.returncode == 1
     assert [line.split()[0] for line in proc.stdout.splitlines()] == ["ID", "ok"]
     assert "triggers/broken.yaml:5:11: error: cron expression" in proc.stderr
+
+
+NEXT_DEFS = """\
+agent: {id: a, type: command, command: [cat]}
+---
+trigger:
+  id: report
+  type: schedule
+  schedule: {cron: "30 2 * * *", timezone: America/New_York, jitter_seconds: 600}
+  agent: {id: a}
+"""
+
+
+def test_next_lists_slots_with_jitter_and_local_time(write: Write, tmp_path: Path) -> None:
+    write("defs/all.yaml", NEXT_DEFS)
+    write("triggerd.yaml", "definitions: [defs]\n")
+    proc = triggerd(
+        "next",
+        "report",
+        "-n",
+        "2",
+        "--after",
+        "2026-03-07T12:00:00Z",
+        "--format",
+        "json",
+        "--config",
+        "triggerd.yaml",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    slots = json.loads(proc.stdout)
+    assert [(s["nominal"], s["local"]) for s in slots] == [
+        ("2026-03-08T07:00:00.000Z", "2026-03-08T03:00:00-04:00"),  # 02:30 does not exist that night
+        ("2026-03-09T06:30:00.000Z", "2026-03-09T02:30:00-04:00"),
+    ]
+    for slot in slots:  # jitter delays by less than 600 s
+        delay = datetime.fromisoformat(slot["fire_at"]) - datetime.fromisoformat(slot["nominal"])
+        assert timedelta(0) <= delay < timedelta(seconds=600)
+    text = triggerd(
+        "next", "report", "-n", "1", "--after", "2026-03-07T12:00:00Z", "--config", "triggerd.yaml", cwd=tmp_path
+    ).stdout.splitlines()
+    assert text[0].split() == ["NOMINAL", "FIRE", "AT", "LOCAL", "(America/New_York)"]
+    assert text[1].split()[0] == "2026-03-08T07:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "--after", "tomorrow"], "--after takes an RFC 3339 instant with an offset, not 'tomorrow'"),
+        (
+            ["report", "--after", "2026-01-01T00:00:00"],
+            "--after takes an RFC 3339 instant with an offset, not '2026-01-01T00:00:00'",
+        ),
+        (["report", "-n", "0"], "-n takes a whole number of at least 1"),
+        (["nope"], "no trigger 'nope' is loaded"),
+    ],
+)
+def test_next_usage_errors(write: Write, tmp_path: Path, args: list[str], message: str) -> None:
+    write("defs/all.yaml", NEXT_DEFS)
+    write("triggerd.yaml", "definitions: [defs]\n")
+    proc = triggerd("next", *args, "--config", "triggerd.yaml", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, f"triggerd next: {message}")

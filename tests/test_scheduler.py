@@ -68,7 +68,7 @@ async def scheduler(folder: Path, clock: FakeClock, defs: str) -> AsyncIterator[
         yield schedule, store
     finally:
         await schedule.stop()
-        await dispatcher.drain(5)
+        await dispatcher.drain(0.1)
         await store.close()
 
 
@@ -204,3 +204,25 @@ def test_the_wall_clock_stepping_back_or_forward(tmp_path: Path) -> None:
         ("2026-01-01T13:00:00.000Z", "missed"),
         ("2026-01-01T14:00:00.000Z", None),
     ]
+
+
+def test_a_slot_due_while_the_last_run_is_still_going_follows_the_overlap_rule(tmp_path: Path) -> None:
+    clock = FakeClock(utc("2026-01-01T10:59:30Z"))
+    defs = (
+        "agent: {id: slow, type: command, command: [sleep, '30']}\n---\n"
+        "trigger:\n  id: tick\n  type: schedule\n  schedule: {cron: '* * * * *'}\n  agent: {id: slow}\n"
+        "  overlap: skip\n"
+    )
+
+    async def scenario() -> list[tuple[str | None, str, str | None]]:
+        async with scheduler(tmp_path, clock, defs) as (schedule, store):
+            for count, minute in ((1, "11:00:00.200"), (2, "11:01:00.200")):
+                clock.current = utc(f"2026-01-01T{minute}Z")
+                schedule.wake()
+                await until(lambda n=count: _count(store, n))
+            return [(r.nominal_time, str(r.status), r.reason) for r in await runs_of(store)]
+
+    runs = asyncio.run(scenario())
+    assert runs[1] == ("2026-01-01T11:01:00.000Z", "skipped", "overlap")
+    assert runs[0][0] == "2026-01-01T11:00:00.000Z"
+    assert runs[0][1] in ("pending", "running")
