@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     fire = remote("fire", "fire a trigger by hand")
     fire.add_argument("trigger_id", metavar="TRIGGER_ID")
     fire.add_argument("--input", type=_json_object, default={}, help="JSON object merged over the static input")
+    emit = remote("emit", "send an event to the daemon's event bus")
+    emit.add_argument("type", metavar="TYPE")
+    emit.add_argument("--source", default="cli")
+    emit.add_argument("--severity")
+    emit.add_argument("--data", type=_json_value, default={}, help="the event's data, as JSON")
     runs = remote("runs", "list runs")
     runs.add_argument("--trigger")
     runs.add_argument("--status", choices=[s.value for s in RunStatus])
@@ -91,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
         remote(name, help_text).add_argument("run_id", metavar="RUN_ID")
     return parser
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -293,6 +305,15 @@ def _remote(args: argparse.Namespace) -> int:
     if args.command == "fire":
         answer = client.request("POST", f"/v1/triggers/{client.quoted(args.trigger_id)}/fire", {"input": args.input})
         print(f"{answer['run_id']} {answer['status']}")
+    elif args.command == "emit":
+        event = {"type": args.type, "source": args.source, "data": args.data}
+        if args.severity:
+            event["severity"] = args.severity
+        answer = client.request("POST", "/v1/events", event)
+        print(
+            f"{answer['event_ids'][0]} matched: {', '.join(answer['matched']) or 'none'}; "
+            f"runs: {', '.join(answer['run_ids']) or 'none'}"
+        )
     elif args.command == "runs":
         query = {"trigger": args.trigger, "status": args.status, "limit": args.limit}
         runs = client.request("GET", "/v1/runs", query=query)["runs"]

@@ -23,6 +23,7 @@ from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
+from triggerd.sources.bus import EventBus
 from triggerd.sources.schedule import Scheduler
 from triggerd.store import open_store
 from triggerd.store.abc import Store
@@ -93,6 +94,11 @@ class Daemon:
             resumed = await dispatcher.start()
             stack.push_async_callback(dispatcher.drain, 0.0)
 
+            bus = EventBus(dispatcher, store, self.clock, settings.limits.max_event_chain_depth)
+            await bus.start()
+            dispatcher.listener = bus.run_finished
+            stack.push_async_callback(bus.stop)
+
             scheduler = Scheduler(dispatcher, store, self.clock)
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
@@ -104,6 +110,7 @@ class Daemon:
                 self.clock,
                 accepting=lambda: self.state is DaemonState.RUNNING,
                 schedules=scheduler.state,
+                events=bus,
             )
             await http.start()
             stack.push_async_callback(http.stop)

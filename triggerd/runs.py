@@ -149,3 +149,18 @@ class Run:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What the dispatcher tells listeners (the event bus) about a run that reached a final status."""
+
+    run_id: str
+    trigger_id: str
+    agent_id: str
+    status: RunStatus
+    attempts: int
+    chain_depth: int
+    output: Any = None
+    error: str | None = None
+    retries_exhausted: bool = False

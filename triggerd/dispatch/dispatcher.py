@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
@@ -27,7 +27,7 @@ from triggerd.dispatch.limits import RunningCounts
 from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
-from triggerd.runs import CancelReason, Firing, Run, RunStatus, SkipReason, Source, new_run_id
+from triggerd.runs import CancelReason, Firing, Run, RunOutcome, RunStatus, SkipReason, Source, new_run_id
 from triggerd.store.abc import Store
 
 log = logging.getLogger("triggerd.dispatch")
@@ -64,6 +64,7 @@ class Job:
     task: asyncio.Task[None] | None = None
     attempt_task: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
+    chain_depth: int = 0
     log_extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ class Dispatcher:
         self._running: dict[str, Job] = {}
         self._reserved: Counter[str] = Counter()
         self._wake: asyncio.TimerHandle | None = None
+        self.listener: Callable[[RunOutcome], None] | None = None  # told of every run that ends for good
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class Dispatcher:
             },
         )
         if status is RunStatus.PENDING:
-            self._enqueue(Job(run.id, trigger, agent, run.input))
+            self._enqueue(Job(run.id, trigger, agent, run.input, chain_depth=firing.chain_depth))
             if victim is not None:
                 self._stop_attempt(victim, CancelReason.REPLACED)
             self._pump()
@@ -373,6 +375,22 @@ class Dispatcher:
             dead_letter=then in (RunStatus.FAILED, RunStatus.TIMED_OUT),
         )
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
+        if then in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT) and self.listener is not None:
+            self.listener(
+                RunOutcome(
+                    job.run_id,
+                    job.trigger.id,
+                    job.agent.id,
+                    then,
+                    number,
+                    job.chain_depth,
+                    outcome.output,
+                    outcome.error,
+                    retries_exhausted=then is not RunStatus.COMPLETED
+                    and job.trigger.retry.max_attempts > 1
+                    and job.failures >= job.trigger.retry.max_attempts,
+                )
+            )
         if retry_in is not None:
             log.warning(
                 "attempt %d %s: %s; retry in %.1fs", number, outcome.status, outcome.error, retry_in, extra=extra
@@ -405,7 +423,15 @@ class Dispatcher:
                 reason=str(CancelReason.TRIGGER_REMOVED),
             )
             return 0
-        job = Job(run.id, trigger, agent, run.input, attempts=len(run.attempts), failures=run.failures)
+        job = Job(
+            run.id,
+            trigger,
+            agent,
+            run.input,
+            attempts=len(run.attempts),
+            failures=run.failures,
+            chain_depth=run.chain_depth,
+        )
         now = isoformat(self.clock.now())
         if run.status is RunStatus.RUNNING:
             open_attempts = [a for a in run.attempts if a.finished_at is None]

@@ -16,12 +16,15 @@ from triggerd.dispatch.dispatcher import Dispatcher, Submitted
 from triggerd.errors import Conflict, NotFound, StoreError, Unavailable
 from triggerd.http.responses import Handler, error, json_response
 from triggerd.runs import Run, RunStatus
+from triggerd.sources.bus import EventBus
+from triggerd.sources.events import BadEvent, parse_events
 from triggerd.store.abc import TriggerStats
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TOKENS = web.AppKey("tokens", tuple)
 ScheduleState = Callable[[str], dict[str, Any] | None]
 SCHEDULES = web.AppKey("schedules", object)
+EVENTS = web.AppKey("events", object)
 MAX_LIMIT = 1000
 
 
@@ -60,9 +63,14 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def add_admin_routes(
-    app: web.Application, dispatcher: Dispatcher, tokens: tuple[str, ...], schedules: ScheduleState | None = None
+    app: web.Application,
+    dispatcher: Dispatcher,
+    tokens: tuple[str, ...],
+    schedules: ScheduleState | None = None,
+    events: EventBus | None = None,
 ) -> None:
     app[DISPATCHER] = dispatcher
+    app[EVENTS] = events
     app[SCHEDULES] = schedules or (lambda trigger_id: None)
     app[TOKENS] = tuple(_digest(t) for t in tokens)
     app.middlewares.append(admin_auth)
@@ -77,6 +85,7 @@ def add_admin_routes(
     app.router.add_post("/v1/runs/{run_id}/cancel", cancel_run)
     app.router.add_post("/v1/runs/{run_id}/replay", replay_run)
     app.router.add_get("/v1/dead-letters", dead_letters)
+    app.router.add_post("/v1/events", post_events)
 
 
 # --- describing triggers (never a secret) ----------------------------------------
@@ -280,3 +289,22 @@ async def dead_letters(request: web.Request) -> web.Response:
     _, limit, _ = _page(request)
     runs = await _store_call(request.app[DISPATCHER].store.dead_letters(limit))
     return json_response({"runs": [r.to_json() for r in runs]})
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """SPEC 5.3: one event or a list; 202 once the events and the runs they cause are committed."""
+    bus = request.app[EVENTS]
+    if not isinstance(bus, EventBus):
+        return error(503, "the event bus is not running")
+    try:
+        body = await request.json()
+    except ValueError:
+        return error(400, "the body is not valid JSON")
+    try:
+        events = parse_events(body, bus.clock.now())
+        published = await bus.publish(events)
+    except BadEvent as exc:
+        return error(400, str(exc))
+    except (Unavailable, StoreError) as exc:
+        return error(503, str(exc))
+    return json_response(published.to_json(), status=202)

@@ -14,6 +14,7 @@ from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.http.admin import add_admin_routes
 from triggerd.http.responses import json_response, never_500
 from triggerd.http.webhooks import WebhookHandler
+from triggerd.sources.bus import EventBus
 
 log = logging.getLogger("triggerd.http")
 
@@ -32,11 +33,13 @@ class HttpServer:
         clock: Clock,
         accepting: Callable[[], bool],
         schedules: ScheduleState | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.readiness = readiness
         self.schedules = schedules
+        self.events = events
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
@@ -47,7 +50,7 @@ class HttpServer:
         app.router.add_get("/readyz", self.readyz)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
-            add_admin_routes(app, self.dispatcher, tokens, self.schedules)
+            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events)
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app

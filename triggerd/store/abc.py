@@ -59,6 +59,14 @@ class Store(Protocol):
         """The latest claimed nominal time of each trigger's schedule."""
         ...
 
+    async def load_windows(self) -> list[tuple[str, str, str, Any]]:
+        """Every saved counting window: (trigger id, group key, fingerprint, counted events)."""
+        ...
+
+    async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
+        """Replace these counting windows in one commit; an empty list of events deletes the window."""
+        ...
+
     async def get_run(self, run_id: str) -> Run | None: ...
 
     async def list_runs(

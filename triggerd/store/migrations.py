@@ -59,4 +59,15 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (trigger_id, nominal)
         ) WITHOUT ROWID""",
     ],
+    [
+        # Counting windows of event triggers (SPEC 3.4): the events counted so far per group,
+        # kept with the definition's fingerprint so that a changed trigger starts afresh.
+        """CREATE TABLE event_windows (
+            trigger_id TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            events TEXT NOT NULL,
+            PRIMARY KEY (trigger_id, group_key)
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -203,6 +203,29 @@ class SqliteStore:
 
         return await self._read(last)
 
+    async def load_windows(self) -> list[tuple[str, str, str, Any]]:
+        def load(conn: sqlite3.Connection) -> list[tuple[str, str, str, Any]]:
+            rows = conn.execute("SELECT trigger_id, group_key, fingerprint, events FROM event_windows")
+            return [(t, g, f, json.loads(e)) for t, g, f, e in rows]
+
+        return await self._read(load)
+
+    async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
+        def save(conn: sqlite3.Connection) -> None:
+            for trigger_id, group, fingerprint, events in windows:
+                if events:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO event_windows (trigger_id, group_key, fingerprint, events) "
+                        "VALUES (?, ?, ?, ?)",
+                        (trigger_id, group, fingerprint, _dumps(events)),
+                    )
+                else:
+                    conn.execute(
+                        "DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ?", (trigger_id, group)
+                    )
+
+        await self._write(save)
+
     async def get_run(self, run_id: str) -> Run | None:
         runs = await self._read(lambda c: _select_runs(c, "WHERE id = ?", (run_id,)))
         return runs[0] if runs else None

@@ -1,0 +1,185 @@
+"""The event bus: events in, runs out (SPEC 3.4, 5.3).
+
+An event reaches the triggers the index says its type could match, then their source
+globs, then their condition (evaluated on the event alone). A trigger without
+count_threshold fires at once; one with it adds the event to its counting window
+(per group_by value) and fires when the window holds count_threshold events received
+within `window`, then counts afresh. Windows live in memory and in the store, saved
+with the trigger's fingerprint: they survive a restart, and a changed definition
+starts from zero. `publish` returns only after every run it caused and every window
+it changed are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from triggerd.clock import Clock, isoformat, parse_instant
+from triggerd.conditions import Scope, evaluate
+from triggerd.config.models import Trigger
+from triggerd.dispatch.dispatcher import Dispatcher
+from triggerd.errors import MissingInput, StoreError, Unavailable
+from triggerd.mapping import build_input
+from triggerd.runs import Firing, RunOutcome, RunStatus, Source
+from triggerd.sources.events import Event, EventIndex, new_event_id, source_matches
+from triggerd.store.abc import Store
+
+log = logging.getLogger("triggerd.events")
+MAX_COUNTED_IN_INPUT = 100
+
+
+@dataclass
+class Published:
+    event_ids: list[str] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event_ids": self.event_ids, "matched": self.matched, "run_ids": self.run_ids}
+
+
+def event_context(trigger: Trigger, event: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "event": event,
+        "events": events[-MAX_COUNTED_IN_INPUT:],
+        "count": len(events),
+        "trigger": {"id": trigger.id, "name": trigger.name},
+    }
+
+
+def group_key(trigger: Trigger, context: dict[str, Any]) -> str:
+    assert trigger.event is not None
+    if trigger.event.group_by is None:
+        return ""
+    found = trigger.event.group_by.find(context)
+    return json.dumps(found[0] if len(found) == 1 else found or None, sort_keys=True)
+
+
+class EventBus:
+    def __init__(self, dispatcher: Dispatcher, store: Store, clock: Clock, max_chain_depth: int) -> None:
+        self.dispatcher = dispatcher
+        self.store = store
+        self.clock = clock
+        self.max_chain_depth = max_chain_depth
+        self.index = EventIndex.build(dispatcher.configuration.triggers.values())
+        self._windows: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._lock = asyncio.Lock()
+        self._internal: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Restore counting windows saved by an earlier run whose trigger has not changed since."""
+        stale: list[tuple[str, str, str, Any]] = []
+        triggers = self.dispatcher.configuration.triggers
+        for trigger_id, group, fingerprint, counted in await self.store.load_windows():
+            trigger = triggers.get(trigger_id)
+            if trigger is None or trigger.fingerprint != fingerprint:
+                stale.append((trigger_id, group, fingerprint, []))
+            else:
+                self._windows[(trigger_id, group)] = counted
+        if stale:
+            await self.store.save_windows(stale)
+            log.info("dropped %d counting windows of changed or removed triggers", len(stale))
+
+    async def stop(self) -> None:
+        if self._internal:
+            await asyncio.wait(set(self._internal), timeout=5)
+
+    async def publish(self, events: list[Event]) -> Published:
+        """Match, count and fire; returns once every run and window change is committed."""
+        result = Published()
+        async with self._lock:
+            changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
+            for event in events:
+                result.event_ids.append(event.id)
+                await self._deliver(event, result, changed)
+            if changed:
+                await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
+        return result
+
+    async def _deliver(
+        self, event: Event, result: Published, changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]]
+    ) -> None:
+        body = event.to_json()
+        now = self.clock.now()
+        for trigger in self.index.candidates(event.type):
+            assert trigger.event is not None
+            if not source_matches(trigger, event.source):
+                continue
+            alone = event_context(trigger, body, [body])
+            if trigger.event.condition is not None and not evaluate(trigger.event.condition, alone, Scope.EVENT):
+                continue
+            if trigger.id not in result.matched:
+                result.matched.append(trigger.id)
+            if trigger.event.count_threshold is None:
+                await self._fire(trigger, event, alone, result)
+                continue
+            key = (trigger.id, group_key(trigger, alone))
+            horizon = now - timedelta(seconds=trigger.event.window or 0)
+            window = [w for w in self._windows.get(key, []) if parse_instant(w["received_at"]) > horizon]
+            window.append({"received_at": isoformat(now), "event": body})
+            if len(window) >= trigger.event.count_threshold:
+                counted = [w["event"] for w in window]
+                window = []
+                await self._fire(trigger, event, event_context(trigger, body, counted), result)
+            self._windows[key] = window
+            changed[key] = (trigger.fingerprint, window)
+
+    async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
+        try:
+            run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
+        except MissingInput as exc:
+            log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event.id})
+            return
+        firing = Firing(trigger.id, trigger.agent.id, run_input, Source.EVENT, chain_depth=event.chain_depth + 1)
+        submitted = await self.dispatcher.submit(firing)
+        result.run_ids.append(submitted.run_id)
+
+    # --- the daemon's own events (SPEC 5.3) ---------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Publish an event of the daemon's own in the background (it must not hold up its cause)."""
+        if event.chain_depth >= self.max_chain_depth:
+            log.warning(
+                "event %s dropped: chain depth %d reached limits.max_event_chain_depth",
+                event.type,
+                event.chain_depth,
+                extra={"event_id": event.id, "chain_depth": event.chain_depth},
+            )
+            return
+        task = asyncio.create_task(self._publish_internal(event))
+        self._internal.add(task)
+        task.add_done_callback(self._internal.discard)
+
+    async def _publish_internal(self, event: Event) -> None:
+        try:
+            await self.publish([event])
+        except (StoreError, Unavailable) as exc:
+            log.warning("event %s not published: %s", event.type, exc, extra={"event_id": event.id})
+
+    def run_finished(self, run: RunOutcome) -> None:
+        """The dispatcher's hook: a run reached a final status (SPEC 5.3 events)."""
+        data: dict[str, Any] = {
+            "run_id": run.run_id,
+            "trigger_id": run.trigger_id,
+            "agent_id": run.agent_id,
+            "status": str(run.status),
+            "attempts": run.attempts,
+        }
+        now = isoformat(self.clock.now())
+        if run.status is RunStatus.COMPLETED:
+            summary = run.output if isinstance(run.output, str) else json.dumps(run.output, default=str)
+            data["output_summary"] = summary[:500] if summary is not None else None
+            self.emit(Event(new_event_id(), "agent.run.completed", "agents", now, data, None, run.chain_depth))
+            return
+        data["error"] = run.error
+        kind = "error.agent.run_timed_out" if run.status is RunStatus.TIMED_OUT else "error.agent.run_failed"
+        self.emit(Event(new_event_id(), kind, "agents", now, data, "high", run.chain_depth))
+        if run.retries_exhausted:
+            self.emit(
+                Event(new_event_id(), "error.agent.dead_letter", "agents", now, data, "critical", run.chain_depth)
+            )

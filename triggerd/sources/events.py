@@ -1,0 +1,152 @@
+"""Events (SPEC 3.4, 5.3): what an event is, and which event triggers it concerns, found through an index."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from triggerd.clock import isoformat, parse_instant
+from triggerd.conditions import SEVERITIES
+from triggerd.config.models import Trigger, TriggerType
+from triggerd.errors import TriggerdError
+
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+class BadEvent(TriggerdError):
+    """Raised by parse_events for an event that cannot be accepted; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    source: str
+    time: str
+    data: Any = None
+    severity: str | None = None
+    chain_depth: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "time": self.time,
+            "data": self.data,
+        }
+        if self.severity is not None:
+            body["severity"] = self.severity
+        return body
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(10)
+
+
+def parse_events(body: Any, now: datetime, default_source: str = "api") -> list[Event]:
+    """One event or a list, in triggerd's form or with CloudEvents 1.0 JSON attributes; raises BadEvent."""
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise BadEvent("no events given")
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise BadEvent(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(items)}")
+    return [_parse_one(item, i, now, default_source) for i, item in enumerate(items)]
+
+
+def _parse_one(item: Any, index: int, now: datetime, default_source: str) -> Event:
+    where = f"event {index}"
+    if not isinstance(item, dict):
+        raise BadEvent(f"{where}: an event is a JSON object")
+    kind = item.get("type")
+    if not isinstance(kind, str) or not kind.strip():
+        raise BadEvent(f"{where}: 'type' is required and must be a non-empty string")
+    if "specversion" in item and item["specversion"] != "1.0":
+        raise BadEvent(f"{where}: only CloudEvents specversion 1.0 is accepted")
+    for key in ("id", "source", "time", "severity"):
+        if key in item and item[key] is not None and not isinstance(item[key], str):
+            raise BadEvent(f"{where}: '{key}' must be a string")
+    moment = item.get("time")
+    if moment is not None:
+        try:
+            moment = isoformat(parse_instant(moment))
+        except ValueError:
+            raise BadEvent(f"{where}: 'time' must be an RFC 3339 instant with an offset") from None
+    severity = item.get("severity")
+    if severity is not None and severity.lower() not in SEVERITIES:
+        raise BadEvent(f"{where}: unknown severity {severity!r} (one of: {', '.join(SEVERITIES)})")
+    return Event(
+        id=item.get("id") or new_event_id(),
+        type=kind.strip(),
+        source=item.get("source") or default_source,
+        time=moment or isoformat(now),
+        data=item.get("data", {}),
+        severity=severity.lower() if severity else None,
+    )
+
+
+@lru_cache(maxsize=4096)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob where `*` matches anything, dots included, and `?` one character."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+
+
+def type_regex(pattern: str) -> re.Pattern[str]:
+    if len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/"):
+        return re.compile(pattern[1:-1])
+    return glob_regex(pattern)
+
+
+def _literal_head(pattern: str) -> str | None:
+    """The first dot-segment of a glob when it has no wildcard, else None."""
+    head = pattern.split(".", 1)[0]
+    return None if any(c in head for c in "*?") else head
+
+
+@dataclass
+class EventIndex:
+    """Event triggers by pattern: exact types in a dict, globs by their first literal segment, regexes last.
+
+    An event consults only the triggers whose pattern could match it, not every trigger.
+    """
+
+    exact: dict[str, list[Trigger]] = field(default_factory=dict)
+    by_head: dict[str, list[tuple[re.Pattern[str], Trigger]]] = field(default_factory=dict)
+    anywhere: list[tuple[Callable[[str], object], Trigger]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, triggers: Iterable[Trigger]) -> EventIndex:
+        index = cls()
+        for trigger in triggers:
+            if trigger.type is not TriggerType.EVENT or trigger.event is None or not trigger.enabled:
+                continue
+            pattern = trigger.event.pattern
+            if pattern.startswith("/") and pattern.endswith("/") and len(pattern) > 1:
+                index.anywhere.append((type_regex(pattern).search, trigger))  # a regex matches anywhere
+            elif not any(c in pattern for c in "*?"):
+                index.exact.setdefault(pattern, []).append(trigger)
+            else:
+                head = _literal_head(pattern)
+                if head is None:
+                    index.anywhere.append((glob_regex(pattern).match, trigger))  # a glob matches whole
+                else:
+                    index.by_head.setdefault(head, []).append((glob_regex(pattern), trigger))
+        return index
+
+    def candidates(self, event_type: str) -> list[Trigger]:
+        """Triggers whose type pattern matches, in a stable order."""
+        found = list(self.exact.get(event_type, ()))
+        head = event_type.split(".", 1)[0]
+        found += [t for regex, t in self.by_head.get(head, ()) if regex.match(event_type)]
+        found += [t for matches, t in self.anywhere if matches(event_type)]
+        return found
+
+
+def source_matches(trigger: Trigger, source: str) -> bool:
+    assert trigger.event is not None
+    return not trigger.event.sources or any(glob_regex(p).match(source) for p in trigger.event.sources)
