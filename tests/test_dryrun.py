@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_verify_checks_the_signature_with_the_real_secret(project: Path) -> None
     ("args", "message"),
     [
         (["nope"], "no trigger 'nope' is loaded"),
-        (["nightly"], "trigger 'nightly' is a schedule trigger; `test` takes webhook triggers"),
+        (["nightly"], "trigger 'nightly' is a schedule trigger; `test` takes webhook and event triggers"),
         (["pr", "--header", "no-colon"], "--header takes 'Name: value', not 'no-colon'"),
         (["pr", "--payload", "missing.json"], "no such file: missing.json"),
     ],
@@ -139,3 +140,49 @@ def test_json_payload_that_does_not_parse(project: Path) -> None:
     proc = trial(project, "pr", "--payload", "broken.json")
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[-1].startswith("body            invalid JSON")
+
+
+EVENT_DEFS = """\
+agent: {id: echo, type: command, command: [echo, "{{ count }} errors"]}
+---
+trigger:
+  id: errors
+  type: event
+  event:
+    pattern: "error.*"
+    source: [system]
+    condition: {severity: ">= high"}
+    count_threshold: 3
+    window: 5m
+  agent:
+    id: echo
+    input_mapping: {count: $.count}
+"""
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "last"),
+    [
+        (
+            {"type": "error.db", "source": "system", "severity": "critical"},
+            0,
+            "verdict         matched (nothing was dispatched)",
+        ),
+        ({"type": "error.db", "source": "system", "severity": "low"}, 1, "  false severity gte 'high' (actual: 'low')"),
+        ({"type": "error.db", "source": "web", "severity": "high"}, 1, "source          web is not one of: system"),
+        ({"type": "warning.db", "source": "system"}, 1, "verdict         not matched"),
+        ({"source": "system"}, 1, "event           event 0: 'type' is required and must be a non-empty string -> 400"),
+    ],
+)
+def test_an_event_trigger_on_a_sample_event(
+    write: Write, tmp_path: Path, event: dict[str, str], code: int, last: str
+) -> None:
+    write("defs/all.yaml", EVENT_DEFS)
+    write("triggerd.yaml", "definitions: [defs]\n")
+    write("event.json", json.dumps(event))
+    proc = trial(tmp_path, "errors", "--event", "event.json")
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == last
+    if code == 0:
+        assert "counting        this event counts 1 of 3 within 300s, group (all)" in proc.stdout
+        assert 'argv            ["echo", "1 errors"]' in proc.stdout

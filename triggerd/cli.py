@@ -62,9 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     upcoming.add_argument("--format", choices=["text", "json"], default="text")
     upcoming.add_argument("--config", type=Path, help="settings file")
 
-    trial = commands.add_parser("test", help="try a webhook trigger on a sample request, offline")
+    trial = commands.add_parser(
+        "test", help="try a webhook trigger on a sample request (or an event trigger on an event)"
+    )
     trial.add_argument("trigger_id", metavar="TRIGGER_ID")
     trial.add_argument("--payload", type=Path, help="file holding the request body (default: empty)")
+    trial.add_argument("--event", type=Path, help="file holding a sample event, as JSON (event triggers)")
     trial.add_argument("--header", action="append", default=[], metavar='"K: V"', help="a request header (repeat)")
     trial.add_argument("--query", action="append", default=[], metavar="K=V", help="a query parameter (repeat)")
     trial.add_argument("--verify", action="store_true", help="check the authentication too (needs the secrets)")
@@ -250,7 +253,7 @@ def _next(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from triggerd.dryrun import try_webhook
+    from triggerd.dryrun import try_event, try_webhook
 
     headers = []
     for item in args.header:
@@ -274,8 +277,18 @@ def _test(args: argparse.Namespace) -> int:
     trigger = configuration.triggers.get(args.trigger_id) if configuration else None
     if configuration is None or trigger is None:
         raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
+    if trigger.type is TriggerType.EVENT:
+        if args.event is None or not args.event.is_file():
+            raise UsageError(f"trigger '{trigger.id}' is an event trigger: give a sample with --event FILE")
+        try:
+            sample = json.loads(args.event.read_text())
+        except ValueError as exc:
+            raise UsageError(f"{args.event} is not JSON: {exc}") from None
+        trial = try_event(configuration, trigger, sample, datetime.now(UTC))
+        print("\n".join(trial.lines))
+        return EXIT_OK if trial.accepted else EXIT_INVALID
     if trigger.type is not TriggerType.WEBHOOK:
-        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook triggers")
+        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
     body = args.payload.read_bytes() if args.payload is not None else b""
     trial = try_webhook(

@@ -1,4 +1,5 @@
-"""`triggerd test`: a webhook trigger against a sample request, offline (SPEC 6). Nothing is dispatched."""
+"""`triggerd test`: a webhook trigger against a sample request, or an event trigger against a sample event,
+offline (SPEC 6). Nothing is dispatched."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent, Confi
 from triggerd.errors import AuthFailure, MissingInput, TemplateError
 from triggerd.http.auth import Verified, Verifier
 from triggerd.mapping import build_input
+from triggerd.sources.bus import event_context, group_key
+from triggerd.sources.events import BadEvent, EventIndex, parse_events, source_matches
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, webhook_context
 
 
@@ -91,7 +94,60 @@ def try_webhook(
     return _finish(trial, configuration.agents[trigger.agent.id], context, verified)
 
 
-def _finish(trial: Trial, agent: AnyAgent, context: dict[str, Any], verified: Verified) -> Trial:
+def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: datetime) -> Trial:
+    match = trigger.event
+    assert match is not None
+    trial = Trial(trigger)
+    trial.step("trigger", f"{trigger.id}: events {match.pattern} ({trigger.origin})")
+    try:
+        event = parse_events(body, now, default_source="cli")[0]
+    except BadEvent as exc:
+        return trial.reject("event", f"{exc} -> 400")
+    matches_type = any(t.id == trigger.id for t in EventIndex.build([trigger]).candidates(event.type))
+    trial.step("type", f"{event.type} {'matches' if matches_type else 'does not match'} {match.pattern}")
+    if not matches_type:
+        return trial.reject("verdict", "not matched")
+    sources = ", ".join(match.sources) or "any"
+    if not source_matches(trigger, event.source):
+        return trial.reject("source", f"{event.source} is not one of: {sources}")
+    trial.step("source", f"{event.source} (allowed: {sources})")
+    payload = event.to_json()
+    context = event_context(trigger, payload, [payload])
+    if match.condition is None:
+        trial.step("condition", "none")
+    else:
+        verdict, results = explain(match.condition, context, Scope.EVENT)
+        trial.step("condition", "true" if verdict else "false -> not matched")
+        trial.detail("\n".join(str(result) for result in results))
+        if not verdict:
+            trial.accepted = False
+            return trial
+    if match.count_threshold is not None:
+        window = f"{match.window:g}s" if match.window is not None else "?"
+        trial.step(
+            "counting",
+            f"this event counts 1 of {match.count_threshold} within {window}, group "
+            f"{group_key(trigger, context) or '(all)'}; the run below is what the "
+            f"{match.count_threshold}th would start",
+        )
+    return _finish(
+        trial,
+        configuration.agents[trigger.agent.id],
+        context,
+        Verified(),
+        idempotency=False,
+        verdict="matched (nothing was dispatched)",
+    )
+
+
+def _finish(
+    trial: Trial,
+    agent: AnyAgent,
+    context: dict[str, Any],
+    verified: Verified,
+    idempotency: bool = True,
+    verdict: str = "accepted -> 202 (nothing was dispatched)",
+) -> Trial:
     trigger = trial.trigger
     try:
         run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
@@ -105,8 +161,9 @@ def _finish(trial: Trial, agent: AnyAgent, context: dict[str, Any], verified: Ve
                 for rule in trigger.agent.input_mapping
             )
         )
-    key = idempotency_key(trigger, context, verified)
-    trial.step("idempotency key", key if key is not None else "none")
+    if idempotency:
+        key = idempotency_key(trigger, context, verified)
+        trial.step("idempotency key", key if key is not None else "none")
     trial.step("run input")
     trial.detail(json.dumps(run_input, indent=2, ensure_ascii=False))
     try:
@@ -120,5 +177,5 @@ def _finish(trial: Trial, agent: AnyAgent, context: dict[str, Any], verified: Ve
             trial.step("request", f"{agent.method} {agent.url}")
     except TemplateError as exc:
         return trial.reject("agent", f"{exc}: the run would fail")
-    trial.step("verdict", "accepted -> 202 (nothing was dispatched)")
+    trial.step("verdict", verdict)
     return trial
