@@ -108,15 +108,25 @@ def _literal_head(pattern: str) -> str | None:
     return None if any(c in head for c in "*?") else head
 
 
+def _literal_tail(pattern: str) -> str | None:
+    """The last dot-segment of a glob when it has no wildcard and follows a dot, else None."""
+    if "." not in pattern:
+        return None
+    tail = pattern.rsplit(".", 1)[1]
+    return None if any(c in tail for c in "*?") else tail
+
+
 @dataclass
 class EventIndex:
-    """Event triggers by pattern: exact types in a dict, globs by their first literal segment, regexes last.
+    """Event triggers by pattern: exact types in a dict, globs by their first (else last) literal
+    segment, and only globs literal at neither end, and regexes, tried for every event.
 
     An event consults only the triggers whose pattern could match it, not every trigger.
     """
 
     exact: dict[str, list[Trigger]] = field(default_factory=dict)
     by_head: dict[str, list[tuple[re.Pattern[str], Trigger]]] = field(default_factory=dict)
+    by_tail: dict[str, list[tuple[re.Pattern[str], Trigger]]] = field(default_factory=dict)
     anywhere: list[tuple[Callable[[str], object], Trigger]] = field(default_factory=list)
 
     @classmethod
@@ -131,11 +141,13 @@ class EventIndex:
             elif not any(c in pattern for c in "*?"):
                 index.exact.setdefault(pattern, []).append(trigger)
             else:
-                head = _literal_head(pattern)
-                if head is None:
-                    index.anywhere.append((glob_regex(pattern).match, trigger))  # a glob matches whole
-                else:
+                head, tail = _literal_head(pattern), _literal_tail(pattern)
+                if head is not None:
                     index.by_head.setdefault(head, []).append((glob_regex(pattern), trigger))
+                elif tail is not None:
+                    index.by_tail.setdefault(tail, []).append((glob_regex(pattern), trigger))
+                else:
+                    index.anywhere.append((glob_regex(pattern).match, trigger))  # a glob matches whole
         return index
 
     def candidates(self, event_type: str) -> list[Trigger]:
@@ -143,6 +155,8 @@ class EventIndex:
         found = list(self.exact.get(event_type, ()))
         head = event_type.split(".", 1)[0]
         found += [t for regex, t in self.by_head.get(head, ()) if regex.match(event_type)]
+        tail = event_type.rsplit(".", 1)[-1]
+        found += [t for regex, t in self.by_tail.get(tail, ()) if regex.match(event_type)]
         found += [t for matches, t in self.anywhere if matches(event_type)]
         return found
 
