@@ -238,3 +238,19 @@ def test_emit_command(tmp_path: Path) -> None:
         )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split(" ", 1)[1] == "matched: per-service; runs: none\n"
+
+
+def test_a_timed_out_run_emits_run_timed_out(tmp_path: Path) -> None:
+    defs = (
+        f"agent: {{id: slow, type: command, command: [{PY}, -c, 'import time; time.sleep(30)']}}\n---\n"
+        "agent: {id: echo, type: command, command: [cat]}\n---\n"
+        "trigger: {id: slow, type: event, event: {pattern: never}, agent: {id: slow}, timeout_seconds: 1}\n---\n"
+        "trigger:\n  id: watch\n  type: event\n  event: {pattern: error.agent.run_timed_out, source: [agents]}\n"
+        "  agent: {id: echo, input_mapping: {run: $.event.data.run_id, severity: $.event.severity}}\n"
+    )
+    with running_daemon(tmp_path, defs) as daemon:
+        timed_out = daemon.wait_run(daemon.fire("slow"), timeout=15)
+        runs = wait_for(lambda: daemon.request("GET", "/v1/runs?trigger=watch")[1]["runs"], timeout=10)
+        watched = daemon.wait_run(runs[0]["id"])
+    assert timed_out["status"] == "timed_out"
+    assert watched["input"] == {"run": timed_out["id"], "severity": "high"}
