@@ -11,10 +11,13 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from triggerd.clock import Clock, SystemClock, isoformat
 from triggerd.config.loader import LoadMode, load
@@ -24,9 +27,12 @@ from triggerd.errors import StoreError
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
 from triggerd.sources.bus import EventBus
+from triggerd.sources.events import Event, new_event_id
 from triggerd.sources.schedule import Scheduler
 from triggerd.store import open_store
 from triggerd.store.abc import Store
+from triggerd.systemd import Notifier
+from triggerd.watch import watch
 
 log = logging.getLogger("triggerd")
 PRUNE_INTERVAL_SECONDS = 3600.0
@@ -48,6 +54,13 @@ class Daemon:
         self.store: Store | None = None
         self._stop = asyncio.Event()
         self._interrupts = 0
+        self._reload_lock = asyncio.Lock()
+        self.notifier = Notifier()
+        self.dispatcher: Dispatcher | None = None
+        self.http: HttpServer | None = None
+        self.bus: EventBus | None = None
+        self.scheduler: Scheduler | None = None
+        self.reloads = {"applied": 0, "rejected": 0}
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (SIGTERM, or the first SIGINT)."""
@@ -82,8 +95,9 @@ class Daemon:
         async with AsyncExitStack() as stack:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self._interrupt)
-            stack.callback(loop.remove_signal_handler, signal.SIGTERM)
-            stack.callback(loop.remove_signal_handler, signal.SIGINT)
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload("SIGHUP")))
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                stack.callback(loop.remove_signal_handler, sig)
 
             store = open_store(settings.store)
             await store.open()
@@ -111,14 +125,22 @@ class Daemon:
                 accepting=lambda: self.state is DaemonState.RUNNING,
                 schedules=scheduler.state,
                 events=bus,
+                reload=self.reload,
             )
             await http.start()
             stack.push_async_callback(http.stop)
 
+            self.dispatcher, self.http, self.bus, self.scheduler = dispatcher, http, bus, scheduler
             pruner = asyncio.create_task(self._prune_forever(store, settings.store.retention))
             stack.callback(pruner.cancel)
+            watchdog = asyncio.create_task(self.notifier.watchdog())
+            stack.callback(watchdog.cancel)
+            stop_watching = asyncio.Event()
+            watcher = asyncio.create_task(watch(settings, self.reload, stop_watching))
+            stack.callback(stop_watching.set)
 
             self.state = DaemonState.RUNNING
+            self.notifier.ready(self._status())
             log.info(
                 "ready: %d triggers, %d agents, %d runs resumed",
                 len(configuration.triggers),
@@ -129,6 +151,9 @@ class Daemon:
             await self._stop.wait()
 
             self.state = DaemonState.DRAINING
+            self.notifier.stopping()
+            stop_watching.set()
+            await asyncio.wait([watcher], timeout=2)
             await scheduler.stop()
             grace = settings.limits.shutdown_grace_seconds
             log.info("draining: waiting up to %gs for %d running runs", grace, dispatcher.running)
@@ -136,6 +161,85 @@ class Daemon:
         self.state = DaemonState.STOPPED
         log.info("stopped")
         return 0
+
+    def _status(self) -> str:
+        configuration = self.configuration
+        if configuration is None:
+            return "starting"
+        return f"serving {len(configuration.triggers)} triggers, {len(configuration.agents)} agents"
+
+    def _background(self, work: Awaitable[object]) -> None:
+        def report(task: asyncio.Future[object]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task failed", exc_info=task.exception())
+
+        asyncio.ensure_future(work).add_done_callback(report)
+
+    async def reload(self, reason: str = "requested") -> ReloadOutcome:
+        """Build and check a whole new configuration off the event loop; swap it in at once, or keep
+        the running one and report why (log, answer, metric, error.config.invalid)."""
+        async with self._reload_lock:
+            if self.state is not DaemonState.RUNNING or self.configuration is None:
+                return ReloadOutcome(False, ["the daemon is not running"])
+            dispatcher, http, bus, scheduler = self.dispatcher, self.http, self.bus, self.scheduler
+            if dispatcher is None or http is None or bus is None or scheduler is None:
+                return ReloadOutcome(False, ["the daemon is still starting"])
+            self.notifier.reloading()
+            result = await asyncio.to_thread(load, self.settings_path, mode=LoadMode.DAEMON)
+            problems = [str(p) for p in result.problems if p.is_error]
+            new = result.configuration
+            if new is None or problems:
+                self.reloads["rejected"] += 1
+                for problem in problems:
+                    log.error("reload rejected: %s", problem)
+                bus.emit(
+                    Event(
+                        new_event_id(),
+                        "error.config.invalid",
+                        "system",
+                        isoformat(self.clock.now()),
+                        {"reason": reason, "problems": problems},
+                        "high",
+                    )
+                )
+                self.notifier.ready(self._status())
+                return ReloadOutcome(False, problems)
+            old = self.configuration
+            if (new.settings.server, new.settings.admin, new.settings.store) != (
+                old.settings.server,
+                old.settings.admin,
+                old.settings.store,
+            ):
+                log.warning("server, admin and store settings changed: they apply at the next restart")
+                new = Configuration(
+                    replace(
+                        new.settings, server=old.settings.server, admin=old.settings.admin, store=old.settings.store
+                    ),
+                    new.triggers,
+                    new.agents,
+                    new.files,
+                )
+            # The swap: no await between these lines, so no request sees a mix of old and new.
+            self.configuration = new
+            dispatcher.configuration = new
+            http.webhooks.reconfigure(new)
+            scheduler.reconfigure()
+            await bus.reconfigure(new)
+            cancelled = await dispatcher.reconfigure(new)
+            self.reloads["applied"] += 1
+            changes = _difference(old, new)
+            log.info("reloaded (%s): %s; %d queued runs of removed triggers cancelled", reason, changes, cancelled)
+            bus.emit(
+                Event(
+                    new_event_id(),
+                    "system.config.reloaded",
+                    "system",
+                    isoformat(self.clock.now()),
+                    {"reason": reason, "changes": changes},
+                )
+            )
+            self.notifier.ready(self._status())
+            return ReloadOutcome(True, [])
 
     async def readiness(self) -> list[str]:
         problems = []
@@ -158,6 +262,23 @@ class Daemon:
                 if deleted:
                     log.info("pruned %d finished runs older than the retention", deleted)
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    applied: bool
+    problems: list[str]
+
+
+def _difference(old: Configuration, new: Configuration) -> str:
+    def changed(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int, int, int]:
+        added = len(set(b) - set(a))
+        removed = len(set(a) - set(b))
+        modified = sum(a[k].fingerprint != b[k].fingerprint for k in set(a) & set(b))
+        return added, removed, modified
+
+    t, g = changed(old.triggers, new.triggers), changed(old.agents, new.agents)
+    return f"triggers +{t[0]} -{t[1]} ~{t[2]}, agents +{g[0]} -{g[1]} ~{g[2]}"
 
 
 def run_daemon(settings_path: Path | None) -> int:

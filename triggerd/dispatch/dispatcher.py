@@ -140,6 +140,25 @@ class Dispatcher:
         self.state = DispatcherState.STOPPED
         await self.pool.close()
 
+    async def reconfigure(self, configuration: Configuration) -> int:
+        """Take a new configuration: running runs keep their definitions; queued runs of removed
+        triggers are cancelled (reason trigger_removed). Returns how many were cancelled."""
+        self.configuration = configuration
+        self.counts.global_limit = configuration.settings.limits.max_concurrent_runs
+        orphans = [job for job in self._queue if job.trigger.id not in configuration.triggers]
+        for job in orphans:
+            self._queue.remove(job.run_id)
+        for job in orphans:
+            await self.store.finish_run(
+                job.run_id,
+                RunStatus.CANCELLED,
+                at=isoformat(self.clock.now()),
+                reason=str(CancelReason.TRIGGER_REMOVED),
+            )
+            log.info("queued run cancelled: its trigger was removed", extra=job.log_extra)
+        self._pump()
+        return len(orphans)
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue)

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +25,7 @@ TOKENS = web.AppKey("tokens", tuple)
 ScheduleState = Callable[[str], dict[str, Any] | None]
 SCHEDULES = web.AppKey("schedules", object)
 EVENTS = web.AppKey("events", object)
+RELOAD = web.AppKey("reload", object)
 MAX_LIMIT = 1000
 
 
@@ -68,9 +69,11 @@ def add_admin_routes(
     tokens: tuple[str, ...],
     schedules: ScheduleState | None = None,
     events: EventBus | None = None,
+    reload: Callable[[str], Awaitable[Any]] | None = None,
 ) -> None:
     app[DISPATCHER] = dispatcher
     app[EVENTS] = events
+    app[RELOAD] = reload
     app[SCHEDULES] = schedules or (lambda trigger_id: None)
     app[TOKENS] = tuple(_digest(t) for t in tokens)
     app.middlewares.append(admin_auth)
@@ -86,6 +89,7 @@ def add_admin_routes(
     app.router.add_post("/v1/runs/{run_id}/replay", replay_run)
     app.router.add_get("/v1/dead-letters", dead_letters)
     app.router.add_post("/v1/events", post_events)
+    app.router.add_post("/v1/reload", post_reload)
 
 
 # --- describing triggers (never a secret) ----------------------------------------
@@ -308,3 +312,14 @@ async def post_events(request: web.Request) -> web.Response:
     except (Unavailable, StoreError) as exc:
         return error(503, str(exc))
     return json_response(published.to_json(), status=202)
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    """SPEC 8: reload now; 200 when the new configuration is live, 422 with the problems when it was rejected."""
+    reload: Any = request.app[RELOAD]
+    if reload is None:
+        return error(503, "reload is not available")
+    outcome = await reload("POST /v1/reload")
+    if outcome.applied:
+        return json_response({"status": "reloaded"})
+    return json_response({"status": "rejected", "problems": outcome.problems}, status=422)

@@ -20,6 +20,7 @@ log = logging.getLogger("triggerd.http")
 
 ReadinessCheck = Callable[[], Awaitable[list[str]]]
 ScheduleState = Callable[[str], dict[str, Any] | None]
+Reload = Callable[[str], Awaitable[Any]]
 
 
 class HttpServer:
@@ -34,12 +35,14 @@ class HttpServer:
         accepting: Callable[[], bool],
         schedules: ScheduleState | None = None,
         events: EventBus | None = None,
+        reload: Reload | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.readiness = readiness
         self.schedules = schedules
         self.events = events
+        self.reload = reload
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
@@ -50,7 +53,7 @@ class HttpServer:
         app.router.add_get("/readyz", self.readyz)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
-            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events)
+            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events, self.reload)
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app

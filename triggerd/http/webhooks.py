@@ -48,14 +48,20 @@ class Route:
 class WebhookRoutes:
     """The route table of one configuration: path -> method -> route."""
 
-    def __init__(self, configuration: Configuration, now: float) -> None:
+    def __init__(self, configuration: Configuration, now: float, previous: WebhookRoutes | None = None) -> None:
         self.table: dict[str, dict[str, Route]] = {}
+        kept = {
+            r.trigger.fingerprint: r.bucket for m in (previous.table.values() if previous else ()) for r in m.values()
+        }
         for trigger in configuration.triggers.values():
             webhook = trigger.webhook
             if webhook is None or not trigger.enabled:
                 continue
             verifier = Verifier(webhook.authentication) if webhook.authentication else None
-            bucket = TokenBucket(webhook.rate_limit, now) if webhook.rate_limit else None
+            # An unchanged trigger keeps its rate-limit bucket across a reload.
+            bucket = kept.get(trigger.fingerprint) or (
+                TokenBucket(webhook.rate_limit, now) if webhook.rate_limit else None
+            )
             self.table.setdefault(normalize(webhook.endpoint), {})[webhook.method] = Route(trigger, verifier, bucket)
 
 
@@ -77,6 +83,10 @@ class WebhookHandler:
         self.clock = clock
         self.accepting = accepting
         self.routes = WebhookRoutes(dispatcher.configuration, clock.monotonic())
+
+    def reconfigure(self, configuration: Configuration) -> None:
+        """Swap the whole route table at once: a request sees the old table or the new, never a mix."""
+        self.routes = WebhookRoutes(configuration, self.clock.monotonic(), self.routes)
 
     def mount(self, app: web.Application) -> None:
         app.router.add_route("*", CATCH_ALL, self.handle)

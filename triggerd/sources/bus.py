@@ -21,7 +21,7 @@ from typing import Any
 
 from triggerd.clock import Clock, isoformat, parse_instant
 from triggerd.conditions import Scope, evaluate
-from triggerd.config.models import Trigger
+from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import MissingInput, StoreError, Unavailable
 from triggerd.mapping import build_input
@@ -70,6 +70,7 @@ class EventBus:
         self._windows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = asyncio.Lock()
         self._internal: set[asyncio.Task[None]] = set()
+        self._fingerprints = {t.id: t.fingerprint for t in dispatcher.configuration.triggers.values()}
 
     async def start(self) -> None:
         """Restore counting windows saved by an earlier run whose trigger has not changed since."""
@@ -84,6 +85,21 @@ class EventBus:
         if stale:
             await self.store.save_windows(stale)
             log.info("dropped %d counting windows of changed or removed triggers", len(stale))
+
+    async def reconfigure(self, configuration: Configuration) -> None:
+        """A new index; the windows of changed or removed triggers are dropped (from the store too)."""
+        self.index = EventIndex.build(configuration.triggers.values())
+        async with self._lock:
+            stale: list[tuple[str, str, str, Any]] = []
+            for trigger_id, group in list(self._windows):
+                trigger = configuration.triggers.get(trigger_id)
+                old = self._fingerprints.get(trigger_id)
+                if trigger is None or trigger.fingerprint != old:
+                    del self._windows[(trigger_id, group)]
+                    stale.append((trigger_id, group, old or "", []))
+            self._fingerprints = {t.id: t.fingerprint for t in configuration.triggers.values()}
+            if stale:
+                await self.store.save_windows(stale)
 
     async def stop(self) -> None:
         if self._internal:

@@ -103,6 +103,23 @@ class Scheduler:
                 await self._task
             self._task = None
 
+    def reconfigure(self) -> None:
+        """Re-plan after the dispatcher took a new configuration: an unchanged schedule keeps its
+        next slot; a changed one is planned afresh after its last claimed slot; a removed one stops."""
+        current = {t.id: t for t in self._schedules()}
+        for trigger_id, plan in list(self._plans.items()):
+            trigger = current.get(trigger_id)
+            if trigger is None or trigger.fingerprint != plan.trigger.fingerprint:
+                plan.cancelled = True
+                del self._plans[trigger_id]
+        now = self.clock.now()
+        for trigger in current.values():
+            if trigger.id not in self._plans:
+                # No catch-up on a reload: a new or changed schedule starts with its next slot.
+                last = self._last.get(trigger.id)
+                self._plan(trigger, cron_of(trigger), max(last, now) if last else now)
+        self.wake()
+
     def wake(self) -> None:
         """Look at the heap again now (after a reload, or when a test moves its clock)."""
         self._wake.set()

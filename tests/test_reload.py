@@ -1,0 +1,208 @@
+"""Hot reload with real files and a running daemon (SPEC 8), and the systemd notify protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.harness import Daemon, http, running_daemon, wait_for
+
+PY = json.dumps(sys.executable)
+BASE = """\
+agent: {id: echo, type: command, command: [cat]}
+---
+trigger:
+  id: stable
+  type: webhook
+  webhook: {endpoint: /hooks/stable}
+  agent: {id: echo, input_mapping: {v: $.body.v}}
+---
+trigger:
+  id: nightly
+  type: schedule
+  schedule: {cron: "0 3 * * *"}
+  agent: {id: echo}
+---
+trigger:
+  id: config-watch
+  type: event
+  event: {pattern: "*.config.*", source: [system]}
+  agent: {id: echo, input_mapping: {type: $.event.type, data: $.event.data}}
+"""
+
+
+def hook(path: str, mapping: str = "{x: $.body.x}") -> str:
+    return textwrap.dedent(f"""\
+        trigger:
+          id: {path}
+          type: webhook
+          webhook: {{endpoint: /hooks/{path}}}
+          agent: {{id: echo, input_mapping: {mapping}}}
+        """)
+
+
+def post(daemon: Daemon, path: str, body: object) -> tuple[int, object]:
+    return http("POST", daemon.url + path, body)
+
+
+def config_events(daemon: Daemon) -> list[dict[str, object]]:
+    runs = daemon.request("GET", "/v1/runs?trigger=config-watch")[1]["runs"]
+    return [daemon.wait_run(r["id"])["input"] for r in reversed(runs)]
+
+
+def test_files_added_edited_broken_and_deleted(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, BASE) as daemon:
+        defs = tmp_path / "defs"
+        written = time.monotonic()
+        (defs / "new.yaml").write_text(hook("new"))
+        wait_for(lambda: post(daemon, "/hooks/new", {"x": 1})[0] == 202, timeout=5, interval=0.02)
+        assert time.monotonic() - written < 1.0  # live within a second of being written
+
+        (defs / "new.yaml").write_text(hook("new", "{y: $.body.x}"))  # an edit changes the mapping
+
+        def mapped() -> bool:
+            status, answer = post(daemon, "/hooks/new", {"x": 2})
+            return status == 202 and daemon.wait_run(answer["run_id"])["input"] == {"y": 2}  # type: ignore[index]
+
+        wait_for(mapped, timeout=5)
+
+        (defs / "new.yaml").write_text("trigger:\n  id: new\n  type: [webhook\n")  # a YAML error
+        wait_for(lambda: any(e["type"] == "error.config.invalid" for e in config_events(daemon)), timeout=5)
+        invalid = next(e for e in config_events(daemon) if e["type"] == "error.config.invalid")
+        assert invalid["data"]["problems"][0].startswith("defs/new.yaml:4:1: error: YAML syntax error")  # type: ignore[index]
+        assert post(daemon, "/hooks/new", {"x": 3})[0] == 202  # the old configuration still serves
+        status, answer = daemon.request("POST", "/v1/reload")
+        assert status == 422
+        assert answer["status"] == "rejected"
+        assert answer["problems"][0].startswith("defs/new.yaml:4:1: error: YAML syntax error")
+
+        (defs / "new.yaml").unlink()
+        wait_for(lambda: post(daemon, "/hooks/new", {"x": 4})[0] == 404, timeout=5)
+        assert post(daemon, "/hooks/stable", {"v": 1})[0] == 202
+        reloaded = [e for e in config_events(daemon) if e["type"] == "system.config.reloaded"]
+        assert reloaded[-1]["data"]["changes"] == "triggers +0 -1 ~0, agents +0 -0 ~0"  # type: ignore[index]
+
+
+def test_an_editor_saving_through_a_temporary_file_and_rename(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, BASE) as daemon:
+        defs = tmp_path / "defs"
+        temporary = defs / ".new.yaml.swp"
+        temporary.write_text(hook("renamed"))
+        time.sleep(0.4)
+        assert post(daemon, "/hooks/renamed", {})[0] == 404  # a swap file is not a definition
+        os.rename(temporary, defs / "renamed.yaml")
+        wait_for(lambda: post(daemon, "/hooks/renamed", {"x": 1})[0] == 202, timeout=3)
+
+
+def test_sighup_and_the_api_reload_and_unchanged_schedules_keep_their_slot(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, BASE) as daemon:
+        before = daemon.request("GET", "/v1/triggers/nightly")[1]["schedule"]
+        assert daemon.request("POST", "/v1/reload") == (200, {"status": "reloaded"})
+        (tmp_path / "defs" / "extra.yaml").write_text(hook("extra"))
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: post(daemon, "/hooks/extra", {})[0] == 202, timeout=5)
+        after = daemon.request("GET", "/v1/triggers/nightly")[1]["schedule"]
+    assert after["next_nominal"] == before["next_nominal"]
+
+
+def test_a_removed_triggers_queued_runs_are_cancelled_and_its_running_run_finishes(tmp_path: Path) -> None:
+    slow = (
+        f"agent: {{id: slow, type: command, command: [{PY}, -c, 'import time; time.sleep(1.5)']}}\n---\n"
+        "trigger: {id: busy, type: event, event: {pattern: never}, agent: {id: slow}}\n"
+    )
+    with running_daemon(tmp_path, BASE) as daemon:
+        (tmp_path / "defs" / "busy.yaml").write_text(slow)
+        wait_for(lambda: daemon.request("GET", "/v1/triggers/busy")[0] == 200, timeout=5)
+        ids = [daemon.fire("busy") for _ in range(3)]
+        daemon.wait_run(ids[0], {"running"})
+        (tmp_path / "defs" / "busy.yaml").unlink()
+        runs = [daemon.wait_run(i) for i in ids]
+    assert [(r["status"], r["reason"]) for r in runs] == [
+        ("completed", None),
+        ("cancelled", "trigger_removed"),
+        ("cancelled", "trigger_removed"),
+    ]
+
+
+def test_a_webhook_load_through_reloads_sees_no_error_but_for_the_removed_route(tmp_path: Path) -> None:
+    with running_daemon(tmp_path, BASE) as daemon:
+        defs = tmp_path / "defs"
+        (defs / "doomed.yaml").write_text(hook("doomed"))
+        wait_for(lambda: post(daemon, "/hooks/doomed", {})[0] == 202, timeout=5)
+        answers: Counter[tuple[str, int]] = Counter()
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                for path in ("/hooks/stable", "/hooks/doomed"):
+                    try:
+                        answers[(path, post(daemon, path, {"v": 1})[0])] += 1
+                    except OSError:
+                        answers[(path, 0)] += 1
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            for i in range(5):
+                (defs / f"churn{i}.yaml").write_text(hook(f"churn{i}"))
+                time.sleep(0.3)
+            (defs / "doomed.yaml").unlink()
+            time.sleep(0.6)
+            daemon.request("POST", "/v1/reload")
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(10)
+    assert {key for key in answers if key[0] == "/hooks/stable"} == {("/hooks/stable", 202)}
+    assert set(answers) - {("/hooks/stable", 202)} == {("/hooks/doomed", 202), ("/hooks/doomed", 404)}
+    assert answers[("/hooks/stable", 202)] > 100
+
+
+def test_systemd_notifications_ready_reloading_stopping_and_watchdog(tmp_path: Path) -> None:
+    for address in (str(tmp_path / "notify.sock"), f"@triggerd-test-{os.getpid()}"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(address if not address.startswith("@") else "\0" + address[1:])
+            sock.settimeout(10)
+            env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
+            received: list[str] = []
+
+            def until(field: str, sock: socket.socket = sock, received: list[str] = received) -> list[str]:
+                while not any(line == field for message in received for line in message.split("\n")):
+                    received.append(sock.recv(4096).decode())
+                return received
+
+            with running_daemon(tmp_path / address[-6:].strip("@/"), BASE, env=env) as daemon:
+                until("READY=1")
+                watchdogs = sum(m == "WATCHDOG=1" for m in until("WATCHDOG=1"))
+                time.sleep(0.5)
+                assert daemon.process is not None
+                daemon.process.send_signal(signal.SIGHUP)
+                until("RELOADING=1")
+                count = len(received)
+                while not any("READY=1" in m for m in received[count:]):  # READY=1 again after the reload
+                    received.append(sock.recv(4096).decode())
+                daemon.stop()
+                until("STOPPING=1")
+            sock.setblocking(False)
+            try:
+                while True:
+                    received.append(sock.recv(4096).decode())
+            except BlockingIOError:
+                pass
+            assert watchdogs >= 1
+            assert sum(m == "WATCHDOG=1" for m in received) >= 3  # every 0.1 s while it ran
+            ready = next(m for m in received if m.startswith("READY=1"))
+            assert ready.split("\n")[1].startswith("STATUS=serving 3 triggers")
+            reloading = next(m for m in received if m.startswith("RELOADING=1"))
+            assert reloading.split("\n")[1].startswith("MONOTONIC_USEC=")
