@@ -26,6 +26,7 @@ from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
+from triggerd.metrics import METRICS
 from triggerd.sources.bus import EventBus
 from triggerd.sources.events import Event, new_event_id
 from triggerd.sources.schedule import Scheduler
@@ -131,6 +132,7 @@ class Daemon:
             stack.push_async_callback(http.stop)
 
             self.dispatcher, self.http, self.bus, self.scheduler = dispatcher, http, bus, scheduler
+            METRICS.watch(lambda: dispatcher.queue_depth, lambda: dispatcher.running)
             pruner = asyncio.create_task(self._prune_forever(store, settings.store.retention))
             stack.callback(pruner.cancel)
             watchdog = asyncio.create_task(self.notifier.watchdog())
@@ -190,6 +192,8 @@ class Daemon:
             new = result.configuration
             if new is None or problems:
                 self.reloads["rejected"] += 1
+                METRICS.reloads.labels("rejected").inc()
+                METRICS.config_valid.set(0)
                 for problem in problems:
                     log.error("reload rejected: %s", problem)
                 bus.emit(
@@ -227,6 +231,8 @@ class Daemon:
             await bus.reconfigure(new)
             cancelled = await dispatcher.reconfigure(new)
             self.reloads["applied"] += 1
+            METRICS.reloads.labels("applied").inc()
+            METRICS.config_valid.set(1)
             changes = _difference(old, new)
             log.info("reloaded (%s): %s; %d queued runs of removed triggers cancelled", reason, changes, cancelled)
             bus.emit(

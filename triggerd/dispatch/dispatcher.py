@@ -27,6 +27,7 @@ from triggerd.dispatch.limits import RunningCounts
 from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
+from triggerd.metrics import METRICS
 from triggerd.runs import CancelReason, Firing, Run, RunOutcome, RunStatus, SkipReason, Source, new_run_id
 from triggerd.store.abc import Store
 
@@ -65,6 +66,7 @@ class Job:
     attempt_task: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
     chain_depth: int = 0
+    started: float | None = None  # monotonic time of the first attempt's start, for the duration metric
     log_extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -227,6 +229,9 @@ class Dispatcher:
                 "source": str(firing.source),
             },
         )
+        METRICS.firings.labels(trigger.id, str(firing.source)).inc()
+        if status is RunStatus.SKIPPED:
+            METRICS.runs.labels(trigger.id, str(status)).inc()
         if status is RunStatus.PENDING:
             self._enqueue(Job(run.id, trigger, agent, run.input, chain_depth=firing.chain_depth))
             if victim is not None:
@@ -337,6 +342,8 @@ class Dispatcher:
             self._requeue(job, STORE_RETRY_SECONDS)
             return
         job.attempts = number
+        if job.started is None:
+            job.started = self.clock.monotonic()
         outcome = await self._attempt(job, number)
         try:
             await self._record(job, number, outcome)
@@ -394,6 +401,10 @@ class Dispatcher:
             dead_letter=then in (RunStatus.FAILED, RunStatus.TIMED_OUT),
         )
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
+        if then is not RunStatus.PENDING:
+            METRICS.runs.labels(job.trigger.id, str(then)).inc()
+            if job.started is not None:
+                METRICS.run_duration.labels(job.trigger.id).observe(self.clock.monotonic() - job.started)
         if then in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT) and self.listener is not None:
             self.listener(
                 RunOutcome(

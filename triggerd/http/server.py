@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from triggerd.clock import Clock
 from triggerd.config.models import Listen, Settings
@@ -14,6 +15,7 @@ from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.http.admin import add_admin_routes
 from triggerd.http.responses import json_response, never_500
 from triggerd.http.webhooks import WebhookHandler
+from triggerd.metrics import METRICS
 from triggerd.sources.bus import EventBus
 
 log = logging.getLogger("triggerd.http")
@@ -51,6 +53,7 @@ class HttpServer:
         app = web.Application(middlewares=[never_500], client_max_size=self.settings.server.max_body_bytes)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
             add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events, self.reload)
@@ -83,6 +86,9 @@ class HttpServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=METRICS.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def readyz(self, request: web.Request) -> web.Response:
         problems = await self.readiness()

@@ -26,6 +26,7 @@ from triggerd.http.auth import Verified, Verifier
 from triggerd.http.limits import TokenBucket, allowed, client_address
 from triggerd.http.responses import error, json_response
 from triggerd.mapping import build_input
+from triggerd.metrics import METRICS
 from triggerd.runs import Firing, RunStatus, Source
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_old, webhook_context
 
@@ -93,9 +94,13 @@ class WebhookHandler:
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            return await self._handle(request)
+            response = await self._handle(request)
         except _Answer as answer:
-            return answer.response
+            response = answer.response
+        methods = self.routes.table.get(normalize(request.path), {})
+        route = methods.get(request.method)
+        METRICS.webhook_responses.labels(route.trigger.id if route else "-", str(response.status)).inc()
+        return response
 
     async def _handle(self, request: web.Request) -> web.Response:
         if not self.accepting():
@@ -139,6 +144,7 @@ class WebhookHandler:
                 verified = route.verifier.verify(request.headers, body, self.clock.now())
             except AuthFailure as exc:
                 log.warning("webhook authentication failed: %s", exc, extra=extra)
+                METRICS.auth_failures.labels(trigger.id).inc()
                 raise _fail(401, "authentication failed") from None
         try:
             parsed = parse_body(request.content_type, body)

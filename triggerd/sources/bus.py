@@ -25,6 +25,7 @@ from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import MissingInput, StoreError, Unavailable
 from triggerd.mapping import build_input
+from triggerd.metrics import METRICS
 from triggerd.runs import Firing, RunOutcome, RunStatus, Source
 from triggerd.sources.events import Event, EventIndex, new_event_id, source_matches
 from triggerd.store.abc import Store
@@ -105,8 +106,9 @@ class EventBus:
         if self._internal:
             await asyncio.wait(set(self._internal), timeout=5)
 
-    async def publish(self, events: list[Event]) -> Published:
+    async def publish(self, events: list[Event], origin: str = "api") -> Published:
         """Match, count and fire; returns once every run and window change is committed."""
+        METRICS.events.labels(origin).inc(len(events))
         result = Published()
         async with self._lock:
             changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
@@ -173,7 +175,7 @@ class EventBus:
 
     async def _publish_internal(self, event: Event) -> None:
         try:
-            await self.publish([event])
+            await self.publish([event], origin="triggerd")
         except (StoreError, Unavailable) as exc:
             log.warning("event %s not published: %s", event.type, exc, extra={"event_id": event.id})
 

@@ -23,6 +23,7 @@ from triggerd.config.models import Trigger, TriggerType
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import MissingInput, StoreError, Unavailable
 from triggerd.mapping import build_input
+from triggerd.metrics import METRICS
 from triggerd.runs import Firing, SkipReason, Source
 from triggerd.sources.slots import Cron, jitter, next_slots, slots_between
 from triggerd.store.abc import Store
@@ -192,6 +193,7 @@ class Scheduler:
         trigger, cron = plan.trigger, plan.cron
         later = [s for s in slots_between(cron, plan.nominal, now) if fire_time(trigger, cron, s) <= now]
         if not later and (now - plan.fire_at).total_seconds() <= ON_TIME_SECONDS:
+            METRICS.schedule_lag.observe(max((now - plan.fire_at).total_seconds(), 0.0))
             await self._fire(trigger, plan.nominal, now)
         else:
             await self._catch_up(trigger, [plan.nominal, *later], now)
