@@ -344,3 +344,14 @@ def _ready(daemon: Daemon) -> bool:
     except OSError:
         time.sleep(0.05)
         return False
+
+
+def test_every_log_line_about_a_run_names_the_run_trigger_and_agent(daemon: Daemon) -> None:
+    lines = daemon.log_lines()
+    about_runs = [line for line in lines if "run_id" in line]
+    assert len(about_runs) > 20
+    assert all(line.get("trigger_id") and line.get("agent_id") for line in about_runs), [
+        line for line in about_runs if not (line.get("trigger_id") and line.get("agent_id"))
+    ][:3]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert all(line["time"].endswith("Z") for line in lines)

@@ -52,3 +52,4 @@ def configure_logging(settings: LoggingSettings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # its "N changes detected"; ours says what reloaded
