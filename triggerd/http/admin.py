@@ -14,6 +14,7 @@ from aiohttp import web
 from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher, Submitted
 from triggerd.errors import Conflict, NotFound, StoreError, Unavailable
+from triggerd.http.openapi import openapi
 from triggerd.http.responses import Handler, error, json_response
 from triggerd.runs import Run, RunStatus
 from triggerd.sources.bus import EventBus
@@ -90,6 +91,7 @@ def add_admin_routes(
     app.router.add_get("/v1/dead-letters", dead_letters)
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/reload", post_reload)
+    app.router.add_get("/v1/openapi.json", get_openapi)
 
 
 # --- describing triggers (never a secret) ----------------------------------------
@@ -323,3 +325,7 @@ async def post_reload(request: web.Request) -> web.Response:
     if outcome.applied:
         return json_response({"status": "reloaded"})
     return json_response({"status": "rejected", "problems": outcome.problems}, status=422)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(openapi())

@@ -35,7 +35,11 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
     except web.HTTPException as exc:
         if exc.status >= 500:
             return _internal(request, exc)
-        raise
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        # aiohttp's own refusals (no route, wrong method, body too large) are plain text: answer JSON.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
+        return json_response({"error": exc.reason}, status=exc.status, headers=headers)
     except Exception as exc:
         return _internal(request, exc)
     return response

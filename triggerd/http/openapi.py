@@ -1,0 +1,269 @@
+"""The OpenAPI 3.1 description of the admin API, served at GET /v1/openapi.json (SPEC 7.2).
+
+It describes what triggerd/http/admin.py implements; tests/test_openapi.py runs schemathesis
+against a live daemon from this description, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from triggerd import __version__
+from triggerd.runs import RunStatus
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _body(_ref("Error"), "The request is malformed (JSON, a parameter, a field)"),
+    "401": _body(_ref("Error"), "A valid admin token is required"),
+    "403": _body(_ref("Error"), "Without admin tokens, only loopback clients are answered"),
+    "404": _body(_ref("Error"), "No such trigger or run"),
+    "405": _body(_ref("Error"), "Method not allowed"),
+    "413": _body(_ref("Error"), "Body too large"),
+    "503": _body(_ref("Error"), "Store unavailable, draining for shutdown, or an internal error (never a 500)"),
+    "409": _body(_ref("Error"), "The run's state forbids it, or the trigger's agent is gone"),
+    "422": _body(_ref("Reload"), "The new configuration was rejected; the running one stays"),
+}
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+TRIGGER_ID = {"name": "trigger_id", "in": "path", "required": True, "schema": {"type": "string"}}
+PAGE = [
+    {"name": "status", "in": "query", "schema": {"enum": [str(s) for s in RunStatus]}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+    {
+        "name": "before",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "A run id, or an RFC 3339 instant: only older runs",
+    },
+]
+
+
+def _operation(summary: str, ok: str, ok_body: dict[str, Any], *errors: str, **extra: Any) -> dict[str, Any]:
+    codes = ("400", "401", "403", "405", "413", "503", *errors)
+    responses = {ok: _body(ok_body, summary), **{code: ERRORS[code] for code in sorted(set(codes))}}
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def openapi() -> dict[str, Any]:
+    nullable_string = {"type": ["string", "null"]}
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Attempt": {
+            "type": "object",
+            "required": ["number", "started_at", "status"],
+            "properties": {
+                "number": {"type": "integer"},
+                "started_at": {"type": "string"},
+                "finished_at": nullable_string,
+                "status": {"type": "string"},
+                "error": nullable_string,
+            },
+        },
+        "Run": {
+            "type": "object",
+            "required": ["id", "trigger_id", "agent_id", "status", "attempts", "source", "created_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "trigger_id": {"type": "string"},
+                "agent_id": {"type": "string"},
+                "status": {"enum": [str(s) for s in RunStatus]},
+                "reason": nullable_string,
+                "input": {},
+                "output": {},
+                "error": nullable_string,
+                "attempts": {"type": "array", "items": _ref("Attempt")},
+                "usage": {},
+                "source": {"enum": ["webhook", "schedule", "event", "manual", "replay"]},
+                "nominal_time": nullable_string,
+                "idempotency_key": nullable_string,
+                "replay_of": nullable_string,
+                "chain_depth": {"type": "integer"},
+                "dead_letter": {"type": "boolean"},
+                "created_at": {"type": "string"},
+                "started_at": nullable_string,
+                "finished_at": nullable_string,
+            },
+        },
+        "RunPage": {
+            "type": "object",
+            "required": ["runs", "next_before"],
+            "properties": {"runs": {"type": "array", "items": _ref("Run")}, "next_before": nullable_string},
+        },
+        "Trigger": {
+            "type": "object",
+            "required": ["id", "type", "enabled", "agent_id", "state"],
+            "properties": {
+                "id": {"type": "string"},
+                "name": nullable_string,
+                "description": nullable_string,
+                "type": {"enum": ["schedule", "webhook", "event"]},
+                "enabled": {"type": "boolean"},
+                "agent_id": {"type": "string"},
+                "source_file": {"type": "string"},
+                "schedule": {"type": "object"},
+                "webhook": {"type": "object"},
+                "event": {"type": "object"},
+                "state": {
+                    "type": "object",
+                    "required": ["runs", "last_run"],
+                    "properties": {
+                        "runs": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "last_run": {"type": ["object", "null"]},
+                    },
+                },
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": ["run_id", "trigger_id", "status"],
+            "properties": {
+                "run_id": {"type": "string"},
+                "trigger_id": {"type": "string"},
+                "status": {"enum": ["pending", "skipped"]},
+                "replay_of": {"type": "string"},
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "minLength": 1},
+                "source": {"type": "string"},
+                "id": {"type": "string"},
+                "time": {"type": "string", "format": "date-time"},
+                "severity": {"type": "string"},
+                "specversion": {"const": "1.0"},
+                "data": {},
+            },
+        },
+        "Published": {
+            "type": "object",
+            "required": ["event_ids", "matched", "run_ids"],
+            "properties": {
+                "event_ids": {"type": "array", "items": {"type": "string"}},
+                "matched": {"type": "array", "items": {"type": "string"}},
+                "run_ids": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Reload": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"enum": ["reloaded", "rejected"]},
+                "problems": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    }
+    fire_body = {
+        "required": False,
+        "content": {JSON: {"schema": {"type": "object", "properties": {"input": {"type": "object"}}}}},
+    }
+    events_body = {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event"), "minItems": 1, "maxItems": 1000}]
+                }
+            }
+        },
+    }
+    paths: dict[str, Any] = {
+        "/v1/triggers": {
+            "get": _operation(
+                "Every trigger with its state",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["triggers"],
+                    "properties": {"triggers": {"type": "array", "items": _ref("Trigger")}},
+                },
+            )
+        },
+        "/v1/triggers/{trigger_id}": {
+            "parameters": [TRIGGER_ID],
+            "get": _operation("One trigger with its state", "200", _ref("Trigger"), "404"),
+        },
+        "/v1/triggers/{trigger_id}/fire": {
+            "parameters": [TRIGGER_ID],
+            "post": _operation(
+                "Fire a trigger by hand (any type, even disabled)",
+                "202",
+                _ref("Accepted"),
+                "404",
+                "409",
+                requestBody=fire_body,
+            ),
+        },
+        "/v1/triggers/{trigger_id}/executions": {
+            "parameters": [TRIGGER_ID],
+            "get": _operation("Runs of a trigger, newest first", "200", _ref("RunPage"), "404", parameters=PAGE),
+        },
+        "/v1/triggers/{trigger_id}/executions/{run_id}": {
+            "parameters": [TRIGGER_ID, RUN_ID],
+            "get": _operation("One run of a trigger", "200", _ref("Run"), "404"),
+        },
+        "/v1/triggers/{trigger_id}/executions/{run_id}/cancel": {
+            "parameters": [TRIGGER_ID, RUN_ID],
+            "post": _operation("Cancel a pending or running run", "200", _ref("Run"), "404", "409"),
+        },
+        "/v1/runs": {
+            "get": _operation(
+                "Runs, newest first",
+                "200",
+                _ref("RunPage"),
+                parameters=[{"name": "trigger", "in": "query", "schema": {"type": "string"}}, *PAGE],
+            )
+        },
+        "/v1/runs/{run_id}": {"parameters": [RUN_ID], "get": _operation("One run", "200", _ref("Run"), "404")},
+        "/v1/runs/{run_id}/cancel": {
+            "parameters": [RUN_ID],
+            "post": _operation("Cancel a pending or running run", "200", _ref("Run"), "404", "409"),
+        },
+        "/v1/runs/{run_id}/replay": {
+            "parameters": [RUN_ID],
+            "post": _operation("A new run with the same input", "202", _ref("Accepted"), "404", "409"),
+        },
+        "/v1/dead-letters": {
+            "get": _operation(
+                "Final failures not yet replayed",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["runs"],
+                    "properties": {"runs": {"type": "array", "items": _ref("Run")}},
+                },
+                parameters=PAGE,
+            )
+        },
+        "/v1/events": {
+            "post": _operation(
+                "Publish events; answered once they and their runs are committed",
+                "202",
+                _ref("Published"),
+                requestBody=events_body,
+            )
+        },
+        "/v1/reload": {"post": _operation("Reload the configuration now", "200", _ref("Reload"), "422")},
+        "/v1/openapi.json": {"get": _operation("This description", "200", {"type": "object"})},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "triggerd admin API",
+            "version": __version__,
+            "description": "Triggers, runs, events and reloads of a running triggerd (SPEC 7.2).",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"token": []}],
+    }
