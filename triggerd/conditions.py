@@ -16,7 +16,7 @@ from typing import Any
 
 from triggerd.config.documents import resolve_plain
 from triggerd.errors import ConditionError, PathError
-from triggerd.mapping import JsonPath, compile_path
+from triggerd.mapping import JsonPath, compile_path, find_dotted
 
 
 class Operator(StrEnum):
@@ -221,7 +221,6 @@ def _unknown_operator(name: object) -> str:
 
 SEVERITIES = ("debug", "info", "low", "notice", "medium", "warning", "high", "error", "critical", "fatal")
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-_MISSING = object()
 
 
 class Scope(StrEnum):
@@ -291,22 +290,10 @@ def resolve_field(field: FieldRef, context: Any, scope: Scope) -> tuple[bool, An
         event = context.get("event") if isinstance(context, dict) else None
         roots = [event.get("data"), event] if isinstance(event, dict) else []
     for root in roots:
-        value = _dotted(root, field.dotted)
-        if value is not _MISSING:
+        found, value = find_dotted(root, field.dotted)
+        if found:
             return True, value
     return False, None
-
-
-def _dotted(root: Any, path: tuple[str, ...]) -> Any:
-    current = root
-    for step in path:
-        if isinstance(current, dict) and step in current:
-            current = current[step]
-        elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
-            current = current[int(step)]
-        else:
-            return _MISSING
-    return current
 
 
 def _apply(clause: Clause, found: bool, actual: Any) -> bool:

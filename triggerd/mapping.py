@@ -120,11 +120,8 @@ class Template:
         return "".join(out)
 
 
-_MISSING = object()
-
-
-def lookup(data: Any, path: tuple[str, ...]) -> Any:
-    """Follow a dotted path through mappings (by key) and lists (by index)."""
+def find_dotted(data: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
+    """(found, value) of a dotted path followed through mappings (by key) and lists (by index)."""
     current = data
     for step in path:
         if isinstance(current, dict) and step in current:
@@ -132,8 +129,16 @@ def lookup(data: Any, path: tuple[str, ...]) -> Any:
         elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
             current = current[int(step)]
         else:
-            raise TemplateError(f"template key '{'.'.join(path)}' is missing from the run input")
-    return current
+            return False, None
+    return True, current
+
+
+def lookup(data: Any, path: tuple[str, ...]) -> Any:
+    """A dotted path's value; raises TemplateError naming the key when it is missing."""
+    found, value = find_dotted(data, path)
+    if not found:
+        raise TemplateError(f"template key '{'.'.join(path)}' is missing from the run input")
+    return value
 
 
 class _Rule(Protocol):
