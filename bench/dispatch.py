@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,14 +21,9 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+from loopback import free_port, wait_port
 
 COMMAND = ["true"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def baseline(fires: int, concurrency: int) -> float:
@@ -138,12 +132,7 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_port(port)
             direct = asyncio.run(baseline(args.fires, args.concurrency))
             accepted, finished, latencies = asyncio.run(through_daemon(url, args.fires, args.concurrency))
             unloaded = sorted(asyncio.run(paced(url, 200, 50.0)))

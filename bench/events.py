@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from loopback import free_port, wait_port
 
 from triggerd.conditions import Scope, evaluate
 from triggerd.config.loader import load
@@ -110,12 +110,6 @@ def in_process(triggers_text: str, events: list[dict[str, object]]) -> tuple[flo
     return indexed_rate, scan_rate, indexed
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def through_api(url: str, events: list[dict[str, object]], batch: int, concurrency: int) -> float:
     batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     gate = asyncio.Semaphore(concurrency)
@@ -155,12 +149,7 @@ def main() -> None:
             env={**os.environ},
         )
         try:
-            for _ in range(400):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_port(port)
             url = f"http://127.0.0.1:{port}"
             api_single = asyncio.run(through_api(url, events[:2000], 1, 8))
             api_batched = asyncio.run(through_api(url, events, args.batch, 4))

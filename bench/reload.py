@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,13 +23,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from loopback import free_port
+
 from triggerd.config.loader import LoadMode, load
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str) -> int:

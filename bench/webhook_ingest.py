@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+from loopback import free_port, wait_port
 
 SECRET = "bench-secret"
 BODY = json.dumps(
@@ -75,22 +75,6 @@ trigger:
   max_concurrent: 1
   max_queued: 100000000
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int) -> None:
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listening on {port}")
 
 
 def pct(values: list[float], q: float) -> float:

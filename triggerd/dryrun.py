@@ -12,7 +12,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from triggerd.clock import isoformat
-from triggerd.conditions import Scope, explain
+from triggerd.conditions import Condition, Scope, explain
 from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent, Configuration, Trigger
 from triggerd.errors import AuthFailure, MissingInput, TemplateError
 from triggerd.http.auth import Verified, Verifier
@@ -35,6 +35,14 @@ class Trial:
 
     def detail(self, text: str) -> None:
         self.lines.extend(f"  {line}" for line in text.splitlines())
+
+    def condition(self, title: str, condition: Condition, context: dict[str, Any], scope: Scope, refused: str) -> bool:
+        """Show a condition's verdict and every clause; False (and not accepted) when it does not hold."""
+        verdict, results = explain(condition, context, scope)
+        self.step(title, "true" if verdict else f"false -> {refused}")
+        self.detail("\n".join(str(result) for result in results))
+        self.accepted = self.accepted and verdict
+        return verdict
 
     def reject(self, title: str, text: str) -> Trial:
         self.step(title, text)
@@ -84,13 +92,8 @@ def try_webhook(
     )
     if webhook.filter is None:
         trial.step("filter", "none")
-    else:
-        verdict, results = explain(webhook.filter, context, Scope.WEBHOOK)
-        trial.step("filter", "true" if verdict else "false -> 200 filtered")
-        trial.detail("\n".join(str(result) for result in results))
-        if not verdict:
-            trial.accepted = False
-            return trial
+    elif not trial.condition("filter", webhook.filter, context, Scope.WEBHOOK, "200 filtered"):
+        return trial
     return _finish(trial, configuration.agents[trigger.agent.id], context, verified)
 
 
@@ -115,13 +118,8 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
     context = event_context(trigger, payload, [payload])
     if match.condition is None:
         trial.step("condition", "none")
-    else:
-        verdict, results = explain(match.condition, context, Scope.EVENT)
-        trial.step("condition", "true" if verdict else "false -> not matched")
-        trial.detail("\n".join(str(result) for result in results))
-        if not verdict:
-            trial.accepted = False
-            return trial
+    elif not trial.condition("condition", match.condition, context, Scope.EVENT, "not matched"):
+        return trial
     if match.count_threshold is not None:
         window = f"{match.window:g}s" if match.window is not None else "?"
         trial.step(
