@@ -345,11 +345,16 @@ class Dispatcher:
         if job.started is None:
             job.started = self.clock.monotonic()
         outcome = await self._attempt(job, number)
-        try:
-            await self._record(job, number, outcome)
-        except StoreError as exc:
-            # The run stays 'running' in the store: the next start resumes it as interrupted.
-            log.error("cannot record the outcome of attempt %d: %s", number, exc, extra=job.log_extra)
+        while True:
+            try:
+                await self._record(job, number, outcome)
+                return
+            except StoreError as exc:
+                log.error("cannot record the outcome of attempt %d: %s", number, exc, extra=job.log_extra)
+                if self.state is not DispatcherState.RUNNING:
+                    return  # the run stays 'running' in the store: the next start resumes it as interrupted
+            # A full disk or a lock clears: keep the outcome (and the run's slot) until the store takes it.
+            await asyncio.sleep(STORE_RETRY_SECONDS)
 
     async def _attempt(self, job: Job, number: int) -> _Outcome:
         if job.cancel_reason is not None:

@@ -42,7 +42,7 @@ class Store(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise StoreError unless the database answers (for /readyz)."""
+        """Raise StoreError unless the database answers, and takes writes if the last commit failed (for /readyz)."""
         ...
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:

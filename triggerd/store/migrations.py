@@ -70,4 +70,8 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (trigger_id, group_key)
         ) WITHOUT ROWID""",
     ],
+    [
+        # One row that /readyz rewrites after a failed commit, to learn whether writes work again.
+        "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)",
+    ],
 ]

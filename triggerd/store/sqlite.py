@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import sqlite3
 import threading
@@ -47,24 +48,25 @@ def _loads(text: str | None) -> Any:
 class SqliteStore:
     """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
 
-    def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL) -> None:
+    def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL, busy_timeout: float = 10.0) -> None:
         self.path = path
         self.sync = sync
+        self.busy_timeout = busy_timeout  # how long a write waits for a lock another process holds
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self.commits = 0  # transactions committed: fewer than writes when group commit batches them
         self.writes = 0
+        self.write_failure: str | None = None  # why the last commit failed; None once one succeeds
 
     # --- lifecycle ------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.sync is SyncLevel.FULL else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
         return conn
 
     async def open(self) -> None:
@@ -75,7 +77,7 @@ class SqliteStore:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triggerd-store-read")
             self._read_conn = await asyncio.get_running_loop().run_in_executor(self._reader, self._connect)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open store {self.path}: {exc}{_read_only(self.path)}") from exc
         self._writer = threading.Thread(
             target=self._write_loop, args=(write_conn,), name="triggerd-store-write", daemon=True
         )
@@ -108,7 +110,8 @@ class SqliteStore:
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
             if batch:
-                if _commit_batch(conn, batch):
+                self.write_failure = _commit_batch(conn, batch)
+                if self.write_failure is None:
                     self.commits += 1
                 self.writes += len(batch)
         conn.close()
@@ -138,6 +141,12 @@ class SqliteStore:
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        if self.write_failure is not None:  # a full disk or a lock: write once to learn whether it cleared
+            await self._write(
+                lambda c: c.execute(
+                    "INSERT OR REPLACE INTO probe (id, at) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+                )
+            )
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
         def insert(conn: sqlite3.Connection) -> Created:
@@ -378,9 +387,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> bool:
-    """Run a batch of writes in one transaction; settle every future; True if it committed."""
-    committed = False
+def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> str | None:
+    """Run a batch of writes in one transaction; settle every future; None if it committed, else why not."""
+    failed_commit: str | None = None
     outcomes: list[tuple[Any, Any, BaseException | None]] = []
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -397,8 +406,8 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> bool:
                 conn.execute("RELEASE op")
                 outcomes.append(((future, loop), result, None))
         conn.execute("COMMIT")
-        committed = True
     except sqlite3.Error as exc:
+        failed_commit = str(exc)
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -406,7 +415,15 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> bool:
         outcomes = [((future, loop), None, failure) for _, future, loop in batch]
     for (future, loop), result, error in outcomes:
         loop.call_soon_threadsafe(_settle, future, result, error)
-    return committed
+    return failed_commit
+
+
+def _read_only(path: Path) -> str:
+    """A hint for an open that failed because the file system is mounted read-only."""
+    with contextlib.suppress(OSError):
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return " (the file system is mounted read-only)"
+    return ""
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
