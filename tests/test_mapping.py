@@ -60,13 +60,15 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-STEPS = st.lists(st.one_of(st.sampled_from(["a", "b", "x-y", "0"]), st.integers(min_value=0, max_value=3)), max_size=4)
+STEPS = st.lists(
+    st.one_of(st.sampled_from(["a", "b", "x-y", "0", "*"]), st.integers(min_value=0, max_value=3)), max_size=4
+)
 
 
 @settings(max_examples=400, deadline=None)
 @given(data=JSON, steps=STEPS)
 def test_the_plain_path_shortcut_agrees_with_jsonpath_ng(data: object, steps: list[str | int]) -> None:
-    text = "$" + "".join(f"[{s}]" if isinstance(s, int) else f"['{s}']" for s in steps)
+    text = "$" + "".join(f"[{s}]" if isinstance(s, int) or s == "*" else f"['{s}']" for s in steps)
     fast = compile_path(text)
-    assert fast.steps == tuple(steps)
+    assert fast.steps == tuple(None if s == "*" else s for s in steps)
     assert fast.find(data) == [m.value for m in fast.expression.find(data)]

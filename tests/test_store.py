@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from triggerd.errors import StoreError
 from triggerd.runs import Run, RunStatus, Source, new_run_id
+from triggerd.store.abc import Created
 from triggerd.store.sqlite import SqliteStore
 
 
@@ -191,3 +194,50 @@ def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(tmp_path: 
     claims, before, after = asyncio.run(scenario())
     assert claims == [False, False, True, True]
     assert before == after == {"s": "2026-01-01T01:00:00.000Z"}
+
+
+def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_run(tmp_path: Path) -> None:
+    def slot_run(nominal: str) -> Run:
+        return replace(new_run(trigger="s"), source=Source.SCHEDULE, nominal_time=nominal)
+
+    async def scenario() -> tuple[list[tuple[bool, bool]], list[str], int, int]:
+        store = SqliteStore(tmp_path / "s.db")
+        await store.open()
+        taken = new_run()
+        await store.create_run(taken)
+        runs = [
+            new_run(key="k"),
+            new_run(key="k"),  # the same key as the run before it, in the same batch
+            slot_run("2026-01-01T00:00:00.000Z"),
+            slot_run("2026-01-01T00:00:00.000Z"),  # the same slot, in the same batch
+            replace(new_run(), id=taken.id),  # an id already stored: this one fails, alone
+            new_run(key="other"),
+        ]
+        outcomes = await asyncio.gather(*(store.create_run(run, 60) for run in runs), return_exceptions=True)
+        commits = store.commits
+        stored = len(await store.list_runs(limit=100))
+        await store.close()
+        shapes = [(o.run_id == runs[i].id, o.duplicate) for i, o in enumerate(outcomes) if isinstance(o, Created)]
+        errors = [str(o) for o in outcomes if isinstance(o, BaseException)]
+        return shapes, errors, commits, stored
+
+    shapes, errors, commits, stored = asyncio.run(scenario())
+    assert shapes == [(True, False), (False, True), (True, False), (False, True), (True, False)]
+    assert len(errors) == 1 and errors[0].startswith("store write failed: UNIQUE constraint failed: runs.id")
+    assert commits == 2  # the first run, then the whole batch in one commit
+    assert stored == 4  # taken, the run with k, the slot, the run with "other"; nothing of the failed one
+
+
+def test_run_ids_are_26_crockford_digits_that_carry_their_millisecond_and_sort_by_it() -> None:
+    digits = "0123456789abcdefghjkmnpqrstvwxyz"
+    before = time.time_ns() // 1_000_000
+    first = new_run_id()
+    time.sleep(0.003)
+    second = new_run_id()
+    assert len(first) == len(second) == 26 and set(first + second) <= set(digits)
+    assert first < second
+    millis = 0
+    for char in first[:10]:
+        millis = millis * 32 + digits.index(char)
+    assert before <= millis <= before + 50
+    assert len({new_run_id() for _ in range(10_000)}) == 10_000

@@ -336,6 +336,8 @@ def _apply(clause: Clause, found: bool, actual: Any) -> bool:
 
 
 def _equal(actual: Any, expected: Any) -> bool:
+    if type(actual) is type(expected) and actual == expected:
+        return True  # the same value of the same type is equal under every reading
     pair = _ordered(actual, expected)
     if pair is not None:
         return bool(pair[0] == pair[1])

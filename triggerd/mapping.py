@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as _parse_jsonpath
-from jsonpath_ng.jsonpath import Child, Fields, Index, Root
+from jsonpath_ng.jsonpath import Child, Fields, Index, Root, Wildcard
 
 from triggerd.errors import MissingInput, PathError, TemplateError
 
@@ -20,28 +20,46 @@ from triggerd.errors import MissingInput, PathError, TemplateError
 class JsonPath:
     """A compiled JSONPath expression; compile once with compile_path, find many times.
 
-    A plain chain of fields and non-negative indices (`$.body.pull_request.number`,
-    `$.headers['x-github-event']`, `$.items[0]`), the common case, is walked with
-    dict and list lookups, giving what jsonpath-ng would; anything else goes to it.
+    A chain of fields, non-negative indices and wildcards (`$.body.pull_request.number`,
+    `$.headers['x-github-event']`, `$.items[0]`, `$.labels[*].name`), the common case, is
+    walked with dict and list lookups, giving what jsonpath-ng would; anything else goes to it.
     """
 
     text: str
     expression: Any
-    steps: tuple[str | int, ...] | None = None
+    steps: tuple[str | int | None, ...] | None = None  # None in the tuple: every child (`*`)
+    fans_out: bool = False  # a wildcard among the steps: several values may match
 
     def find(self, data: Any) -> list[Any]:
         """Every value the path matches in data, in document order."""
         if self.steps is None:
             return [match.value for match in self.expression.find(data)]
-        current = data
-        for step in self.steps:
-            if isinstance(step, str):
-                if not isinstance(current, dict) or step not in current:
+        if not self.fans_out:  # one value at most: walk it
+            current = data
+            for step in self.steps:
+                if isinstance(step, str):
+                    if not isinstance(current, dict) or step not in current:
+                        return []
+                elif not isinstance(current, list) or step >= len(current):  # type: ignore[operator]  # no None: fans_out is False
                     return []
-            elif not isinstance(current, list) or step >= len(current):
-                return []
-            current = current[step]
-        return [current]
+                current = current[step]
+            return [current]
+        values = [data]
+        for step in self.steps:
+            found: list[Any] = []
+            for current in values:
+                if step is None:
+                    if isinstance(current, list):
+                        found.extend(current)
+                    elif isinstance(current, dict):
+                        found.extend(current.values())
+                elif isinstance(step, str):
+                    if isinstance(current, dict) and step in current:
+                        found.append(current[step])
+                elif isinstance(current, list) and step < len(current):
+                    found.append(current[step])
+            values = found
+        return values
 
     def __str__(self) -> str:
         return self.text
@@ -56,12 +74,13 @@ def compile_path(text: str) -> JsonPath:
         expression = _parse_jsonpath(text)
     except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
         raise PathError(f"JSONPath {text!r} does not compile: {exc}") from None
-    return JsonPath(text, expression, _plain_steps(expression))
+    steps = _plain_steps(expression)
+    return JsonPath(text, expression, steps, steps is not None and None in steps)
 
 
-def _plain_steps(expression: Any) -> tuple[str | int, ...] | None:
-    """The steps of Root / Child / single Fields / single non-negative Index; None for anything else."""
-    steps: list[str | int] = []
+def _plain_steps(expression: Any) -> tuple[str | int | None, ...] | None:
+    """The steps of Root / Child / single Fields / single non-negative Index / Wildcard; None for anything else."""
+    steps: list[str | int | None] = []
     node = expression
     while type(node) is Child:
         right = node.right
@@ -69,6 +88,8 @@ def _plain_steps(expression: Any) -> tuple[str | int, ...] | None:
             steps.append(right.fields[0])
         elif type(right) is Index and len(right.indices) == 1 and right.indices[0] >= 0:
             steps.append(right.indices[0])
+        elif type(right) is Wildcard:
+            steps.append(None)
         else:
             return None
         node = node.left

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -53,3 +55,9 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+
+@lru_cache(maxsize=4096)
+def labelled(metric: Any, *values: str) -> Any:
+    """A metric's child for these label values, looked up once (labels() validates and locks every time)."""
+    return metric.labels(*values)

@@ -47,6 +47,8 @@ class CancelReason(StrEnum):
 
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit value as two digits
+_SHIFTS = range(120, -10, -10)
 
 
 # Run ids need to be unique, not secret (the admin API is what guards runs): a generator
@@ -57,11 +59,7 @@ _random = random.Random(secrets.token_bytes(32))
 def new_run_id() -> str:
     """A ULID-style id: 10 characters of milliseconds then 16 random, so ids sort by creation."""
     value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])  # 13 pairs of 5-bit digits
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from triggerd.dispatch.limits import RunningCounts
 from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
-from triggerd.metrics import METRICS
+from triggerd.metrics import METRICS, labelled
 from triggerd.runs import CancelReason, Firing, Run, RunOutcome, RunStatus, SkipReason, Source, new_run_id
 from triggerd.store.abc import Store
 
@@ -229,7 +229,7 @@ class Dispatcher:
                 "source": str(firing.source),
             },
         )
-        METRICS.firings.labels(trigger.id, str(firing.source)).inc()
+        labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
         if status is RunStatus.PENDING:

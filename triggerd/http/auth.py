@@ -47,7 +47,7 @@ def _matches(candidates: list[bytes], offered: str | None) -> bool:
 
 
 def _mac(key: bytes, message: bytes, algorithm: str = "sha256") -> bytes:
-    return hmac.new(key, message, _ALGORITHMS[algorithm]).digest()
+    return hmac.digest(key, message, _ALGORITHMS[algorithm])
 
 
 def _required(headers: Headers, name: str) -> str:

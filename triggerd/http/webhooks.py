@@ -26,7 +26,7 @@ from triggerd.http.auth import Verified, Verifier
 from triggerd.http.limits import TokenBucket, allowed, client_address
 from triggerd.http.responses import error, json_response
 from triggerd.mapping import build_input
-from triggerd.metrics import METRICS
+from triggerd.metrics import METRICS, labelled
 from triggerd.runs import Firing, RunStatus, Source
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_old, webhook_context
 
@@ -99,7 +99,7 @@ class WebhookHandler:
             response = answer.response
         methods = self.routes.table.get(normalize(request.path), {})
         route = methods.get(request.method)
-        METRICS.webhook_responses.labels(route.trigger.id if route else "-", str(response.status)).inc()
+        labelled(METRICS.webhook_responses, route.trigger.id if route else "-", str(response.status)).inc()
         return response
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -121,12 +121,13 @@ class WebhookHandler:
         webhook = trigger.webhook
         assert webhook is not None
         extra = {"trigger_id": trigger.id, "remote_addr": request.remote}
-        address = client_address(
-            request.remote, request.headers.get("X-Forwarded-For"), self.settings.server.trusted_proxies
-        )
-        if not allowed(address, webhook.ip_allowlist):
-            log.warning("webhook refused: address %s not allowed", address, extra=extra)
-            raise _fail(403, "address not allowed")
+        if webhook.ip_allowlist:
+            address = client_address(
+                request.remote, request.headers.get("X-Forwarded-For"), self.settings.server.trusted_proxies
+            )
+            if not allowed(address, webhook.ip_allowlist):
+                log.warning("webhook refused: address %s not allowed", address, extra=extra)
+                raise _fail(403, "address not allowed")
         if route.bucket is not None:
             wait = route.bucket.take(self.clock.monotonic())
             if wait > 0:

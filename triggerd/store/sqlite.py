@@ -1,8 +1,9 @@
 """The SQLite store: WAL, migrations, and group commit on one writer thread.
 
-Every write is a small function of a connection, queued to the writer thread.
-The thread takes whatever has queued up, runs each function inside its own
-savepoint of one transaction, commits once, and only then settles the futures:
+Every write is queued to the writer thread: a new run as a _NewRun, anything else
+as a small function of a connection. The thread takes whatever has queued up, runs
+each function inside its own savepoint of one transaction, inserts all the new runs
+with one statement per table, commits once, and only then settles the futures:
 under load many firings share one commit (and one fsync) without any of them
 being acknowledged before it is durable. Reads run on a second thread with
 their own connection; WAL lets them proceed while the writer commits.
@@ -19,6 +20,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ from triggerd.store.migrations import MIGRATIONS
 T = TypeVar("T")
 _MAX_BATCH = 512
 _STOP = object()
+_ROW_MARKS = "(" + ", ".join("?" * 19) + ")"
 _RUN_COLUMNS = (
     "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
     "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
@@ -116,7 +119,7 @@ class SqliteStore:
                 self.writes += len(batch)
         conn.close()
 
-    async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, operation: Callable[[sqlite3.Connection], T] | _NewRun) -> T:
         if self._writer is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
@@ -149,61 +152,8 @@ class SqliteStore:
             )
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
-        def insert(conn: sqlite3.Connection) -> Created:
-            key = run.idempotency_key
-            if key is not None and dedupe_seconds > 0:
-                row = conn.execute(
-                    "SELECT run_id FROM dedupe WHERE trigger_id = ? AND key = ? AND expires_at > ?",
-                    (run.trigger_id, key, now or run.created_at),
-                ).fetchone()
-                if row is not None:
-                    return Created(row[0], duplicate=True)
-            if run.source is Source.SCHEDULE and run.nominal_time is not None:
-                row = conn.execute(
-                    "SELECT run_id FROM schedule_slots WHERE trigger_id = ? AND nominal = ?",
-                    (run.trigger_id, run.nominal_time),
-                ).fetchone()
-                if row is not None:
-                    return Created(row[0], duplicate=True)
-                conn.execute(
-                    "INSERT INTO schedule_slots (trigger_id, nominal, run_id) VALUES (?, ?, ?)",
-                    (run.trigger_id, run.nominal_time, run.id),
-                )
-            conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 19)})",
-                (
-                    run.id,
-                    run.trigger_id,
-                    run.agent_id,
-                    str(run.status),
-                    run.reason,
-                    _dumps(run.input),
-                    _dumps(run.output),
-                    run.error,
-                    _dumps(run.usage),
-                    str(run.source),
-                    run.nominal_time,
-                    run.idempotency_key,
-                    run.replay_of,
-                    run.chain_depth,
-                    int(run.dead_letter),
-                    run.next_attempt_at,
-                    run.created_at,
-                    run.started_at,
-                    run.finished_at,
-                ),
-            )
-            if key is not None and dedupe_seconds > 0:
-                conn.execute(
-                    "INSERT OR REPLACE INTO dedupe (trigger_id, key, run_id, expires_at) "
-                    "VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, ?))",
-                    (run.trigger_id, key, run.id, now or run.created_at, f"+{dedupe_seconds} seconds"),
-                )
-            if run.replay_of is not None:
-                conn.execute("UPDATE runs SET dead_letter = 0 WHERE id = ?", (run.replay_of,))
-            return Created(run.id)
-
-        return await self._write(insert)
+        created: Created = await self._write(_NewRun(run, dedupe_seconds, now or run.created_at))
+        return created
 
     async def last_slots(self) -> dict[str, str]:
         def last(conn: sqlite3.Connection) -> dict[str, str]:
@@ -387,35 +337,186 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
+class _NewRun:
+    """A create_run: written with the other new runs of its batch, one INSERT per table."""
+
+    __slots__ = ("dedupe_seconds", "key", "now", "run", "slot")
+
+    def __init__(self, run: Run, dedupe_seconds: float, now: str) -> None:
+        self.run = run
+        self.now = now
+        self.dedupe_seconds = dedupe_seconds
+        self.key = run.idempotency_key if dedupe_seconds > 0 else None
+        self.slot = run.nominal_time if run.source is Source.SCHEDULE else None
+
+    def dedupe_row(self) -> tuple[Any, ...]:
+        return (self.run.trigger_id, self.key, self.run.id, self.now, f"+{self.dedupe_seconds} seconds")
+
+    def row(self) -> tuple[Any, ...]:
+        run = self.run
+        return (
+            run.id,
+            run.trigger_id,
+            run.agent_id,
+            str(run.status),
+            run.reason,
+            _dumps(run.input),
+            _dumps(run.output),
+            run.error,
+            _dumps(run.usage),
+            str(run.source),
+            run.nominal_time,
+            run.idempotency_key,
+            run.replay_of,
+            run.chain_depth,
+            int(run.dead_letter),
+            run.next_attempt_at,
+            run.created_at,
+            run.started_at,
+            run.finished_at,
+        )
+
+
+_Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
+
+
 def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> str | None:
-    """Run a batch of writes in one transaction; settle every future; None if it committed, else why not."""
+    """Run a batch of writes in one transaction; settle every future; None if it committed, else why not.
+
+    The writes of one batch were all queued before any was answered, so none depends on
+    another, and they may run in any order: the functions first, then the new runs together.
+    """
     failed_commit: str | None = None
-    outcomes: list[tuple[Any, Any, BaseException | None]] = []
+    outcomes: list[_Outcome] = []
+    new = [item for item in batch if isinstance(item[0], _NewRun)]
     try:
         conn.execute("BEGIN IMMEDIATE")
         for operation, future, loop in batch:
-            conn.execute("SAVEPOINT op")
-            try:
-                result = operation(conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                failed = exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")
-                outcomes.append(((future, loop), None, failed))
-            else:
-                conn.execute("RELEASE op")
-                outcomes.append(((future, loop), result, None))
+            if not isinstance(operation, _NewRun):
+                outcomes.append((future, loop, *_isolated(conn, operation)))
+        if new:
+            result, error = _isolated(conn, lambda c: _insert_runs(c, [op for op, _, _ in new]))
+            if error is None:
+                outcomes.extend(
+                    (future, loop, created, None) for (_, future, loop), created in zip(new, result, strict=True)
+                )
+            else:  # one at a time, so that a bad run fails alone
+                for op, future, loop in new:
+                    outcomes.append((future, loop, *_isolated(conn, partial(_insert_one, op))))
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         failed_commit = str(exc)
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        failure: BaseException = StoreError(f"store commit failed: {exc}")
-        outcomes = [((future, loop), None, failure) for _, future, loop in batch]
-    for (future, loop), result, error in outcomes:
-        loop.call_soon_threadsafe(_settle, future, result, error)
+        failure = StoreError(f"store commit failed: {exc}")
+        outcomes = [(future, loop, None, failure) for _, future, loop in batch]
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[1], []).append(outcome)
+    for loop, settled in by_loop.items():  # one wake-up of each loop for the whole batch
+        loop.call_soon_threadsafe(_settle, settled)
     return failed_commit
+
+
+def _isolated(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
+    """Run one write in its own savepoint: if it fails, it alone is rolled back."""
+    conn.execute("SAVEPOINT op")
+    try:
+        result = operation(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return None, exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")
+    conn.execute("RELEASE op")
+    return result, None
+
+
+def _insert_runs(conn: sqlite3.Connection, new: Sequence[_NewRun]) -> list[Created]:
+    """Insert new runs, unless an unexpired idempotency key or a claimed schedule slot names one already.
+
+    Keys and slots are looked up with one query each, and the runs, keys and slots written
+    with one statement each; a key or slot claimed earlier in the same list counts too.
+    """
+    keys: dict[tuple[str, str], tuple[str, str]] = {}  # (trigger, key) -> (run id, expires at)
+    for trigger_id, chunk in _by_trigger([(op.run.trigger_id, op.key) for op in new if op.key is not None]):
+        keys.update(
+            ((trigger_id, k), (r, e))
+            for k, r, e in conn.execute(
+                "SELECT key, run_id, expires_at FROM dedupe "
+                f"WHERE trigger_id = ? AND key IN ({', '.join('?' * len(chunk))})",
+                [trigger_id, *chunk],
+            )
+        )
+    slots: dict[tuple[str, str], str] = {}  # (trigger, nominal) -> run id
+    for trigger_id, chunk in _by_trigger([(op.run.trigger_id, op.slot) for op in new if op.slot is not None]):
+        slots.update(
+            ((trigger_id, n), r)
+            for n, r in conn.execute(
+                "SELECT nominal, run_id FROM schedule_slots "
+                f"WHERE trigger_id = ? AND nominal IN ({', '.join('?' * len(chunk))})",
+                [trigger_id, *chunk],
+            )
+        )
+    created: list[Created] = []
+    fresh: list[_NewRun] = []
+    for op in new:
+        run = op.run
+        if op.key is not None:
+            seen = keys.get((run.trigger_id, op.key))
+            if seen is not None and seen[1] > op.now:
+                created.append(Created(seen[0], duplicate=True))
+                continue
+        if op.slot is not None:
+            claimed = slots.get((run.trigger_id, op.slot))
+            if claimed is not None:
+                created.append(Created(claimed, duplicate=True))
+                continue
+            slots[(run.trigger_id, op.slot)] = run.id
+        if op.key is not None:
+            keys[(run.trigger_id, op.key)] = (run.id, "\uffff")  # claimed just now: unexpired
+        fresh.append(op)
+        created.append(Created(run.id))
+    for runs in _chunks(fresh, 400):
+        conn.execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES {', '.join([_ROW_MARKS] * len(runs))}",
+            [value for op in runs for value in op.row()],
+        )
+    for keyed in _chunks([op for op in fresh if op.key is not None], 400):
+        conn.execute(
+            "INSERT OR REPLACE INTO dedupe (trigger_id, key, run_id, expires_at) VALUES "
+            + ", ".join(["(?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', ?, ?))"] * len(keyed)),
+            [
+                v
+                for op in keyed
+                for v in (op.run.trigger_id, op.key, op.run.id, op.now, f"+{op.dedupe_seconds} seconds")
+            ],
+        )
+    for slotted in _chunks([op for op in fresh if op.slot is not None], 400):
+        conn.execute(
+            "INSERT INTO schedule_slots (trigger_id, nominal, run_id) VALUES "
+            + ", ".join(["(?, ?, ?)"] * len(slotted)),
+            [v for op in slotted for v in (op.run.trigger_id, op.slot, op.run.id)],
+        )
+    for replayed in _chunks([op.run.replay_of for op in fresh if op.run.replay_of is not None], 400):
+        conn.execute(f"UPDATE runs SET dead_letter = 0 WHERE id IN ({', '.join('?' * len(replayed))})", replayed)
+    return created
+
+
+def _insert_one(op: _NewRun, conn: sqlite3.Connection) -> Created:
+    return _insert_runs(conn, [op])[0]
+
+
+def _by_trigger(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, Sequence[str]]]:
+    """(trigger, value) pairs as each trigger's values, in chunks small enough for one query (an index search)."""
+    values: dict[str, list[str]] = {}
+    for trigger_id, value in pairs:
+        values.setdefault(trigger_id, []).append(value)
+    return [(trigger_id, chunk) for trigger_id, listed in values.items() for chunk in _chunks(listed, 400)]
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _read_only(path: Path) -> str:
@@ -426,13 +527,14 @@ def _read_only(path: Path) -> str:
     return ""
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle(outcomes: list[_Outcome]) -> None:
+    for future, _, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _select_runs(conn: sqlite3.Connection, tail: str, params: Sequence[Any]) -> list[Run]:
