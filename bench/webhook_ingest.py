@@ -4,7 +4,9 @@ The daemon and a bare aiohttp handler (answers 202 after reading the body: the b
 each run in their own process; this script is the load generator, a third process.
 Closed loop at rising concurrency gives throughput; an open loop at a fixed rate gives
 latency at that rate (goal: p99 under 20 ms at 500 requests/s, throughput at least half
-the bare handler's). The runs are queued behind one long-running command so that the
+the bare handler's). Each closed-loop row also prints each server's CPU time per request and
+how many cores the load generator used: when the latter is 1.00, the row's rate is the load
+generator's ceiling, not the server's. The runs are queued behind one long-running command so that the
 figures measure ingest, not agents. Loopback only, bounded in time.
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 3] [--rate 500]
@@ -75,6 +77,12 @@ trigger:
   max_concurrent: 1
   max_queued: 100000000
 """
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -162,21 +170,26 @@ def main() -> None:
             }
             asyncio.run(closed_loop(targets["daemon"], 4, 0.5))  # warm up both
             asyncio.run(closed_loop(targets["bare"], 4, 0.5))
+            pids = {"bare": bare.pid, "daemon": daemon.pid}
             print(
                 f"{'concurrency':>11}  {'bare req/s':>10}  {'p50/p99 ms':>13}  {'daemon req/s':>12}  "
-                f"{'p50/p99 ms':>13}  {'ratio':>5}"
+                f"{'p50/p99 ms':>13}  {'ratio':>5}  {'server CPU us/req bare, daemon':>30}  {'loadgen cores':>13}"
             )
             for concurrency in args.concurrency:
                 row = {}
                 for name, url in targets.items():
+                    server_before, own_before, started = cpu_seconds(pids[name]), time.process_time(), time.time()
                     rate, latencies, statuses = asyncio.run(closed_loop(url, concurrency, args.seconds))
                     assert set(statuses) == {202}, statuses
-                    row[name] = (rate, pct(latencies, 0.5), pct(latencies, 0.99))
+                    cost = (cpu_seconds(pids[name]) - server_before) / len(latencies) * 1e6
+                    load = (time.process_time() - own_before) / (time.time() - started)
+                    row[name] = (rate, pct(latencies, 0.5), pct(latencies, 0.99), cost, load)
                 bare_rate, daemon_rate = row["bare"][0], row["daemon"][0]
                 print(
                     f"{concurrency:>11}  {bare_rate:>10.0f}  {row['bare'][1]:>6.1f}/{row['bare'][2]:<6.1f}  "
                     f"{daemon_rate:>12.0f}  {row['daemon'][1]:>6.1f}/{row['daemon'][2]:<6.1f}  "
-                    f"{daemon_rate / bare_rate:>5.2f}"
+                    f"{daemon_rate / bare_rate:>5.2f}  {row['bare'][3]:>14.0f}, {row['daemon'][3]:<14.0f}  "
+                    f"{row['bare'][4]:>6.2f}, {row['daemon'][4]:<5.2f}"
                 )
             for name, url in targets.items():
                 achieved, latencies, statuses = asyncio.run(open_loop(url, args.rate, args.seconds))
