@@ -1,10 +1,14 @@
-"""What every bench script needs to run servers on loopback: a free port, and waiting for a listener."""
+"""What every bench script needs to run servers on loopback: a free port, a daemon, and waiting for a listener."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import IO, Any
 
 
 def free_port() -> int:
@@ -23,3 +27,17 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     sys.exit(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def start_daemon(
+    root: Path, env: dict[str, str], output: IO[Any] | int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`triggerd run` on ROOT/triggerd.yaml from ROOT, under cProfile into $BENCH_PROFILE when that is set."""
+    profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+    return subprocess.Popen(
+        [sys.executable, *profile, "-m", "triggerd", "run", "--config", str(root / "triggerd.yaml")],
+        cwd=root,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else subprocess.DEVNULL,
+    )

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from loopback import free_port, wait_port
+from loopback import free_port, start_daemon, wait_port
 
 SECRET = "soak-secret"
 SCHEDULES = 4
@@ -106,13 +106,7 @@ class Daemon:
 
     def start(self) -> None:
         with (self.root / "daemon.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "triggerd", "run", "--config", str(self.root / "triggerd.yaml")],
-                cwd=self.root,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
+            self.process = start_daemon(self.root, self.env, log)
 
     def kill(self) -> None:
         assert self.process is not None

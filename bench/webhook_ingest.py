@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-from loopback import free_port, wait_port
+from loopback import free_port, start_daemon, wait_port
 
 SECRET = "bench-secret"
 BODY = json.dumps(
@@ -153,13 +153,7 @@ def main() -> None:
             "definitions: [defs]\nlogging: {level: warning, format: json}\nlimits: {shutdown_grace_seconds: 0}\n"
         )
         env = {**os.environ, "BENCH_SECRET": SECRET}
-        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-        daemon = subprocess.Popen(
-            [sys.executable, *profile, "-m", "triggerd", "run", "--config", str(root / "triggerd.yaml")],
-            cwd=root,
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
+        daemon = start_daemon(root, env)
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], stderr=subprocess.DEVNULL)
         try:
             wait_port(daemon_port)
