@@ -155,6 +155,18 @@ def test_hmac_options_sha1_base64() -> None:
         check(v, {"X-Sig": hmac.new(b"k", body, hashlib.sha1).hexdigest()}, body)
 
 
+@pytest.mark.parametrize("algorithm", ["sha1", "sha256", "sha512"])
+def test_one_verifier_checks_many_requests_each_on_its_own(algorithm: str) -> None:
+    """The keyed state is copied per request, so no request's bytes leak into the next one's MAC."""
+    v = verifier(AuthType.HMAC, "old", "new", header="X-Sig", algorithm=algorithm)
+    for n in range(5):
+        body = f"request {n}".encode() * (n * 700 + 1)  # up to 2.8 kB: small and large bodies alike
+        secret = (b"old", b"new")[n % 2]
+        check(v, {"X-Sig": hmac.new(secret, body, getattr(hashlib, algorithm)).hexdigest()}, body)
+        with pytest.raises(AuthFailure):
+            check(v, {"X-Sig": hmac.new(b"other", body, getattr(hashlib, algorithm)).hexdigest()}, body)
+
+
 def test_basic_needs_the_right_username_too() -> None:
     v = verifier(AuthType.BASIC, "pw", username="deploy")
     wrong_user = "Basic " + base64.b64encode(b"root:pw").decode()
