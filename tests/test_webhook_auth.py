@@ -42,6 +42,12 @@ def test_github_vector() -> None:
     assert result.delivery_id == "d-1"
 
 
+def test_a_provider_type_signs_with_its_own_algorithm_whatever_algorithm_says() -> None:
+    v = verifier(AuthType.GITHUB, "It's a Secret to Everybody", algorithm="sha1")  # `algorithm` is for type hmac
+    signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    check(v, {"X-Hub-Signature-256": signature}, b"Hello, World!")
+
+
 def test_slack_vector_with_the_clock_at_its_timestamp() -> None:
     v = verifier(AuthType.SLACK, "8f742231b10e8888abcd99yyyzzz85a5")
     headers = {
