@@ -26,16 +26,17 @@ trigger:
 def test_an_every_minute_schedule_fires_runs_that_reach_the_store(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     boundary = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    if (boundary - now).total_seconds() > 8:
-        time.sleep((boundary - now).total_seconds() - 6)  # start a few seconds before a slot, not a minute
+    # Start about 6 s before a slot, not a minute; too close to one, wait for the next.
+    time.sleep(((boundary - now).total_seconds() - 6) % 60)
     with running_daemon(tmp_path, DEFS) as daemon:
         _, trigger = daemon.request("GET", "/v1/triggers/minutely")
         nominal = trigger["schedule"]["next_nominal"]
         assert trigger["schedule"]["last_slot"] is None
         assert nominal.endswith(":00.000Z")
+        due_in = (datetime.fromisoformat(nominal) - datetime.now(UTC)).total_seconds()
         runs = wait_for(
             lambda: daemon.request("GET", "/v1/runs?trigger=minutely")[1]["runs"],
-            timeout=20,
+            timeout=max(due_in, 0) + 10,  # however slowly the daemon started, its first slot plus 10 s
             what="the first scheduled run",
         )
         run = daemon.wait_run(runs[0]["id"])
