@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,11 +63,9 @@ def test_admin_on_its_own_listener_is_not_served_with_webhooks(tmp_path: Path) -
         assert http("GET", f"http://127.0.0.1:{admin_port}/healthz")[0] == 200
 
 
-def test_a_non_loopback_listener_without_tokens_refuses_to_start(tmp_path: Path) -> None:
-    write_config(tmp_path, DEFS)
-    settings = tmp_path / "triggerd.yaml"
-    settings.write_text(settings.read_text().replace("127.0.0.1", "0.0.0.0"))
-    proc = subprocess.run(
+def _run_refused(settings: Path) -> subprocess.CompletedProcess[str]:
+    """`triggerd run` on settings it should refuse: it must exit by itself."""
+    return subprocess.run(
         [sys.executable, "-m", "triggerd", "run", "--config", str(settings)],
         capture_output=True,
         text=True,
@@ -74,8 +73,27 @@ def test_a_non_loopback_listener_without_tokens_refuses_to_start(tmp_path: Path)
         env={"PATH": os.environ["PATH"], **ENV},
         check=False,
     )
+
+
+def test_a_non_loopback_listener_without_tokens_refuses_to_start(tmp_path: Path) -> None:
+    write_config(tmp_path, DEFS)
+    settings = tmp_path / "triggerd.yaml"
+    settings.write_text(settings.read_text().replace("127.0.0.1", "0.0.0.0"))
+    proc = _run_refused(settings)
     assert proc.returncode == 1
     assert "which is not loopback, with no admin.tokens" in proc.stderr
+
+
+def test_an_unsupported_store_url_refuses_to_start_with_its_line(tmp_path: Path) -> None:
+    write_config(tmp_path, DEFS)
+    settings = tmp_path / "triggerd.yaml"
+    text = settings.read_text()
+    assert "sqlite:///" in text
+    settings.write_text(re.sub(r"sqlite:///[^\"'\s}]*", "postgresql://u@db/triggerd", text))
+    proc = _run_refused(settings)
+    assert proc.returncode == 1
+    assert "store URL scheme 'postgresql' is not supported" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_errors_are_precise_and_never_500(tmp_path: Path) -> None:

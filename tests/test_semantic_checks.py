@@ -367,6 +367,15 @@ def test_non_loopback_listen_without_admin_tokens_is_an_error(write: Write) -> N
     assert result.configuration is None
 
 
+def test_a_store_url_other_than_sqlite_is_an_error_at_its_line(write: Write) -> None:
+    path = write("triggerd.yaml", 'server: {listen: "127.0.0.1:8080"}\nstore:\n  url: "postgresql://u@db/triggerd"\n')
+    assert [p for p in found(load(path, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
+        (str(path), 3, "error", "store URL scheme 'postgresql' is not supported: use sqlite:///PATH")
+    ]
+    plain = write("other.yaml", 'store: {url: "sqlite:///./x.db"}\n')
+    assert load(plain, mode=LoadMode.VALIDATE, env={}).errors == []
+
+
 def test_non_loopback_server_is_fine_with_a_loopback_admin_listener(write: Write) -> None:
     path = write("triggerd.yaml", SETTINGS_OPEN + '  listen: "127.0.0.1:9090"\n')
     assert load(path, mode=LoadMode.VALIDATE, env={}).errors == []

@@ -94,6 +94,9 @@ def build_settings(
         ),
         logging=LoggingSettings(logging.get("level", "info"), logging.get("format", "json")),
     )
+    if doc is not None and not settings.store.url.startswith("sqlite:///"):
+        scheme = settings.store.url.partition(":")[0] or settings.store.url
+        doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH")
     admin_at = admin_listen or server_listen
     if doc is not None and not admin_at.is_loopback and not tokens:
         pointer = "/admin/listen" if admin_listen else "/server/listen"
