@@ -6,8 +6,11 @@ Closed loop at rising concurrency gives throughput; an open loop at a fixed rate
 latency at that rate (goal: p99 under 20 ms at 500 requests/s, throughput at least half
 the bare handler's). Each closed-loop row also prints each server's CPU time per request and
 how many cores the load generator used: when the latter is 1.00, the row's rate is the load
-generator's ceiling, not the server's. The runs are queued behind one long-running command so that the
-figures measure ingest, not agents. Loopback only, bounded in time.
+generator's ceiling, not the server's. The last column is the most any server with the daemon's CPU
+time per request could serve on this machine: every core divided by (daemon + load generator CPU
+per request), as if the daemon spread over all the cores the load generator leaves. The runs are
+queued behind one long-running command so that the figures measure ingest, not agents. Loopback
+only, bounded in time.
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 3] [--rate 500]
 """
@@ -167,7 +170,8 @@ def main() -> None:
             pids = {"bare": bare.pid, "daemon": daemon.pid}
             print(
                 f"{'concurrency':>11}  {'bare req/s':>10}  {'p50/p99 ms':>13}  {'daemon req/s':>12}  "
-                f"{'p50/p99 ms':>13}  {'ratio':>5}  {'server CPU us/req bare, daemon':>30}  {'loadgen cores':>13}"
+                f"{'p50/p99 ms':>13}  {'ratio':>5}  {'server CPU us/req bare, daemon':>30}  {'loadgen cores':>13}  "
+                f"{'daemon ceiling':>14}"
             )
             for concurrency in args.concurrency:
                 row = {}
@@ -176,14 +180,17 @@ def main() -> None:
                     rate, latencies, statuses = asyncio.run(closed_loop(url, concurrency, args.seconds))
                     assert set(statuses) == {202}, statuses
                     cost = (cpu_seconds(pids[name]) - server_before) / len(latencies) * 1e6
-                    load = (time.process_time() - own_before) / (time.time() - started)
-                    row[name] = (rate, pct(latencies, 0.5), pct(latencies, 0.99), cost, load)
+                    own = time.process_time() - own_before
+                    load = own / (time.time() - started)
+                    ceiling = (os.cpu_count() or 1) * 1e6 / (cost + own / len(latencies) * 1e6)
+                    row[name] = (rate, pct(latencies, 0.5), pct(latencies, 0.99), cost, load, ceiling)
                 bare_rate, daemon_rate = row["bare"][0], row["daemon"][0]
                 print(
                     f"{concurrency:>11}  {bare_rate:>10.0f}  {row['bare'][1]:>6.1f}/{row['bare'][2]:<6.1f}  "
                     f"{daemon_rate:>12.0f}  {row['daemon'][1]:>6.1f}/{row['daemon'][2]:<6.1f}  "
                     f"{daemon_rate / bare_rate:>5.2f}  {row['bare'][3]:>14.0f}, {row['daemon'][3]:<14.0f}  "
-                    f"{row['bare'][4]:>6.2f}, {row['daemon'][4]:<5.2f}"
+                    f"{row['bare'][4]:>6.2f}, {row['daemon'][4]:<5.2f}  "
+                    f"{row['daemon'][5]:>6.0f} ({row['daemon'][5] / bare_rate:.2f})"
                 )
             for name, url in targets.items():
                 achieved, latencies, statuses = asyncio.run(open_loop(url, args.rate, args.seconds))
