@@ -368,7 +368,8 @@ def test_non_loopback_listen_without_admin_tokens_is_an_error(write: Write) -> N
 
 
 def test_a_store_url_other_than_sqlite_is_an_error_at_its_line(write: Write) -> None:
-    path = write("triggerd.yaml", 'server: {listen: "127.0.0.1:8080"}\nstore:\n  url: "postgresql://u@db/triggerd"\n')
+    text = 'server: {listen: "127.0.0.1:8080"}\nstore:\n  url: "postgresql://u:hunter2@db/triggerd"\n'
+    path = write("triggerd.yaml", text)
     assert [p for p in found(load(path, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
         (str(path), 3, "error", "store URL scheme 'postgresql' is not supported: use sqlite:///PATH")
     ]

@@ -95,7 +95,8 @@ def build_settings(
         logging=LoggingSettings(logging.get("level", "info"), logging.get("format", "json")),
     )
     if doc is not None and not settings.store.url.startswith("sqlite:///"):
-        scheme = settings.store.url.partition(":")[0] or settings.store.url
+        # Only the scheme is named: the rest of a URL may hold a password.
+        scheme = settings.store.url.partition(":")[0]
         doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH")
     admin_at = admin_listen or server_listen
     if doc is not None and not admin_at.is_loopback and not tokens:

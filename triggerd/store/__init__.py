@@ -15,4 +15,4 @@ def open_store(settings: StoreSettings) -> Store:
         from triggerd.store.sqlite import SqliteStore
 
         return SqliteStore(Path(settings.url.removeprefix("sqlite:///")), settings.sync)
-    raise ConfigError(f"store URL {settings.url.split(':', 1)[0]}:// is not supported yet (use sqlite:///PATH)")
+    raise ConfigError(f"store URL {settings.url.split(':', 1)[0]}:// is not supported (use sqlite:///PATH)")
