@@ -58,8 +58,9 @@ def test_validate_reports_every_problem_at_once_and_exits_1(project: Path) -> No
         "months) (at /trigger/schedule/cron)",
         "triggers/broken.yaml:6:15: error: unknown time zone 'Nowhere/Special' (use an IANA name such as "
         "'America/New_York' or 'UTC') (at /trigger/schedule/timezone)",
+        "triggers/broken.yaml:7:15: error: unknown agent 'nobody' (at /trigger/agent/id)",
     ]
-    assert proc.stderr == "2 error(s), 0 warning(s) in 3 definition file(s)\n"
+    assert proc.stderr == "3 error(s), 0 warning(s) in 3 definition file(s)\n"
 
 
 def test_validate_finds_config_triggerd_yaml_by_default(project: Path) -> None:
@@ -83,7 +84,7 @@ def test_validate_json_format(project: Path) -> None:
         "message": "cron expression '0 0 31 2 *' can never fire (no such day in those months)",
         "pointer": "/trigger/schedule/cron",
     }
-    assert len(report["problems"]) == 2
+    assert len(report["problems"]) == 3
 
 
 def test_validate_github_format(project: Path) -> None:

@@ -49,8 +49,29 @@ def test_duplicate_keys_are_an_error_at_the_second(write: Write) -> None:
 def test_syntax_error_is_located_and_loads_nothing_of_the_file(write: Write) -> None:
     docs, problems = read_documents(write("bad.yaml", AGENT + "---\nagent:\n  id: [unclosed\n"), "bad.yaml", {})
     assert docs == []
-    assert [(p.line, p.column) for p in problems] == [(8, 1)]
+    # At the bracket that is never closed, not at the end of the file where the parser gave up.
+    assert [(p.line, p.column) for p in problems] == [(7, 7)]
     assert problems[0].message.startswith("YAML syntax error: while parsing a flow sequence")
+
+
+def test_an_unclosed_quote_is_reported_at_its_opening_quote(write: Write) -> None:
+    text = 'trigger:\n  id: "nightly\n  type: schedule\n  agent: {id: worker}\n'
+    _, problems = read_documents(write("quote.yaml", text), "quote.yaml", {})
+    assert [str(p) for p in problems] == [
+        "quote.yaml:2:7: error: YAML syntax error: while scanning a quoted scalar found unexpected end of stream"
+    ]
+    later = 'a: "one\n---\nb: 2\n'  # the scanner stops at the next document marker instead
+    _, problems = read_documents(write("later.yaml", later), "later.yaml", {})
+    assert [(p.line, p.column) for p in problems] == [(1, 4)]
+
+
+def test_a_bracket_left_open_onto_a_later_line_is_reported_at_the_bracket(write: Write) -> None:
+    text = "trigger:\n  type: [webhook\n  id: x\n"
+    _, problems = read_documents(write("open.yaml", text), "open.yaml", {})
+    assert [(p.line, p.column) for p in problems] == [(2, 9)]
+    wrong_key = "trigger:\n  id: a: b\n"  # no opening involved: where the parser stopped is the mistake
+    _, problems = read_documents(write("colon.yaml", wrong_key), "colon.yaml", {})
+    assert [(p.line, p.column) for p in problems] == [(2, 8)]
 
 
 def test_alias_bomb_is_refused(write: Write) -> None:
@@ -90,7 +111,7 @@ def test_a_broken_file_among_good_ones_affects_nothing_else(write: Write, tmp_pa
     bad_schema = write("schema.yaml", "trigger:\n  id: s\n  type: event\n  enabled: maybe\n  agent: {id: worker}\n")
     result = load_dir(tmp_path)
     assert [(f, line) for f, line, _, _ in found(result)] == [
-        (str(broken), 5),
+        (str(broken), 4),
         (str(bad_schema), 2),
         (str(bad_schema), 4),
     ]

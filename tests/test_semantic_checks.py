@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AGENT, Write, found, load_dir
-from triggerd.config.loader import LoadMode, load
+from triggerd.config.loader import LoadMode, LoadResult, load
 
 
 def schedule(cron: str, extra: str = "") -> str:
@@ -400,4 +400,59 @@ def test_bad_addresses_in_ip_allowlist_and_trusted_proxies(write: Write, tmp_pat
     settings = write("triggerd.yaml", "server:\n  trusted_proxies:\n    - 192.168.0.0/16\n    - proxy.local\n")
     assert [p for p in found(load(settings, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
         (str(settings), 4, "error", "'proxy.local' is not an IP address or CIDR network")
+    ]
+
+
+def shown(result: LoadResult) -> list[str]:
+    """Every problem as `validate` prints it: FILE:LINE:COL: severity: message (at pointer)."""
+    return [str(p) for p in result.problems]
+
+
+def test_a_trigger_with_a_bad_time_zone_is_still_checked_for_its_agent(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *", "    timezone: Mars/Olympus_Mons\n").replace("worker", "wroker"))
+    assert shown(load_dir(tmp_path)) == [
+        f"{path}:6:15: error: unknown time zone 'Mars/Olympus_Mons' (use an IANA name such as 'America/New_York' "
+        "or 'UTC') (at /trigger/schedule/timezone)",
+        f"{path}:7:15: error: unknown agent 'wroker'; did you mean 'worker'? (at /trigger/agent/id)",
+    ]
+
+
+def test_a_trigger_with_an_unknown_agent_still_takes_part_in_the_endpoint_check(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    first = write("a.yaml", webhook("a", "/hooks/x").replace("worker", "nobody"))
+    second = write("b.yaml", webhook("b", "/hooks/x"))
+    result = load_dir(tmp_path)
+    assert shown(result) == [
+        f"{first}:7:15: error: unknown agent 'nobody' (at /trigger/agent/id)",
+        f"{second}:6:15: error: POST /hooks/x is already the endpoint of trigger 'a' ({first}:1) "
+        "(at /trigger/webhook/endpoint)",
+    ]
+    assert result.configuration is not None and result.configuration.triggers == {}
+
+
+def test_a_trigger_that_failed_to_build_still_claims_its_id_and_route(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    broken = webhook("a", "/hooks/x").replace("    endpoint:", "    ip_allowlist: [10.0.0.300]\n    endpoint:")
+    first = write("a.yaml", broken)
+    second = write("b.yaml", webhook("a", "/hooks/x"))
+    result = load_dir(tmp_path)
+    assert shown(result) == [
+        f"{first}:6:20: error: '10.0.0.300' is not an IP address or CIDR network (at /trigger/webhook/ip_allowlist/0)",
+        f"{second}:2:7: error: duplicate trigger id 'a' (also defined at {first}:1) (at /trigger/id)",
+        f"{second}:6:15: error: POST /hooks/x is already the endpoint of trigger 'a' ({first}:1) "
+        "(at /trigger/webhook/endpoint)",
+    ]
+    assert result.configuration is not None and result.configuration.triggers == {}
+
+
+def test_an_agent_that_failed_to_load_still_claims_its_id(write: Write, tmp_path: Path) -> None:
+    broken = write("a.yaml", 'agent:\n  id: worker\n  type: command\n  command: ["x {{ bad key }}"]\n')
+    second = write("b.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *"))
+    assert shown(load_dir(tmp_path)) == [
+        f"{broken}:4:13: error: placeholder '{{{{ bad key }}}}' is not a dotted path like {{{{ a.b }}}} "
+        "(at /agent/command/0)",
+        f"{second}:2:7: error: duplicate agent id 'worker' (also defined at {broken}:1) (at /agent/id)",
+        f"{path}:6:15: error: agent 'worker' failed to load ({broken}:1) (at /trigger/agent/id)",
     ]

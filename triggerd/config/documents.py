@@ -226,10 +226,31 @@ class _TooLarge(Exception):
     pass
 
 
+def _mistake(exc: yaml.MarkedYAMLError, text: str) -> Any:
+    """Where a syntax error's mistake is. The parser reports where it gave up (problem_mark) and
+    what it was inside of (context_mark). Inside a quote or a [ ] / { } that it ran through to the
+    end of the file or onto a later line, the mistake is the opening that was never closed."""
+    problem, context = exc.problem_mark, exc.context_mark
+    if context is None or problem is None:
+        return problem or context
+    opening = (exc.context or "").startswith(("while scanning a quoted scalar", "while parsing a flow"))
+    lines = text.split("\n")
+    rest = lines[problem.line][problem.column :] if problem.line < len(lines) else ""
+    at_end = not (rest + "".join(lines[problem.line + 1 :])).strip()
+    if opening and (problem.line > context.line or at_end):
+        return context
+    return problem
+
+
 def read_documents(
-    path: Path, display: str, env: Mapping[str, str], *, missing: Severity = Severity.ERROR
+    path: Path,
+    display: str,
+    env: Mapping[str, str],
+    *,
+    missing: Severity = Severity.ERROR,
+    data: bytes | None = None,
 ) -> tuple[list[Document], list[Problem]]:
-    """Parse every YAML document of a file.
+    """Parse every YAML document of a file (its bytes as `data` when the caller has read them).
 
     Returns the documents (each with its own problems) and problems that concern
     the whole file (unreadable, not UTF-8, YAML syntax). A file with a syntax
@@ -241,7 +262,7 @@ def read_documents(
         return [], [problem_at(display, mark, message)]
 
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = (path.read_bytes() if data is None else data).decode("utf-8")
     except OSError as exc:
         return whole_file(f"cannot read file: {exc.strerror}")
     except UnicodeDecodeError as exc:
@@ -251,7 +272,7 @@ def read_documents(
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark = _mistake(exc, text)
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
         detail = " ".join(part for part in (exc.context, exc.problem) if part)
         return whole_file(f"YAML syntax error: {detail}", where)

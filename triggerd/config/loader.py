@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from triggerd.config.agents import build_agent
 from triggerd.config.documents import Document, read_documents
-from triggerd.config.models import AnyAgent, Configuration, Settings, Trigger, TriggerType
+from triggerd.config.models import AnyAgent, Configuration, Settings, Trigger
 from triggerd.config.problems import Mark, Problem, Severity, problem_at, sort_key
 from triggerd.config.schema import SchemaKind, schema_problems
 from triggerd.config.settings import build_settings
@@ -40,6 +41,8 @@ class LoadResult:
 
     configuration: Configuration | None
     problems: list[Problem] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)
+    """Each definition file read, as named in problems, to the SHA-256 of its bytes ("" if unreadable)."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -83,9 +86,10 @@ def load(
                 _load_settings(path, env, missing, problems)
             else:
                 files.append(path)
-    triggers, agents = _load_definitions(files, env, missing, problems)
+    digests: dict[str, str] = {}
+    triggers, agents = _load_definitions(files, env, missing, problems, digests)
     configuration = Configuration(settings, triggers, agents, tuple(files))
-    return LoadResult(configuration, sorted(problems, key=sort_key))
+    return LoadResult(configuration, sorted(problems, key=sort_key), digests)
 
 
 def _load_settings(
@@ -172,42 +176,67 @@ def _settings_warning(settings: Settings, message: str) -> Problem:
 
 @dataclass(slots=True)
 class _Loaded:
-    """A built definition and the document it came from (for locating problems)."""
+    """A definition document, its id, and its model (None when the document itself failed).
+
+    `rejected` is set when a check across files fails on it. Either way it still takes part in
+    the other checks across files, so that every problem is reported at once (SPEC 6), but it
+    never enters the Configuration.
+    """
 
     doc: Document
+    kind: str
     id: str
     model: Any
+    rejected: bool = False
+
+    @property
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.doc.value[self.kind]
+        return body
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc.file}:{self.doc.mark(f'/{self.kind}', key=True).line}"
+
+    @property
+    def loads(self) -> bool:
+        return self.model is not None and not self.rejected
 
 
 def _load_definitions(
-    files: Sequence[Path], env: Mapping[str, str], missing: Severity, problems: list[Problem]
+    files: Sequence[Path],
+    env: Mapping[str, str],
+    missing: Severity,
+    problems: list[Problem],
+    digests: dict[str, str],
 ) -> tuple[dict[str, Trigger], dict[str, AnyAgent]]:
-    triggers: list[_Loaded] = []
-    agents: list[_Loaded] = []
-    failed_agents: dict[str, Document] = {}
+    definitions: list[_Loaded] = []
     for path in files:
-        documents, file_problems = read_documents(path, display_path(path), env, missing=missing)
+        shown = display_path(path)
+        try:
+            data: bytes | None = path.read_bytes()
+        except OSError:
+            data = None  # read_documents reports why
+        digests[shown] = hashlib.sha256(data).hexdigest() if data is not None else ""
+        documents, file_problems = read_documents(path, shown, env, missing=missing, data=data)
         problems.extend(file_problems)
         if not documents and not file_problems:
-            problems.append(
-                problem_at(display_path(path), Mark(1, 1), "no trigger or agent in this file", "", Severity.WARNING)
-            )
+            problems.append(problem_at(shown, Mark(1, 1), "no trigger or agent in this file", "", Severity.WARNING))
         for doc in documents:
             loaded = _build(doc, path.stem)
             problems.extend(doc.problems)
-            if loaded is None:
-                continue
-            kind = "trigger" if "trigger" in doc.value else "agent"
-            if loaded.model is None:
-                if kind == "agent" and loaded.id:
-                    failed_agents.setdefault(loaded.id, doc)
-                continue
-            (triggers if kind == "trigger" else agents).append(loaded)
-    agent_map = {item.id: item.model for item in _unique_ids(agents, "agent", problems)}
-    trigger_list = _unique_ids(triggers, "trigger", problems)
-    trigger_list = _known_agents(trigger_list, agent_map, failed_agents, problems)
-    trigger_list = _unique_endpoints(trigger_list, problems)
-    return {item.id: item.model for item in trigger_list}, agent_map
+            if loaded is not None and loaded.id:
+                definitions.append(loaded)
+    agents = [item for item in definitions if item.kind == "agent"]
+    triggers = [item for item in definitions if item.kind == "trigger"]
+    _unique_ids(agents, problems)
+    _unique_ids(triggers, problems)
+    _known_agents(triggers, agents, problems)
+    _unique_endpoints(triggers, problems)
+    return (
+        {item.id: item.model for item in triggers if item.loads},
+        {item.id: item.model for item in agents if item.loads},
+    )
 
 
 def _build(doc: Document, stem: str) -> _Loaded | None:
@@ -223,81 +252,70 @@ def _build(doc: Document, stem: str) -> _Loaded | None:
     doc.problems.extend(schema_problems(doc, SchemaKind.TRIGGER if kind == "trigger" else SchemaKind.AGENT))
     body = value[kind]
     if not isinstance(body, dict) or not isinstance(body.get("id", ""), str):
-        return _Loaded(doc, "", None)
+        return None
     ident = definition_id(doc, kind, stem)
     if doc.has_errors:
-        return _Loaded(doc, ident, None)
+        return _Loaded(doc, kind, ident, None)
     try:
         model = build_trigger(doc, ident) if kind == "trigger" else build_agent(doc, ident)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # The schema should make this impossible; a bad file must still never crash the loader.
         doc.fail("", f"cannot load this {kind}: {exc.__class__.__name__}: {exc}")
         model = None
-    return _Loaded(doc, ident, model)
+    return _Loaded(doc, kind, ident, model)
 
 
-def _unique_ids(items: list[_Loaded], kind: str, problems: list[Problem]) -> list[_Loaded]:
+def _unique_ids(items: list[_Loaded], problems: list[Problem]) -> None:
+    """The first definition of an id keeps it, loaded or not; a later one is rejected."""
     first: dict[str, _Loaded] = {}
-    kept = []
     for item in items:
-        if item.id in first:
-            origin = first[item.id].model.origin
-            pointer = f"/{kind}/id" if "id" in item.doc.value[kind] else f"/{kind}"
-            problems.append(
-                item.doc.problem(
-                    pointer,
-                    f"duplicate {kind} id '{item.id}' (also defined at {origin})",
-                    key=pointer == f"/{kind}",
-                )
-            )
+        if item.id not in first:
+            first[item.id] = item
             continue
-        first[item.id] = item
-        kept.append(item)
-    return kept
+        kind = item.kind
+        pointer = f"/{kind}/id" if "id" in item.body else f"/{kind}"
+        message = f"duplicate {kind} id '{item.id}' (also defined at {first[item.id].where})"
+        problems.append(item.doc.problem(pointer, message, key=pointer == f"/{kind}"))
+        item.rejected = True
 
 
-def _known_agents(
-    items: list[_Loaded],
-    agents: Mapping[str, AnyAgent],
-    failed: Mapping[str, Document],
-    problems: list[Problem],
-) -> list[_Loaded]:
-    kept = []
-    for item in items:
-        agent_id = item.model.agent.id
-        if agent_id in agents:
-            kept.append(item)
+def _known_agents(triggers: list[_Loaded], agents: list[_Loaded], problems: list[Problem]) -> None:
+    """Every trigger that names an agent, loaded or not, names one that loads."""
+    by_id: dict[str, _Loaded] = {}
+    for each in agents:
+        by_id.setdefault(each.id, each)
+    for item in triggers:
+        call = item.body.get("agent")
+        agent_id = call.get("id") if isinstance(call, dict) else None
+        if not isinstance(agent_id, str):
+            continue  # the schema has already reported it
+        agent = by_id.get(agent_id)
+        if agent is not None and agent.loads:
             continue
-        if agent_id in failed:
-            mark = failed[agent_id].mark("/agent", key=True)
-            message = f"agent '{agent_id}' failed to load ({failed[agent_id].file}:{mark.line})"
+        if agent is not None:
+            message = f"agent '{agent_id}' failed to load ({agent.where})"
         else:
-            hint = difflib.get_close_matches(agent_id, list(agents), n=1)
+            hint = difflib.get_close_matches(agent_id, list(by_id), n=1)
             message = f"unknown agent '{agent_id}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
         problems.append(item.doc.problem("/trigger/agent/id", message))
-    return kept
+        item.rejected = True
 
 
-def _unique_endpoints(items: list[_Loaded], problems: list[Problem]) -> list[_Loaded]:
-    routes: dict[tuple[str, str], Trigger] = {}
-    kept = []
-    for item in items:
-        trigger: Trigger = item.model
-        if trigger.type is TriggerType.WEBHOOK and trigger.webhook is not None:
-            route = (trigger.webhook.method, trigger.webhook.endpoint.rstrip("/") or "/")
-            if route in routes:
-                other = routes[route]
-                pointer = "/trigger/webhook/endpoint"
-                if "endpoint" not in item.doc.value["trigger"]["webhook"]:
-                    pointer = "/trigger/webhook"
-                problems.append(
-                    item.doc.problem(
-                        pointer,
-                        f"{route[0]} {trigger.webhook.endpoint} is already the endpoint of trigger "
-                        f"'{other.id}' ({other.origin})",
-                    )
-                )
-                continue
-            routes[route] = trigger
-        kept.append(item)
-    return kept
+def _unique_endpoints(triggers: list[_Loaded], problems: list[Problem]) -> None:
+    """No two webhook triggers, loaded or not, share a method and endpoint (a trailing / aside)."""
+    routes: dict[tuple[str, str], _Loaded] = {}
+    for item in triggers:
+        webhook = item.body.get("webhook")
+        if item.body.get("type") != "webhook" or not isinstance(webhook, dict):
+            continue
+        endpoint, method = webhook.get("endpoint", f"/webhooks/{item.id}"), webhook.get("method", "POST")
+        if not isinstance(endpoint, str) or not isinstance(method, str):
+            continue  # the schema has already reported it
+        route = (method, endpoint.rstrip("/") or "/")
+        other = routes.setdefault(route, item)
+        if other is item:
+            continue
+        pointer = "/trigger/webhook/endpoint" if "endpoint" in webhook else "/trigger/webhook"
+        message = f"{method} {endpoint} is already the endpoint of trigger '{other.id}' ({other.where})"
+        problems.append(item.doc.problem(pointer, message))
+        item.rejected = True
