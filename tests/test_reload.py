@@ -11,9 +11,12 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.harness import Daemon, http, running_daemon, wait_for
+from tests.harness import Daemon, http, running_daemon, wait_for, write_config
+from tests.test_metrics import scrape
 
 PY = json.dumps(sys.executable)
 BASE = """\
@@ -77,12 +80,12 @@ def test_files_added_edited_broken_and_deleted(tmp_path: Path) -> None:
         (defs / "new.yaml").write_text("trigger:\n  id: new\n  type: [webhook\n")  # a YAML error
         wait_for(lambda: any(e["type"] == "error.config.invalid" for e in config_events(daemon)), timeout=5)
         invalid = next(e for e in config_events(daemon) if e["type"] == "error.config.invalid")
-        assert invalid["data"]["problems"][0].startswith("defs/new.yaml:4:1: error: YAML syntax error")  # type: ignore[index]
+        assert invalid["data"]["problems"][0].startswith("defs/new.yaml:3:9: error: YAML syntax error")  # type: ignore[index]
         assert post(daemon, "/hooks/new", {"x": 3})[0] == 202  # the old configuration still serves
         status, answer = daemon.request("POST", "/v1/reload")
         assert status == 422
         assert answer["status"] == "rejected"
-        assert answer["problems"][0].startswith("defs/new.yaml:4:1: error: YAML syntax error")
+        assert answer["problems"][0].startswith("defs/new.yaml:3:9: error: YAML syntax error")
 
         (defs / "new.yaml").unlink()
         wait_for(lambda: post(daemon, "/hooks/new", {"x": 4})[0] == 404, timeout=5)
@@ -206,3 +209,154 @@ def test_systemd_notifications_ready_reloading_stopping_and_watchdog(tmp_path: P
             assert ready.split("\n")[1].startswith("STATUS=serving 3 triggers")
             reloading = next(m for m in received if m.startswith("RELOADING=1"))
             assert reloading.split("\n")[1].startswith("MONOTONIC_USEC=")
+
+
+AGENTS = "agent: {id: echo, type: command, command: [cat]}\n"
+TRIGGERS = """\
+trigger: {id: stable, type: webhook, webhook: {endpoint: /hooks/stable}, agent: {id: echo}}
+---
+trigger: {id: nightly, type: schedule, schedule: {cron: "0 3 * * *"}, agent: {id: echo}}
+"""
+# Left out at start: a time zone that does not exist (and it names the agent, which does).
+FAILING = """\
+trigger:
+  id: failing
+  type: schedule
+  schedule: {cron: "0 9 * * *", timezone: Mars/Olympus_Mons}
+  agent: {id: echo}
+"""
+FAILING_PROBLEM = {
+    "file": "defs/failing.yaml",
+    "line": 4,
+    "column": 43,
+    "severity": "error",
+    "message": "unknown time zone 'Mars/Olympus_Mons' (use an IANA name such as 'America/New_York' or 'UTC')",
+    "pointer": "/trigger/schedule/timezone",
+}
+
+
+def start_with_a_failing_file(root: Path) -> Daemon:
+    """agents.yaml and triggers.yaml that load, and failing.yaml that does not: the daemon starts anyway."""
+    port = write_config(root, "")
+    defs = root / "defs"
+    (defs / "all.yaml").unlink()
+    (defs / "agents.yaml").write_text(AGENTS)
+    (defs / "triggers.yaml").write_text(TRIGGERS)
+    (defs / "failing.yaml").write_text(FAILING)
+    daemon = Daemon(root, port, {"PATH": os.environ["PATH"]}).start(ready=False)
+
+    def ready() -> bool:
+        try:
+            return http("GET", daemon.url + "/readyz")[0] == 200
+        except OSError:
+            return False  # not listening yet
+
+    wait_for(ready, timeout=20, what="the daemon to be ready")
+    return daemon
+
+
+def config(daemon: Daemon) -> dict[str, Any]:
+    status, answer = daemon.request("GET", "/v1/config")
+    assert status == 200, answer
+    return dict(answer)
+
+
+def next_reload(daemon: Daemon, edit: Callable[[], object]) -> dict[str, Any]:
+    """Make the edit, then wait for the reload the watcher makes of it; return how it went."""
+    before = config(daemon)["reloads"]
+    edit()
+    settled = wait_for(
+        lambda: (now := config(daemon))["reloads"] != before and now, timeout=10, what="a reload after the edit"
+    )
+    return dict(settled["last_reload"])
+
+
+def test_a_file_failing_at_start_blocks_no_reload_of_the_others(tmp_path: Path) -> None:
+    daemon = start_with_a_failing_file(tmp_path)
+    try:
+        defs = tmp_path / "defs"
+        assert post(daemon, "/hooks/stable", {})[0] == 202
+        shown = config(daemon)
+        assert shown["problems"] == [FAILING_PROBLEM]
+        assert shown["applied_at"].endswith("Z") and shown["last_reload"] is None
+        assert shown["settings_file"] == "triggerd.yaml"
+        files = {f["file"]: f for f in shown["files"]}
+        assert sorted(files) == ["defs/agents.yaml", "defs/failing.yaml", "defs/triggers.yaml"]
+        assert files["defs/failing.yaml"]["errors"] == 1 and files["defs/failing.yaml"]["triggers"] == []
+        assert files["defs/triggers.yaml"]["triggers"] == ["nightly", "stable"]
+        assert files["defs/agents.yaml"]["agents"] == ["echo"]
+        assert len(files["defs/agents.yaml"]["sha256"]) == 64
+        assert scrape(daemon)['triggerd_config_problems{severity="error"}'] == 1
+
+        added = TRIGGERS + "---\ntrigger: {id: added, type: webhook, webhook: {}, agent: {id: echo}}\n"
+        outcome = next_reload(daemon, lambda: (defs / "triggers.yaml").write_text(added))
+        assert (outcome["status"], outcome["problems"]) == ("reloaded", [])
+        assert post(daemon, "/webhooks/added", {})[0] == 202
+        after = config(daemon)
+        assert after["problems"] == [FAILING_PROBLEM]  # still left out, still listed
+        assert after["applied_at"] > shown["applied_at"]
+        assert daemon.request("POST", "/v1/reload") == (200, {"status": "reloaded"})
+        assert scrape(daemon)['triggerd_config_problems{severity="error"}'] == 1
+
+        fixed = FAILING.replace("Mars/Olympus_Mons", "Europe/Paris")
+        outcome = next_reload(daemon, lambda: (defs / "failing.yaml").write_text(fixed))
+        assert outcome["status"] == "reloaded"
+        assert daemon.request("GET", "/v1/triggers/failing")[0] == 200
+        assert config(daemon)["problems"] == []
+        assert scrape(daemon)['triggerd_config_problems{severity="error"}'] == 0
+    finally:
+        daemon.stop()
+
+
+def test_a_change_that_breaks_a_file_is_rejected_even_beside_an_old_failure(tmp_path: Path) -> None:
+    daemon = start_with_a_failing_file(tmp_path)
+    try:
+        defs = tmp_path / "defs"
+        broken = TRIGGERS.replace("/hooks/stable", "/v1/stable")
+        outcome = next_reload(daemon, lambda: (defs / "triggers.yaml").write_text(broken))
+        assert outcome["status"] == "rejected"
+        assert [(p["file"], p["line"], p["column"]) for p in outcome["problems"]] == [("defs/triggers.yaml", 1, 58)]
+        assert post(daemon, "/hooks/stable", {})[0] == 202  # the running configuration stays
+        status, answer = daemon.request("POST", "/v1/reload")
+        assert status == 422
+        assert answer["problems"] == [
+            "defs/triggers.yaml:1:58: error: endpoint /v1/stable is reserved for triggerd's own API "
+            "(at /trigger/webhook/endpoint)"
+        ]
+        assert config(daemon)["problems"] == [FAILING_PROBLEM]  # the running configuration's, not the rejected one's
+
+        # Editing the file that was failing is a change too: still failing, it rejects.
+        still = FAILING.replace("Mars/Olympus_Mons", "Moon/Tycho")
+        (defs / "triggers.yaml").write_text(TRIGGERS)
+        outcome = next_reload(daemon, lambda: (defs / "failing.yaml").write_text(still))
+        assert outcome["status"] == "rejected"
+        assert [p["file"] for p in outcome["problems"]] == ["defs/failing.yaml"]
+    finally:
+        daemon.stop()
+
+
+def test_an_agent_change_that_breaks_unchanged_triggers_is_rejected(tmp_path: Path) -> None:
+    daemon = start_with_a_failing_file(tmp_path)
+    try:
+        defs = tmp_path / "defs"
+        broken = 'agent: {id: echo, type: command, command: ["cat", "{{ not a path }}"]}\n'
+        outcome = next_reload(daemon, lambda: (defs / "agents.yaml").write_text(broken))
+        assert outcome["status"] == "rejected"
+        assert [(p["file"], p["line"], p["message"]) for p in outcome["problems"]] == [
+            ("defs/agents.yaml", 1, "placeholder '{{ not a path }}' is not a dotted path like {{ a.b }}"),
+            ("defs/triggers.yaml", 1, "agent 'echo' failed to load (defs/agents.yaml:1)"),
+            ("defs/triggers.yaml", 3, "agent 'echo' failed to load (defs/agents.yaml:1)"),
+        ]
+
+        # Deleting it: nothing in the changed (gone) file fails, but the triggers that rely on it would.
+        # (failing.yaml's trigger names it too, but was left out anyway: that blocks nothing.)
+        outcome = next_reload(daemon, lambda: (defs / "agents.yaml").unlink())
+        assert outcome["status"] == "rejected"
+        assert [(p["file"], p["line"], p["message"]) for p in outcome["problems"]] == [
+            ("defs/triggers.yaml", 1, "unknown agent 'echo'"),
+            ("defs/triggers.yaml", 3, "unknown agent 'echo'"),
+        ]
+        assert post(daemon, "/hooks/stable", {})[0] == 202
+        assert daemon.request("GET", "/v1/triggers/nightly")[0] == 200
+    finally:
+        daemon.stop()

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.clock import Clock, SystemClock, isoformat
-from triggerd.config.loader import LoadMode, load
+from triggerd.config.applied import Applied, ReloadRecord
+from triggerd.config.loader import LoadMode, LoadResult, load
 from triggerd.config.models import Configuration
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
@@ -62,6 +63,8 @@ class Daemon:
         self.bus: EventBus | None = None
         self.scheduler: Scheduler | None = None
         self.reloads = {"applied": 0, "rejected": 0}
+        self.applied: Applied | None = None
+        self.last_reload: ReloadRecord | None = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (SIGTERM, or the first SIGINT)."""
@@ -91,6 +94,7 @@ class Daemon:
             log.error("the settings file is not usable; not starting")
             return 1
         self.configuration = configuration
+        self._applied(Applied(result, self.clock.now()))
         settings = configuration.settings
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
@@ -127,6 +131,7 @@ class Daemon:
                 schedules=scheduler.state,
                 events=bus,
                 reload=self.reload,
+                config=self.config_report,
             )
             await http.start()
             stack.push_async_callback(http.stop)
@@ -188,9 +193,13 @@ class Daemon:
                 return ReloadOutcome(False, ["the daemon is still starting"])
             self.notifier.reloading()
             result = await asyncio.to_thread(load, self.settings_path, mode=LoadMode.DAEMON)
-            problems = [str(p) for p in result.problems if p.is_error]
+            applied = self.applied
+            assert applied is not None, "serve() applies the first configuration before anything can reload"
+            blocking = applied.blocking(result)
+            problems = [str(p) for p in blocking]
             new = result.configuration
-            if new is None or problems:
+            if new is None or blocking:
+                self.last_reload = ReloadRecord(self.clock.now(), reason, False, tuple(blocking))
                 self.reloads["rejected"] += 1
                 METRICS.reloads.labels("rejected").inc()
                 METRICS.config_valid.set(0)
@@ -225,6 +234,8 @@ class Daemon:
                 )
             # The swap: no await between these lines, so no request sees a mix of old and new.
             self.configuration = new
+            self._applied(Applied(LoadResult(new, result.problems, result.digests), self.clock.now()))
+            self.last_reload = ReloadRecord(self.clock.now(), reason, True)
             dispatcher.configuration = new
             http.webhooks.reconfigure(new)
             scheduler.reconfigure()
@@ -235,6 +246,8 @@ class Daemon:
             METRICS.config_valid.set(1)
             changes = _difference(old, new)
             log.info("reloaded (%s): %s; %d queued runs of removed triggers cancelled", reason, changes, cancelled)
+            for left_out in result.errors:
+                log.warning("still left out: %s", left_out, extra={"file": left_out.file, "line": left_out.line})
             bus.emit(
                 Event(
                     new_event_id(),
@@ -246,6 +259,22 @@ class Daemon:
             )
             self.notifier.ready(self._status())
             return ReloadOutcome(True, [])
+
+    def _applied(self, applied: Applied) -> None:
+        self.applied = applied
+        for severity, count in applied.problem_counts().items():
+            METRICS.config_problems.labels(str(severity)).set(count)
+
+    def config_report(self) -> dict[str, Any]:
+        """GET /v1/config: the running configuration's files and problems, when it was applied,
+        and how the last reload went."""
+        assert self.applied is not None, "the admin API starts after the first configuration is applied"
+        last = self.last_reload
+        return {
+            **self.applied.to_json(),
+            "reloads": dict(self.reloads),
+            "last_reload": last.to_json() if last is not None else None,
+        }
 
     async def readiness(self) -> list[str]:
         problems = []

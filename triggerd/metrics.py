@@ -44,6 +44,12 @@ class Metrics:
             "triggerd_config_last_reload_ok", "1 if the last reload was applied, 0 if not", registry=r
         )
         self.config_valid.set(1)
+        self.config_problems = Gauge(
+            "triggerd_config_problems",
+            "Problems of the running configuration's files, by severity (errors: definitions left out)",
+            ["severity"],
+            registry=r,
+        )
 
     def watch(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
         """Read the dispatcher's gauges when scraped, rather than keeping copies in step."""

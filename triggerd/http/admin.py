@@ -27,6 +27,7 @@ ScheduleState = Callable[[str], dict[str, Any] | None]
 SCHEDULES = web.AppKey("schedules", object)
 EVENTS = web.AppKey("events", object)
 RELOAD = web.AppKey("reload", object)
+CONFIG = web.AppKey("config", object)
 MAX_LIMIT = 1000
 
 
@@ -71,10 +72,12 @@ def add_admin_routes(
     schedules: ScheduleState | None = None,
     events: EventBus | None = None,
     reload: Callable[[str], Awaitable[Any]] | None = None,
+    config: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     app[DISPATCHER] = dispatcher
     app[EVENTS] = events
     app[RELOAD] = reload
+    app[CONFIG] = config
     app[SCHEDULES] = schedules or (lambda trigger_id: None)
     app[TOKENS] = tuple(_digest(t) for t in tokens)
     app.middlewares.append(admin_auth)
@@ -91,6 +94,7 @@ def add_admin_routes(
     app.router.add_get("/v1/dead-letters", dead_letters)
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/reload", post_reload)
+    app.router.add_get("/v1/config", get_config)
     app.router.add_get("/v1/openapi.json", get_openapi)
 
 
@@ -325,6 +329,14 @@ async def post_reload(request: web.Request) -> web.Response:
     if outcome.applied:
         return json_response({"status": "reloaded"})
     return json_response({"status": "rejected", "problems": outcome.problems}, status=422)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """SPEC 7.2/8: the running configuration's files, the problems of what it left out, when it was applied."""
+    config: Any = request.app[CONFIG]
+    if config is None:
+        return error(503, "the configuration is not available")
+    return json_response(config())
 
 
 async def get_openapi(request: web.Request) -> web.Response:

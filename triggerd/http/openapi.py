@@ -162,6 +162,57 @@ def openapi() -> dict[str, Any]:
                 "problems": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "Problem": {
+            "type": "object",
+            "required": ["file", "line", "column", "severity", "message", "pointer"],
+            "properties": {
+                "file": {"type": "string"},
+                "line": {"type": "integer", "minimum": 1},
+                "column": {"type": "integer", "minimum": 1},
+                "severity": {"enum": ["error", "warning"]},
+                "message": {"type": "string"},
+                "pointer": {"type": "string", "description": "JSON Pointer into the document; empty for the whole"},
+            },
+        },
+        "Config": {
+            "type": "object",
+            "required": ["applied_at", "settings_file", "files", "problems", "reloads", "last_reload"],
+            "properties": {
+                "applied_at": {"type": "string", "format": "date-time"},
+                "settings_file": nullable_string,
+                "files": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["file", "sha256", "triggers", "agents", "errors", "warnings"],
+                        "properties": {
+                            "file": {"type": "string"},
+                            "sha256": {"type": ["string", "null"], "description": "null: the file could not be read"},
+                            "triggers": {"type": "array", "items": {"type": "string"}},
+                            "agents": {"type": "array", "items": {"type": "string"}},
+                            "errors": {"type": "integer", "minimum": 0},
+                            "warnings": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                },
+                "problems": {"type": "array", "items": _ref("Problem")},
+                "reloads": {
+                    "type": "object",
+                    "required": ["applied", "rejected"],
+                    "properties": {"applied": {"type": "integer"}, "rejected": {"type": "integer"}},
+                },
+                "last_reload": {
+                    "type": ["object", "null"],
+                    "required": ["at", "reason", "status", "problems"],
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "reason": {"type": "string"},
+                        "status": {"enum": ["reloaded", "rejected"]},
+                        "problems": {"type": "array", "items": _ref("Problem")},
+                    },
+                },
+            },
+        },
     }
     fire_body = {
         "required": False,
@@ -254,6 +305,13 @@ def openapi() -> dict[str, Any]:
             )
         },
         "/v1/reload": {"post": _operation("Reload the configuration now", "200", _ref("Reload"), "422")},
+        "/v1/config": {
+            "get": _operation(
+                "The running configuration: its files, the problems of what it left out, when it was applied",
+                "200",
+                _ref("Config"),
+            )
+        },
         "/v1/openapi.json": {"get": _operation("This description", "200", {"type": "object"})},
     }
     return {

@@ -38,6 +38,7 @@ class HttpServer:
         schedules: ScheduleState | None = None,
         events: EventBus | None = None,
         reload: Reload | None = None,
+        config: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
@@ -45,6 +46,7 @@ class HttpServer:
         self.schedules = schedules
         self.events = events
         self.reload = reload
+        self.config = config
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
@@ -56,7 +58,7 @@ class HttpServer:
         app.router.add_get("/metrics", self.metrics)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
-            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events, self.reload)
+            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events, self.reload, self.config)
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app
