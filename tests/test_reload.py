@@ -261,6 +261,14 @@ def config(daemon: Daemon) -> dict[str, Any]:
     return dict(answer)
 
 
+def save(path: Path, text: str) -> None:
+    """Save as editors do, through a hidden temporary file and a rename: the watcher sees one
+    change with the whole new content, never a half-written file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def next_reload(daemon: Daemon, edit: Callable[[], object]) -> dict[str, Any]:
     """Make the edit, then wait for the reload the watcher makes of it; return how it went."""
     before = config(daemon)["reloads"]
@@ -289,7 +297,7 @@ def test_a_file_failing_at_start_blocks_no_reload_of_the_others(tmp_path: Path) 
         assert scrape(daemon)['triggerd_config_problems{severity="error"}'] == 1
 
         added = TRIGGERS + "---\ntrigger: {id: added, type: webhook, webhook: {}, agent: {id: echo}}\n"
-        outcome = next_reload(daemon, lambda: (defs / "triggers.yaml").write_text(added))
+        outcome = next_reload(daemon, lambda: save(defs / "triggers.yaml", added))
         assert (outcome["status"], outcome["problems"]) == ("reloaded", [])
         assert post(daemon, "/webhooks/added", {})[0] == 202
         after = config(daemon)
@@ -299,7 +307,7 @@ def test_a_file_failing_at_start_blocks_no_reload_of_the_others(tmp_path: Path) 
         assert scrape(daemon)['triggerd_config_problems{severity="error"}'] == 1
 
         fixed = FAILING.replace("Mars/Olympus_Mons", "Europe/Paris")
-        outcome = next_reload(daemon, lambda: (defs / "failing.yaml").write_text(fixed))
+        outcome = next_reload(daemon, lambda: save(defs / "failing.yaml", fixed))
         assert outcome["status"] == "reloaded"
         assert daemon.request("GET", "/v1/triggers/failing")[0] == 200
         assert config(daemon)["problems"] == []
@@ -313,7 +321,7 @@ def test_a_change_that_breaks_a_file_is_rejected_even_beside_an_old_failure(tmp_
     try:
         defs = tmp_path / "defs"
         broken = TRIGGERS.replace("/hooks/stable", "/v1/stable")
-        outcome = next_reload(daemon, lambda: (defs / "triggers.yaml").write_text(broken))
+        outcome = next_reload(daemon, lambda: save(defs / "triggers.yaml", broken))
         assert outcome["status"] == "rejected"
         assert [(p["file"], p["line"], p["column"]) for p in outcome["problems"]] == [("defs/triggers.yaml", 1, 58)]
         assert post(daemon, "/hooks/stable", {})[0] == 202  # the running configuration stays
@@ -327,8 +335,8 @@ def test_a_change_that_breaks_a_file_is_rejected_even_beside_an_old_failure(tmp_
 
         # Editing the file that was failing is a change too: still failing, it rejects.
         still = FAILING.replace("Mars/Olympus_Mons", "Moon/Tycho")
-        (defs / "triggers.yaml").write_text(TRIGGERS)
-        outcome = next_reload(daemon, lambda: (defs / "failing.yaml").write_text(still))
+        assert next_reload(daemon, lambda: save(defs / "triggers.yaml", TRIGGERS))["status"] == "reloaded"
+        outcome = next_reload(daemon, lambda: save(defs / "failing.yaml", still))
         assert outcome["status"] == "rejected"
         assert [p["file"] for p in outcome["problems"]] == ["defs/failing.yaml"]
     finally:
@@ -340,7 +348,7 @@ def test_an_agent_change_that_breaks_unchanged_triggers_is_rejected(tmp_path: Pa
     try:
         defs = tmp_path / "defs"
         broken = 'agent: {id: echo, type: command, command: ["cat", "{{ not a path }}"]}\n'
-        outcome = next_reload(daemon, lambda: (defs / "agents.yaml").write_text(broken))
+        outcome = next_reload(daemon, lambda: save(defs / "agents.yaml", broken))
         assert outcome["status"] == "rejected"
         assert [(p["file"], p["line"], p["message"]) for p in outcome["problems"]] == [
             ("defs/agents.yaml", 1, "placeholder '{{ not a path }}' is not a dotted path like {{ a.b }}"),
