@@ -188,6 +188,16 @@ STRUCTURED = {"specversion": "1.0", "type": "com.example.order.created", "source
             {"Content-Type": "application/cloudevents-batch+json"},
             "event 1: 'source' is longer than 256 characters",
         ),
+        (
+            json.dumps({**STRUCTURED, "data_base64": "e30=", "datacontenttype": 7}).encode(),
+            {},
+            "event 0: 'datacontenttype' must be a string",
+        ),
+        (
+            json.dumps({**STRUCTURED, "data_base64": "not base64!"}).encode(),
+            {},
+            "event 0: 'data_base64' is not base64",
+        ),
         (json.dumps({"type": LONG}).encode(), {}, "event 0: 'type' is longer than 256 characters"),
         (json.dumps({"type": "t", "source": LONG}).encode(), {}, "event 0: 'source' is longer than 256 characters"),
         (b"[" * 100_000, {}, "the body is not valid JSON"),

@@ -80,7 +80,7 @@ def parse_event(item: Any, where: str, now: datetime, default_source: str = "api
     kind = item.get("type")
     if not _text(kind):
         raise BadEvent(f"{where}: 'type' is required and must be a non-empty string")
-    for key in ("id", "source", "time", "severity"):
+    for key in ("id", "source", "time", "severity", "datacontenttype"):
         if key in item and item[key] is not None and not isinstance(item[key], str):
             raise BadEvent(f"{where}: '{key}' must be a string")
     for key in ("type", "source"):
