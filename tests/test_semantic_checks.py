@@ -317,9 +317,36 @@ def test_count_threshold_and_window_in_the_shorthand_are_settings_not_fields(wri
     assert repr(match.condition).count("Clause(") == 1  # severity only
 
 
-def test_generic_hmac_on_a_provider_header_warns(write: Write, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("header", "extra", "warning"),
+    [
+        (
+            "X-Hub-Signature-256",
+            "",
+            "generic hmac on header X-Hub-Signature-256 is verified with the github preset, exactly as type "
+            "'github', not as an HMAC of the bare body",
+        ),
+        (
+            "stripe-signature",
+            "prefix: 'v1='\n          algorithm: sha512",
+            "generic hmac on header stripe-signature is verified with the stripe preset, exactly as type "
+            "'stripe', not as an HMAC of the bare body (algorithm, prefix ignored)",
+        ),
+        (
+            "X-Hub-Signature",
+            "",
+            "generic hmac on header X-Hub-Signature is verified with the github-sha1 preset, GitHub's "
+            "'sha1=<hex HMAC-SHA1 of the body>' with delivery id X-GitHub-Delivery, not as an HMAC of the bare body",
+        ),
+        ("X-Gitlab-Token", "", "GitLab sends its token in X-Gitlab-Token, not a signature: use type 'gitlab'"),
+        ("X-Signature", "", None),
+    ],
+)
+def test_generic_hmac_on_a_provider_header_warns_naming_the_preset(
+    write: Write, tmp_path: Path, header: str, extra: str, warning: str | None
+) -> None:
     write("agents.yaml", AGENT)
-    text = """\
+    text = f"""\
     trigger:
       id: gh
       type: webhook
@@ -327,20 +354,13 @@ def test_generic_hmac_on_a_provider_header_warns(write: Write, tmp_path: Path) -
         authentication:
           type: hmac
           secret: s3cret
-          header: X-Hub-Signature-256
-      agent: {id: worker}
+          header: {header}
+          {extra}
+      agent: {{id: worker}}
     """
     path = write("t.yaml", text)
     result = load_dir(tmp_path)
-    assert found(result) == [
-        (
-            str(path),
-            8,
-            "warning",
-            "header X-Hub-Signature-256 belongs to github's own scheme; consider "
-            "authentication type 'github' instead of generic hmac",
-        )
-    ]
+    assert found(result) == ([(str(path), 8, "warning", warning)] if warning else [])
     assert result.configuration is not None and "gh" in result.configuration.triggers
 
 

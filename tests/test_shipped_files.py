@@ -23,8 +23,8 @@ def test_compat_definitions_validate_unchanged() -> None:
             display_path(FIXTURES / "compat" / "slack-command-handler.yaml"),
             11,
             "warning",
-            "header X-Slack-Signature belongs to slack's own scheme; consider authentication type 'slack' "
-            "instead of generic hmac",
+            "generic hmac on header X-Slack-Signature is verified with the slack preset, exactly as type 'slack', "
+            "not as an HMAC of the bare body",
         )
     ]
     assert result.configuration is not None

@@ -180,3 +180,57 @@ def test_basic_needs_the_right_username_too() -> None:
         check(v, {"Authorization": wrong_user}, b"")
     with pytest.raises(AuthFailure, match="not base64"):
         check(v, {"Authorization": "Basic %%%"}, b"")
+
+
+# --- generic hmac on a provider's header: the provider's scheme (SPEC 3.3) ---------------------
+
+PRESET_HEADERS = {  # spelled as operators write them: header names compare case-insensitively
+    "X-Slack-Signature": AuthType.SLACK,
+    "x-hub-signature-256": AuthType.GITHUB,
+    "STRIPE-SIGNATURE": AuthType.STRIPE,
+    "X-Shopify-Hmac-Sha256": AuthType.SHOPIFY,
+    "Webhook-Signature": AuthType.STANDARD_WEBHOOKS,
+}
+
+
+@pytest.mark.parametrize(("header", "kind"), PRESET_HEADERS.items())
+def test_generic_hmac_on_a_provider_header_is_verified_with_the_providers_scheme(header: str, kind: AuthType) -> None:
+    body = b"token=x&text=deploy"
+    # algorithm and prefix would make a plain HMAC of the body: the preset ignores them
+    v = verifier(AuthType.HMAC, NEW, OLD, header=header, algorithm="sha512", prefix="sha256=", tolerance=300.0)
+    assert v.auth.scheme == kind.value
+    for secret in (NEW, OLD):
+        check(v, signed(kind, secret, body), body)
+    with pytest.raises(AuthFailure):
+        check(v, {header: "sha256=" + hmac.new(NEW.encode(), body, hashlib.sha512).hexdigest()}, body)
+    with pytest.raises(AuthFailure):
+        check(v, signed(kind, "whsec_d3Jvbmctc2VjcmV0LTAwMDA=", body), body)
+    if kind in TIMESTAMPED:
+        with pytest.raises(AuthFailure, match="outside the tolerance"):
+            check(v, signed(kind, NEW, body, NOW - timedelta(seconds=301)), body)
+
+
+def test_generic_hmac_on_x_slack_signature_accepts_slacks_published_vector() -> None:
+    v = verifier(AuthType.HMAC, "8f742231b10e8888abcd99yyyzzz85a5", header="X-Slack-Signature")
+    headers = {
+        "X-Slack-Request-Timestamp": "1531420618",
+        "X-Slack-Signature": "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+    }
+    check(v, headers, SLACK_BODY, datetime.fromtimestamp(1531420618 + 30, UTC))
+    with pytest.raises(AuthFailure, match="outside the tolerance"):
+        check(v, headers, SLACK_BODY)
+
+
+def test_generic_hmac_on_x_hub_signature_is_githubs_sha1_form() -> None:
+    v = verifier(AuthType.HMAC, "It's a Secret to Everybody", header="X-Hub-Signature")
+    body = b"Hello, World!"
+    good = "sha1=" + hmac.new(b"It's a Secret to Everybody", body, hashlib.sha1).hexdigest()
+    assert check(v, {"X-Hub-Signature": good, "X-GitHub-Delivery": "d-9"}, body).delivery_id == "d-9"
+    with pytest.raises(AuthFailure, match="X-Hub-Signature does not match"):
+        check(v, {"X-Hub-Signature": good.removeprefix("sha1=")}, body)
+
+
+def test_generic_hmac_on_any_other_header_stays_a_plain_hmac_of_the_body() -> None:
+    v = verifier(AuthType.HMAC, "k", header="X-Signature-256")
+    assert v.auth.scheme == "hmac"
+    check(v, {"X-Signature-256": hmac.new(b"k", b"b", hashlib.sha256).hexdigest()}, b"b")

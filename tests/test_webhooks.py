@@ -95,6 +95,12 @@ DEFINITIONS = "\n---\n".join(
   agent: {id: echo}
   max_event_age: 1m""",
         *(auth_trigger(kind) for kind in AuthType),
+        *(
+            f"trigger:\n  id: preset-{name}\n  type: webhook\n  webhook:\n"
+            f'    authentication: {{type: hmac, secret: "${{NEW_SECRET}}", header: {header}}}\n'
+            "  agent: {id: echo}\n"
+            for name, header in (("github", "X-Hub-Signature-256"), ("github-sha1", "x-hub-signature"))
+        ),
     ]
 )
 
@@ -300,42 +306,85 @@ def test_draining_answers_503(tmp_path: Path) -> None:
         assert daemon.wait_run(run_id)["status"] == "completed"  # the run in flight finished within the grace
 
 
-def test_the_compat_slack_command_handler_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "header", "signature"),
+    [
+        ("/webhooks/preset-github", "X-Hub-Signature-256", lambda body: "sha256=" + _mac(NEW, body, "sha256")),
+        ("/webhooks/preset-github-sha1", "X-Hub-Signature", lambda body: "sha1=" + _mac(NEW, body, "sha1")),
+    ],
+)
+def test_generic_hmac_on_githubs_headers_is_githubs_scheme_delivery_id_included(
+    daemon: Daemon, path: str, header: str, signature: Any
+) -> None:
+    body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
+    delivery = f"delivery-{header}"
+    headers = {header: signature(body), "X-GitHub-Event": "ping", "X-GitHub-Delivery": delivery}
+    status, answer = post(daemon, path, body, headers)
+    assert status == 202, answer
+    assert post(daemon, path, body, headers) == (
+        200,
+        {"run_id": answer["run_id"], "trigger_id": answer["trigger_id"], "duplicate": True},
+    )
+    assert daemon.run(answer["run_id"])["idempotency_key"] == delivery
+    assert post(daemon, path, body, {**headers, header: signature(body + b" ")})[0] == 401
+    assert post(daemon, path, body, {**headers, header: _mac(NEW, body, "sha256")})[0] == 401  # no prefix
+
+
+def _mac(secret: str, message: bytes, algorithm: str) -> str:
+    return hmac.new(secret.encode(), message, algorithm).hexdigest()
+
+
+def slack_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """Signed exactly as Slack documents it (api.slack.com/authentication/verifying-requests-from-slack)."""
+    basestring = b"v0:" + str(timestamp).encode() + b":" + body
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": str(timestamp),
+        "X-Slack-Signature": "v0=" + hmac.new(secret.encode(), basestring, hashlib.sha256).hexdigest(),
+    }
+
+
+def test_the_compat_slack_command_handler_accepts_a_request_signed_by_slack(tmp_path: Path) -> None:
     port = write_config(tmp_path, "")
     (tmp_path / "defs" / "all.yaml").unlink()
     for name in ("agents.yaml", "slack-command-handler.yaml"):
         shutil.copy(FIXTURES / "compat" / name, tmp_path / "defs" / name)
-    secret = "slack-signing-secret"
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
     daemon = Daemon(tmp_path, port, {"PATH": os.environ["PATH"], "SLACK_WEBHOOK_SECRET": secret})
     daemon.log.touch()
     daemon.start(ready=False)
+    url = daemon.url + "/webhooks/slack/commands"
+    form = urlencode(
+        {
+            "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+            "team_id": "T0001",
+            "team_domain": "example",
+            "channel_id": "C2147483705",
+            "user_id": "U2147483697",
+            "command": "/deploy",
+            "text": "api to production",
+            "response_url": "https://hooks.slack.com/commands/1234/5678",
+        }
+    ).encode()
     try:
         wait_for(lambda: _ready(daemon), timeout=20)
-        form = urlencode(
-            {
-                "token": "x",
-                "text": "deploy api",
-                "user_id": "U2CERLKJA",
-                "channel_id": "G8PSS9T3V",
-                "command": "/deploy",
-            }
-        ).encode()
-        signature = hmac.new(secret.encode(), form, hashlib.sha256).hexdigest()
-        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Signature": signature}
-        status, answer = http("POST", daemon.url + "/webhooks/slack/commands", raw=form, headers=headers)
-        assert status == 202
+        now = int(time.time())
+        status, answer = http("POST", url, raw=form, headers=slack_headers(secret, form, now))
+        assert status == 202, answer
         run = daemon.wait_run(answer["run_id"])
-        bad = http(
-            "POST",
-            daemon.url + "/webhooks/slack/commands",
-            raw=form,
-            headers={**headers, "X-Slack-Signature": "0" * 64},
-        )
+        stale = http("POST", url, raw=form, headers=slack_headers(secret, form, now - 301))
+        wrong_secret = http("POST", url, raw=form, headers=slack_headers("another-secret", form, now))
+        tampered = http("POST", url, raw=form + b"&x=1", headers=slack_headers(secret, form, now))
+        plain = {  # the plain HMAC of the body that generic hmac used to expect: not Slack's scheme
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Signature": hmac.new(secret.encode(), form, hashlib.sha256).hexdigest(),
+        }
+        unsigned_scheme = http("POST", url, raw=form, headers=plain)
     finally:
         daemon.stop()
-    assert run["input"] == {"text": "deploy api", "user_id": "U2CERLKJA", "channel": "G8PSS9T3V"}
+    assert run["input"] == {"text": "api to production", "user_id": "U2147483697", "channel": "C2147483705"}
     assert (run["status"], run["output"]) == ("completed", {"reply": run["input"]})
-    assert bad[0] == 401
+    assert [r[0] for r in (stale, wrong_secret, tampered, unsigned_scheme)] == [401, 401, 401, 401]
 
 
 def _ready(daemon: Daemon) -> bool:

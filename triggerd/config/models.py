@@ -231,6 +231,20 @@ class Schedule:
     catchup_window: float = 3600.0
 
 
+# SPEC 3.3: the generic hmac type on a header a provider owns is verified with that provider's
+# scheme, since a provider never signs the bare body the way generic hmac reads it (Slack signs
+# "v0:{timestamp}:{body}"). Keys are lower-case: header names compare case-insensitively.
+# GitHub's older X-Hub-Signature ("sha1=<hex>") has no type of its own: it is GitHub's scheme over SHA-1.
+PRESETS: Mapping[str, str] = {
+    "x-slack-signature": "slack",
+    "x-hub-signature-256": "github",
+    "x-hub-signature": "github-sha1",
+    "stripe-signature": "stripe",
+    "x-shopify-hmac-sha256": "shopify",
+    "webhook-signature": "standard-webhooks",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Authentication:
     type: AuthType
@@ -241,6 +255,14 @@ class Authentication:
     prefix: str = ""
     username: str | None = None
     tolerance: float = 300.0
+
+    @property
+    def scheme(self) -> str:
+        """The scheme a request is verified with: the type's own, except that generic hmac on a
+        provider's header (PRESETS) is that provider's scheme entirely, delivery id included."""
+        if self.type is AuthType.HMAC and self.header is not None:
+            return PRESETS.get(self.header.lower(), self.type.value)
+        return self.type.value
 
 
 @dataclass(frozen=True, slots=True)

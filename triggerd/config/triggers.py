@@ -33,17 +33,8 @@ from triggerd.sources.cron import check_cron
 
 RESERVED_PATHS = ("/v1", "/healthz", "/readyz", "/metrics")
 
-# Headers that belong to a provider's own scheme: the generic hmac type on them is
-# almost always a mistake (Slack, for one, signs "v0:timestamp:body", not the body).
-PRESET_HEADERS = {
-    "x-slack-signature": "slack",
-    "x-hub-signature-256": "github",
-    "x-hub-signature": "github",
-    "stripe-signature": "stripe",
-    "x-shopify-hmac-sha256": "shopify",
-    "webhook-signature": "standard-webhooks",
-    "x-gitlab-token": "gitlab",
-}
+# What the warning for generic hmac on a provider's header (models.PRESETS) says it verifies.
+_PRESET_TEXT = {"github-sha1": "GitHub's 'sha1=<hex HMAC-SHA1 of the body>' with delivery id X-GitHub-Delivery"}
 
 
 def slug(text: str) -> str:
@@ -204,15 +195,8 @@ def _authentication(doc: Document, a: dict[str, Any]) -> Authentication:
     elif "secret" not in a and "secrets" not in a:
         doc.fail(p, f"authentication type '{kind}' needs 'secret' (or 'secrets' for rotation)")
     header = a.get("header")
-    if kind is AuthType.HMAC and header and header.lower() in PRESET_HEADERS:
-        preset = PRESET_HEADERS[header.lower()]
-        doc.warn(
-            f"{p}/header",
-            f"header {header} belongs to {preset}'s own scheme; "
-            f"consider authentication type '{preset}' instead of generic hmac",
-        )
     secrets = [a["secret"]] if "secret" in a else a.get("secrets", [])
-    return Authentication(
+    auth = Authentication(
         type=kind,
         secrets=tuple(Secret(s) for s in secrets),
         header=header,
@@ -222,6 +206,18 @@ def _authentication(doc: Document, a: dict[str, Any]) -> Authentication:
         username=a.get("username"),
         tolerance=doc.duration(f"{p}/tolerance", a.get("tolerance", "5m")),
     )
+    if auth.scheme != auth.type.value:
+        preset = auth.scheme
+        scheme = _PRESET_TEXT.get(preset, f"exactly as type '{preset}'")
+        ignored = [key for key in ("algorithm", "encoding", "prefix") if key in a]
+        doc.warn(
+            f"{p}/header",
+            f"generic hmac on header {header} is verified with the {preset} preset, {scheme}, "
+            "not as an HMAC of the bare body" + (f" ({', '.join(ignored)} ignored)" if ignored else ""),
+        )
+    elif kind is AuthType.HMAC and header and header.lower() == "x-gitlab-token":
+        doc.warn(f"{p}/header", "GitLab sends its token in X-Gitlab-Token, not a signature: use type 'gitlab'")
+    return auth
 
 
 def _condition(doc: Document, pointer: str, raw: Any) -> Condition | None:

@@ -14,11 +14,12 @@ from aiohttp import web
 from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher, Submitted
 from triggerd.errors import Conflict, NotFound, StoreError, Unavailable
+from triggerd.http.cloudevents import events_from_http
 from triggerd.http.openapi import openapi
 from triggerd.http.responses import Handler, error, json_response
 from triggerd.runs import Run, RunStatus
 from triggerd.sources.bus import EventBus
-from triggerd.sources.events import BadEvent, parse_events
+from triggerd.sources.events import BadEvent
 from triggerd.store.abc import TriggerStats
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
@@ -302,16 +303,14 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    """SPEC 5.3: one event or a list; 202 once the events and the runs they cause are committed."""
+    """SPEC 5.3: one event or a list, or CloudEvents in any HTTP mode; 202 once the events and the
+    runs they cause are committed."""
     bus = request.app[EVENTS]
     if not isinstance(bus, EventBus):
         return error(503, "the event bus is not running")
+    body = await request.read()
     try:
-        body = await request.json()
-    except ValueError:
-        return error(400, "the body is not valid JSON")
-    try:
-        events = parse_events(body, bus.clock.now())
+        events = events_from_http(request.headers.get("Content-Type"), request.headers.items(), body, bus.clock.now())
         published = await bus.publish(events)
     except BadEvent as exc:
         return error(400, str(exc))

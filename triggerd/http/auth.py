@@ -10,6 +10,9 @@ Rules every verifier keeps:
   never the expected signature.
 - It returns what the provider vouched for: its signed timestamp (for
   max_event_age) and its delivery id (the default idempotency key), if any.
+
+The verifier applies the authentication's `scheme`: its type's, or, for generic hmac
+on a header a provider owns, that provider's (models.PRESETS).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from triggerd.config.models import Authentication, AuthType
+from triggerd.config.models import Authentication
 from triggerd.errors import AuthFailure
 
 Headers = Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy, multidict.CIMultiDict)
@@ -85,9 +88,10 @@ class Verifier:
     def __init__(self, auth: Authentication) -> None:
         self.auth = auth
         self.secrets = [s.reveal().encode() for s in auth.secrets]
-        algorithm = auth.algorithm if auth.type is AuthType.HMAC else "sha256"  # the providers' types fix theirs
+        # Only generic hmac reads `algorithm`: the providers' schemes fix theirs.
+        algorithm = {"hmac": auth.algorithm, "github-sha1": "sha1"}.get(auth.scheme, "sha256")
         self._macs = [_Keyed(s, algorithm) for s in self.secrets]
-        self._check: Callable[[Headers, bytes, datetime], Verified] = getattr(self, f"_{auth.type.name.lower()}")
+        self._check: Callable[[Headers, bytes, datetime], Verified] = getattr(self, "_" + auth.scheme.replace("-", "_"))
 
     def verify(self, headers: Headers, body: bytes, now: datetime) -> Verified:
         """What the provider vouched for; raises AuthFailure."""
@@ -105,9 +109,16 @@ class Verifier:
         return base64.b64encode(digest).decode() if self.auth.encoding == "base64" else digest.hex()
 
     def _github(self, headers: Headers, body: bytes, now: datetime) -> Verified:
-        offered = _required(headers, "X-Hub-Signature-256")
-        if not _matches([b"sha256=" + mac(body).hex().encode() for mac in self._macs], offered):
-            raise AuthFailure("X-Hub-Signature-256 does not match")
+        return self._hub(headers, body, "X-Hub-Signature-256", b"sha256=")
+
+    def _github_sha1(self, headers: Headers, body: bytes, now: datetime) -> Verified:
+        """GitHub's older header, still sent beside X-Hub-Signature-256; reached only through hmac's presets."""
+        return self._hub(headers, body, "X-Hub-Signature", b"sha1=")
+
+    def _hub(self, headers: Headers, body: bytes, header: str, prefix: bytes) -> Verified:
+        offered = _required(headers, header)
+        if not _matches([prefix + mac(body).hex().encode() for mac in self._macs], offered):
+            raise AuthFailure(f"{header} does not match")
         return Verified(delivery_id=headers.get("X-GitHub-Delivery"))
 
     def _gitlab(self, headers: Headers, body: bytes, now: datetime) -> Verified:

@@ -134,15 +134,32 @@ def openapi() -> dict[str, Any]:
         },
         "Event": {
             "type": "object",
+            "description": "triggerd's form; with specversion, a structured CloudEvent (id and source then required)",
             "required": ["type"],
             "properties": {
-                "type": {"type": "string", "minLength": 1},
-                "source": {"type": "string"},
+                "type": {"type": "string", "minLength": 1, "maxLength": 256},
+                "source": {"type": "string", "maxLength": 256},
                 "id": {"type": "string"},
                 "time": {"type": "string", "format": "date-time"},
                 "severity": {"type": "string"},
                 "specversion": {"const": "1.0"},
                 "data": {},
+            },
+        },
+        "CloudEvent": {
+            "type": "object",
+            "description": "CloudEvents 1.0 JSON format; data_base64 is decoded as datacontenttype says",
+            "required": ["specversion", "id", "source", "type"],
+            "properties": {
+                "specversion": {"const": "1.0"},
+                "id": {"type": "string", "minLength": 1},
+                "source": {"type": "string", "minLength": 1, "maxLength": 256},
+                "type": {"type": "string", "minLength": 1, "maxLength": 256},
+                "time": {"type": "string", "format": "date-time"},
+                "severity": {"type": "string"},
+                "datacontenttype": {"type": "string"},
+                "data": {},
+                "data_base64": {"type": "string", "contentEncoding": "base64"},
             },
         },
         "Published": {
@@ -220,14 +237,38 @@ def openapi() -> dict[str, Any]:
     }
     events_body = {
         "required": True,
+        "description": "triggerd's form, or CloudEvents 1.0 structured or batch; with ce- headers (binary mode) "
+        "the body of any media type is the event's data",
         "content": {
             JSON: {
                 "schema": {
                     "oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event"), "minItems": 1, "maxItems": 1000}]
                 }
-            }
+            },
+            "application/cloudevents+json": {"schema": _ref("CloudEvent")},
+            "application/cloudevents-batch+json": {
+                "schema": {"type": "array", "items": _ref("CloudEvent"), "minItems": 1, "maxItems": 1000}
+            },
         },
     }
+    # CloudEvents binary mode: the attributes travel as headers, the body is the data.
+    binary_mode = [
+        {
+            "name": f"ce-{name}",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", **({"maxLength": 256} if name in ("type", "source") else {})},
+            "description": description,
+        }
+        for name, description in (
+            ("specversion", "binary mode: 1.0; with ce-type, ce-source and ce-id required"),
+            ("type", "binary mode: the event type"),
+            ("source", "binary mode: the event source"),
+            ("id", "binary mode: the event id"),
+            ("time", "binary mode: RFC 3339 instant"),
+            ("severity", "binary mode: the severity extension"),
+        )
+    ]
     paths: dict[str, Any] = {
         "/v1/triggers": {
             "get": _operation(
@@ -302,6 +343,7 @@ def openapi() -> dict[str, Any]:
                 "202",
                 _ref("Published"),
                 requestBody=events_body,
+                parameters=binary_mode,
             )
         },
         "/v1/reload": {"post": _operation("Reload the configuration now", "200", _ref("Reload"), "422")},

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from triggerd.clock import isoformat, parse_instant
 from triggerd.conditions import SEVERITIES
@@ -16,6 +18,7 @@ from triggerd.config.models import Trigger, TriggerType
 from triggerd.errors import TriggerdError
 
 MAX_EVENTS_PER_REQUEST = 1000
+MAX_NAME_LENGTH = 256  # SPEC 7.1: an event's type and source
 
 
 class BadEvent(TriggerdError):
@@ -50,27 +53,39 @@ def new_event_id() -> str:
 
 
 def parse_events(body: Any, now: datetime, default_source: str = "api") -> list[Event]:
-    """One event or a list, in triggerd's form or with CloudEvents 1.0 JSON attributes; raises BadEvent."""
+    """One event or a list, each in triggerd's form or a structured CloudEvent (JSON with
+    `specversion`); raises BadEvent."""
     items = body if isinstance(body, list) else [body]
     if not items:
         raise BadEvent("no events given")
     if len(items) > MAX_EVENTS_PER_REQUEST:
         raise BadEvent(f"at most {MAX_EVENTS_PER_REQUEST} events per request, got {len(items)}")
-    return [_parse_one(item, i, now, default_source) for i, item in enumerate(items)]
+    return [parse_event(item, f"event {i}", now, default_source) for i, item in enumerate(items)]
 
 
-def _parse_one(item: Any, index: int, now: datetime, default_source: str) -> Event:
-    where = f"event {index}"
+def parse_event(item: Any, where: str, now: datetime, default_source: str = "api") -> Event:
+    """One event's attributes -> Event; raises BadEvent whose message starts with `where`.
+
+    With `specversion` the item is a CloudEvent and needs its required attributes (id, source,
+    type); triggerd's own form needs only `type`.
+    """
     if not isinstance(item, dict):
         raise BadEvent(f"{where}: an event is a JSON object")
+    if "specversion" in item:
+        if item["specversion"] != "1.0":
+            raise BadEvent(f"{where}: only CloudEvents specversion 1.0 is accepted")
+        missing = [f"'{key}'" for key in ("id", "source", "type") if not _text(item.get(key))]
+        if missing:
+            raise BadEvent(f"{where}: a CloudEvent needs id, source and type; missing or empty: {', '.join(missing)}")
     kind = item.get("type")
-    if not isinstance(kind, str) or not kind.strip():
+    if not _text(kind):
         raise BadEvent(f"{where}: 'type' is required and must be a non-empty string")
-    if "specversion" in item and item["specversion"] != "1.0":
-        raise BadEvent(f"{where}: only CloudEvents specversion 1.0 is accepted")
-    for key in ("id", "source", "time", "severity"):
+    for key in ("id", "source", "time", "severity", "datacontenttype"):
         if key in item and item[key] is not None and not isinstance(item[key], str):
             raise BadEvent(f"{where}: '{key}' must be a string")
+    for key in ("type", "source"):
+        if len(item.get(key) or "") > MAX_NAME_LENGTH:
+            raise BadEvent(f"{where}: '{key}' is longer than {MAX_NAME_LENGTH} characters")
     moment = item.get("time")
     if moment is not None:
         try:
@@ -85,9 +100,44 @@ def _parse_one(item: Any, index: int, now: datetime, default_source: str) -> Eve
         type=kind.strip(),
         source=item.get("source") or default_source,
         time=moment or isoformat(now),
-        data=item.get("data", {}),
+        data=_data(item, where),
         severity=severity.lower() if severity else None,
     )
+
+
+def _text(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _data(item: dict[str, Any], where: str) -> Any:
+    """`data`, or a CloudEvent's `data_base64` decoded as its `datacontenttype` says."""
+    if "data_base64" not in item:
+        return item.get("data", {})
+    if "data" in item:
+        raise BadEvent(f"{where}: give 'data' or 'data_base64', not both")
+    try:
+        raw = base64.b64decode(item["data_base64"], validate=True)
+    except (TypeError, ValueError):
+        raise BadEvent(f"{where}: 'data_base64' is not base64") from None
+    return decode_data(raw, item.get("datacontenttype"), where)
+
+
+def decode_data(raw: bytes, content_type: str | None, where: str) -> Any:
+    """Event data from bytes and their media type (CloudEvents' datacontenttype, JSON when absent):
+    JSON and any +json type decoded (empty is null), anything else UTF-8 text; raises BadEvent."""
+    media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # nesting past the parser's depth is bad data too
+            raise BadEvent(f"{where}: the data ({media}) is not valid JSON: {exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # a run's input is JSON: bytes that are not text have no faithful place in it
+        raise BadEvent(f"{where}: the data ({media}) is neither JSON nor UTF-8 text") from None
 
 
 @lru_cache(maxsize=4096)
