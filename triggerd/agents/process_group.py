@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from pathlib import Path
@@ -24,6 +25,7 @@ PROC = Path("/proc")
 BOOT_ID = PROC / "sys/kernel/random/boot_id"
 
 
+@functools.cache  # fixed for the life of the process
 def boot_id() -> str:
     """This boot's id ('' where /proc does not say: then no record ever matches)."""
     try:

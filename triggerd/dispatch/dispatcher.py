@@ -127,7 +127,11 @@ class Dispatcher:
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> int:
-        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed."""
+        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed.
+
+        Process groups that interrupted command attempts left running are ended first, so that
+        no retry runs beside the attempt it repeats.
+        """
         resumed = 0
         unfinished = await self.store.unfinished_runs()
         await self._end_interrupted_processes(unfinished)
