@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from triggerd.errors import StoreError
-from triggerd.runs import Run, RunStatus, Source, new_run_id
+from triggerd.runs import ProcessGroup, Run, RunStatus, Source, new_run_id
 from triggerd.store.abc import Created
+from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.sqlite import SqliteStore
 
 
@@ -139,6 +140,50 @@ def test_attempts_and_outcomes_are_recorded(tmp_path: Path) -> None:
         (2, RunStatus.COMPLETED, None),
     ]
     assert (run.started_at, run.finished_at) == ("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:06.000Z")
+
+
+def test_a_command_attempts_process_group_is_kept_and_an_older_database_gains_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:4], start=1):  # a database written before SPEC 5.2's record
+        for statement in script:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    old = new_run()
+    conn.execute(
+        "INSERT INTO runs (id, trigger_id, agent_id, status, input, source, created_at) "
+        "VALUES (?, 't', 'a', 'running', '{}', 'manual', ?)",
+        (old.id, old.created_at),
+    )
+    conn.execute(
+        "INSERT INTO attempts (run_id, number, started_at, status) VALUES (?, 1, ?, 'running')",
+        (old.id, old.created_at),
+    )
+    conn.close()
+    group = ProcessGroup(pgid=4242, start_ticks=123456789, boot_id="9f1c2d3e-boot")
+
+    async def scenario() -> tuple[Run | None, Run | None]:
+        store = SqliteStore(path)
+        await store.open()
+        run = new_run()
+        await store.create_run(run)
+        await store.start_attempt(run.id, 1, "2026-01-01T00:00:01.000Z")
+        await store.record_process(run.id, 1, group)
+        await store.end_attempt(
+            run.id, 1, status=RunStatus.FAILED, error="x", at="2026-01-01T00:00:02.000Z", then=RunStatus.PENDING
+        )
+        await store.start_attempt(run.id, 2, "2026-01-01T00:00:03.000Z")
+        await store.close()
+        store = SqliteStore(path)  # what a restart reads
+        await store.open()
+        runs = await store.get_run(old.id), await store.get_run(run.id)
+        await store.close()
+        return runs
+
+    migrated, recorded = asyncio.run(scenario())
+    assert migrated is not None and [a.process for a in migrated.attempts] == [None]
+    assert recorded is not None and [a.process for a in recorded.attempts] == [group, None]
+    assert "process" not in recorded.attempts[0].to_json()  # the API form is SPEC 5.2's keys only
 
 
 def test_a_database_from_a_newer_triggerd_is_refused(tmp_path: Path) -> None:

@@ -78,12 +78,22 @@ class Firing:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessGroup:
+    """A command attempt's process group, and what tells its leader from a later process with the same id."""
+
+    pgid: int  # the leader's pid: a command runs in its own session
+    start_ticks: int  # the leader's start, in clock ticks since boot (/proc/PID/stat field 22)
+    boot_id: str  # /proc/sys/kernel/random/boot_id: ticks and pids mean nothing across a reboot
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     number: int
     started_at: str
     finished_at: str | None
     status: RunStatus
     error: str | None
+    process: ProcessGroup | None = None  # a command attempt's, once started (SPEC 5.2); not in the API form
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from triggerd.agents.abc import AgentBackend
-from triggerd.agents.command import CommandBackend
+from triggerd.agents.command import CommandBackend, ProcessStarted
 from triggerd.agents.http import HttpBackend
 from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent
 
 
-def build_backend(agent: AnyAgent) -> AgentBackend:
+def build_backend(agent: AnyAgent, process_started: ProcessStarted | None = None) -> AgentBackend:
+    """The backend of a definition; a command backend tells `process_started` of each process group it starts."""
     if isinstance(agent, CommandAgent):
-        return CommandBackend(agent)
+        return CommandBackend(agent, process_started=process_started)
     if isinstance(agent, AnthropicAgent):
         # The SDK takes about two seconds to import: only configurations that use it pay for it.
         from triggerd.agents.anthropic_messages import AnthropicBackend
@@ -22,13 +23,14 @@ def build_backend(agent: AnyAgent) -> AgentBackend:
 class AgentPool:
     """One backend per agent definition, reused across runs, rebuilt when the definition changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, process_started: ProcessStarted | None = None) -> None:
         self._backends: dict[tuple[str, str], AgentBackend] = {}
+        self.process_started = process_started
 
     def backend(self, agent: AnyAgent) -> AgentBackend:
         key = (agent.id, agent.fingerprint)
         if key not in self._backends:
-            self._backends[key] = build_backend(agent)
+            self._backends[key] = build_backend(agent, self.process_started)
         return self._backends[key]
 
     async def close(self) -> None:

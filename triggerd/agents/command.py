@@ -6,24 +6,34 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from triggerd.agents.abc import AgentRequest, AgentResult
+from triggerd.agents.process_group import KILL_GRACE_SECONDS, end_group, identify
 from triggerd.config.models import CommandAgent
 from triggerd.errors import AgentFailure, TemplateError
+from triggerd.runs import ProcessGroup
 
 STDERR_TAIL = 4096
-KILL_GRACE_SECONDS = 5.0
 # The daemon's own environment may hold secrets (API keys, tokens): a command gets
 # only these from it, plus what its definition's `env` names.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
 
+# Told of each command's process group once it started, so that the dispatcher can record it (SPEC 5.2).
+ProcessStarted = Callable[[AgentRequest, ProcessGroup], Awaitable[None]]
+
 
 class CommandBackend:
-    def __init__(self, agent: CommandAgent, kill_grace: float = KILL_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        agent: CommandAgent,
+        kill_grace: float = KILL_GRACE_SECONDS,
+        process_started: ProcessStarted | None = None,
+    ) -> None:
         self.agent = agent
         self.kill_grace = kill_grace
+        self.process_started = process_started
 
     def environment(self, request: AgentRequest) -> dict[str, str]:
         env = {k: os.environ[k] for k in INHERITED if k in os.environ}
@@ -36,11 +46,26 @@ class CommandBackend:
         )
         return env
 
-    async def run(self, request: AgentRequest) -> AgentResult:
+    def argv(self, request: AgentRequest) -> list[str]:
+        """The rendered arguments; AgentFailure (not retryable) for a missing key or, unless the
+        agent sets option_args: allow, a placeholder that made an argument start with '-' (SPEC 5.1)."""
         try:
             argv = [template.render(request.input) for template in self.agent.command]
         except TemplateError as exc:
             raise AgentFailure(str(exc), retryable=False) from None
+        if not self.agent.allow_option_args:
+            for index in self.agent.exposed_arguments():
+                if argv[index].startswith("-"):
+                    raise AgentFailure(
+                        f"argument {index} of the command ({self.agent.command[index].text}) starts with '-' "
+                        'after rendering and would be read as an option; put "--" before it in the command, '
+                        "or set option_args: allow",
+                        retryable=False,
+                    )
+        return argv
+
+    async def run(self, request: AgentRequest) -> AgentResult:
+        argv = self.argv(request)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -54,6 +79,7 @@ class CommandBackend:
         except OSError as exc:
             raise AgentFailure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", retryable=False) from None
         try:
+            await self._report(request, process.pid)
             stdout, stderr, overflow = await self._communicate(process, json.dumps(dict(request.input)).encode())
         except BaseException:
             await asyncio.shield(self._terminate(process))
@@ -107,36 +133,27 @@ class CommandBackend:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    async def _report(self, request: AgentRequest, pid: int) -> None:
+        """Have the process group recorded before the command gets its input.
+
+        A command that reads its input first does no work before the record is committed; one that
+        acts before reading stdin, or a crash between the spawn and the commit, is the window
+        in which a killed daemon can still leave it running unrecorded.
+        """
+        if self.process_started is None:
+            return
+        group = identify(pid, parent=os.getpid())
+        if group is not None:  # None: it already exited and was reaped
+            await self.process_started(request, group)
+
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM to the whole process group, SIGKILL to what is left after the grace."""
-        pgid = process.pid
-        deadline = asyncio.get_running_loop().time() + self.kill_grace
-        _signal_group(pgid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), self.kill_grace)
-        # Children may outlive the leader; give them the rest of the grace, then kill the group.
-        # No event tells when a process group empties: poll it.
-        while _group_alive(pgid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        _signal_group(pgid, signal.SIGKILL)
+        await end_group(process.pid, self.kill_grace)
         with contextlib.suppress(ProcessLookupError):
             await process.wait()
 
     async def close(self) -> None:
         return None
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _parse(stdout: bytes) -> Any:

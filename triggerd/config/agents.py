@@ -63,7 +63,16 @@ def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
             working_dir=a.get("working_dir"),
             env={k: Secret(v) for k, v in a.get("env", {}).items()},
             max_output_bytes=a.get("max_output_bytes", 1_048_576),
+            allow_option_args=a.get("option_args") == "allow",
         )
+        if not agent.allow_option_args:
+            for index in agent.exposed_arguments():
+                doc.warn(
+                    f"/agent/command/{index}",
+                    f"agent '{agent_id}': argument {index} ({agent.command[index].text}) can render to a value "
+                    "that starts with '-' and becomes an option; put \"--\" before it in the command, "
+                    "or set option_args: allow",
+                )
     else:
         agent = HttpAgent(
             **common,

@@ -155,6 +155,21 @@ class CommandAgent(Agent):
     working_dir: str | None
     env: Mapping[str, Secret]
     max_output_bytes: int
+    allow_option_args: bool = False  # option_args: allow
+
+    def exposed_arguments(self) -> list[int]:
+        """Indexes of the arguments a value from the input could turn into an option (SPEC 5.1).
+
+        Those that begin with a placeholder, after the program and before any literal "--"
+        (after it, a program reads nothing as an option).
+        """
+        exposed = []
+        for index, template in enumerate(self.command[1:], start=1):
+            if template.text == "--":
+                break
+            if template.parts and isinstance(template.parts[0], tuple):
+                exposed.append(index)
+        return exposed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
+from triggerd.agents.process_group import end_if_ours
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
 from triggerd.dispatch.limits import RunningCounts
@@ -28,7 +29,17 @@ from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.metrics import METRICS, labelled
-from triggerd.runs import CancelReason, Firing, Run, RunOutcome, RunStatus, SkipReason, Source, new_run_id
+from triggerd.runs import (
+    CancelReason,
+    Firing,
+    ProcessGroup,
+    Run,
+    RunOutcome,
+    RunStatus,
+    SkipReason,
+    Source,
+    new_run_id,
+)
 from triggerd.store.abc import Store
 
 log = logging.getLogger("triggerd.dispatch")
@@ -103,7 +114,7 @@ class Dispatcher:
         self.store = store
         self.configuration = configuration
         self.clock = clock or SystemClock()
-        self.pool = pool or AgentPool()
+        self.pool = pool or AgentPool(self._process_started)
         self.rng = rng or random.Random()
         self.state = DispatcherState.STOPPED
         self.counts = RunningCounts(configuration.settings.limits.max_concurrent_runs)
@@ -116,9 +127,15 @@ class Dispatcher:
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> int:
-        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed."""
+        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed.
+
+        Process groups that interrupted command attempts left running are ended first, so that
+        no retry runs beside the attempt it repeats.
+        """
         resumed = 0
-        for run in await self.store.unfinished_runs():
+        unfinished = await self.store.unfinished_runs()
+        await self._end_interrupted_processes(unfinished)
+        for run in unfinished:
             resumed += await self._resume(run)
         self.state = DispatcherState.RUNNING
         self._pump()
@@ -446,6 +463,42 @@ class Dispatcher:
             self._wake_at(job.not_before)
 
     # --- resume after a stop or a crash -------------------------------------------
+
+    async def _process_started(self, request: AgentRequest, group: ProcessGroup) -> None:
+        """Store a command attempt's process group, so that a start after a crash can end it (SPEC 5.2)."""
+        try:
+            await self.store.record_process(request.run_id, request.attempt, group)
+        except StoreError as exc:
+            # The attempt itself can still succeed; only a crash during it would leave the command running.
+            log.warning(
+                "cannot record the process group of attempt %d: %s",
+                request.attempt,
+                exc,
+                extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
+            )
+
+    async def _end_interrupted_processes(self, runs: list[Run]) -> None:
+        """End the process groups interrupted command attempts left running, before any is retried (SPEC 5.2).
+
+        Only a group whose leader is still the recorded process (same pid, start time and boot)
+        is signalled: a pid since reused by another process, or one from before a reboot, is not.
+        """
+        interrupted = [
+            (run, attempt.number, attempt.process)
+            for run in runs
+            for attempt in run.attempts
+            if attempt.finished_at is None and attempt.process is not None
+        ]
+        ended = await asyncio.gather(*(end_if_ours(process) for _, _, process in interrupted))
+        for (run, number, process), how in zip(interrupted, ended, strict=True):
+            if how is not None:
+                log.warning(
+                    "process group %d of interrupted attempt %d was still running: %s",
+                    process.pgid,
+                    number,
+                    how,
+                    extra={"run_id": run.id, "trigger_id": run.trigger_id, "agent_id": run.agent_id},
+                )
 
     async def _resume(self, run: Run) -> int:
         try:

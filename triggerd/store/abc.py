@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from triggerd.runs import Run, RunStatus
+from triggerd.runs import ProcessGroup, Run, RunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,14 @@ class Store(Protocol):
 
     async def start_attempt(self, run_id: str, number: int, at: str) -> None:
         """Mark the run running and record the start of attempt `number`."""
+        ...
+
+    async def record_process(self, run_id: str, number: int, process: ProcessGroup) -> None:
+        """Store the process group a command started for attempt `number` (SPEC 5.2).
+
+        An attempt of a run found `running` at start carries it as `Attempt.process`, so
+        that the daemon can end what a crash left running before the retry starts.
+        """
         ...
 
     async def end_attempt(

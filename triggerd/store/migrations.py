@@ -74,4 +74,11 @@ MIGRATIONS: list[list[str]] = [
         # One row that /readyz rewrites after a failed commit, to learn whether writes work again.
         "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL)",
     ],
+    [
+        # A command attempt's process group, its leader's start time and the boot id (SPEC 5.2):
+        # a daemon restarted after a crash ends the group if it still runs, before the retry.
+        "ALTER TABLE attempts ADD COLUMN pgid INTEGER",
+        "ALTER TABLE attempts ADD COLUMN pgid_start_ticks INTEGER",
+        "ALTER TABLE attempts ADD COLUMN boot_id TEXT",
+    ],
 ]

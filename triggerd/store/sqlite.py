@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from triggerd.config.models import SyncLevel
 from triggerd.errors import StoreError
-from triggerd.runs import Attempt, Run, RunStatus, Source
+from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.migrations import MIGRATIONS
 
@@ -113,10 +113,11 @@ class SqliteStore:
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
             if batch:
-                self.write_failure = _commit_batch(conn, batch)
+                self.write_failure, outcomes = _commit_batch(conn, batch)
                 if self.write_failure is None:
                     self.commits += 1
                 self.writes += len(batch)
+                _answer(outcomes)  # after the counts, so that a caller answered sees its commit counted
         conn.close()
 
     async def _write(self, operation: Callable[[sqlite3.Connection], T] | _NewRun) -> T:
@@ -231,6 +232,14 @@ class SqliteStore:
             )
 
         await self._write(start)
+
+    async def record_process(self, run_id: str, number: int, process: ProcessGroup) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE attempts SET pgid = ?, pgid_start_ticks = ?, boot_id = ? WHERE run_id = ? AND number = ?",
+                (process.pgid, process.start_ticks, process.boot_id, run_id, number),
+            )
+        )
 
     async def end_attempt(
         self,
@@ -380,8 +389,8 @@ class _NewRun:
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
 
 
-def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> str | None:
-    """Run a batch of writes in one transaction; settle every future; None if it committed, else why not.
+def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> tuple[str | None, list[_Outcome]]:
+    """Run a batch of writes in one transaction: (None if it committed, else why not; each write's outcome).
 
     The writes of one batch were all queued before any was answered, so none depends on
     another, and they may run in any order: the functions first, then the new runs together.
@@ -411,12 +420,16 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> str | None:
                 conn.execute("ROLLBACK")
         failure = StoreError(f"store commit failed: {exc}")
         outcomes = [(future, loop, None, failure) for _, future, loop in batch]
+    return failed_commit, outcomes
+
+
+def _answer(outcomes: list[_Outcome]) -> None:
+    """Settle the futures of a batch on their event loops."""
     by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[1], []).append(outcome)
     for loop, settled in by_loop.items():  # one wake-up of each loop for the whole batch
         loop.call_soon_threadsafe(_settle, settled)
-    return failed_commit
 
 
 def _isolated(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
@@ -545,12 +558,14 @@ def _select_runs(conn: sqlite3.Connection, tail: str, params: Sequence[Any]) -> 
     attempts: dict[str, list[Attempt]] = {}
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
-        for run_id, number, started, finished, status, error in conn.execute(
-            f"SELECT run_id, number, started_at, finished_at, status, error FROM attempts "
-            f"WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, number",
+        for run_id, number, started, finished, status, error, pgid, ticks, boot in conn.execute(
+            f"SELECT run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id "
+            f"FROM attempts WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, number",
             chunk,
         ):
-            attempts.setdefault(run_id, []).append(Attempt(number, started, finished, RunStatus(status), error))
+            process = ProcessGroup(pgid, ticks, boot) if pgid is not None else None
+            attempt = Attempt(number, started, finished, RunStatus(status), error, process)
+            attempts.setdefault(run_id, []).append(attempt)
     return [
         Run(
             id=r[0],
