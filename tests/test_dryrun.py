@@ -374,3 +374,15 @@ def test_a_list_of_events_is_counted_per_group_until_one_fires(write: Write, tmp
         'answer          202 {"event_ids": ["evt_1", "evt_2", "evt_3", "evt_4"], "matched": ["errors"], '
         '"run_ids": ["<run id>"]}'
     )
+
+
+def test_only_the_problems_of_the_trigger_and_its_agent_are_printed(project: Path) -> None:
+    (project / "defs" / "other.yaml").write_text(
+        "trigger:\n  id: other\n  type: webhook\n  webhook: {}\n  agent: {id: ghost}\n"
+    )
+    proc = trial(project, "pr", "--payload", "opened.json", "--header", "X-GitHub-Event: pull_request")
+    assert proc.returncode == 0
+    assert proc.stderr == (
+        "defs/all.yaml:11:44: warning: environment variable GH_SECRET is not set "
+        "(at /trigger/webhook/authentication/secret)\n"
+    )
