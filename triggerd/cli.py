@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = command(name, help_text, *examples)
         config(sub, f"settings file, to find the daemon (default: {LOCAL_SETTINGS}, else {SYSTEM_SETTINGS}, if any)")
         sub.add_argument(
-            "--url", help="admin API base URL (default: TRIGGERD_URL, else the settings' address, else http://127.0.0.1:8080)"
+            "--url",
+            help="admin API base URL (default: TRIGGERD_URL, else the settings' address, else http://127.0.0.1:8080)",
         )
         sub.add_argument("--token", help="admin token (default: TRIGGERD_TOKEN, else the settings' first token)")
         return sub
