@@ -386,3 +386,25 @@ def test_only_the_problems_of_the_trigger_and_its_agent_are_printed(project: Pat
         "defs/all.yaml:11:44: warning: environment variable GH_SECRET is not set "
         "(at /trigger/webhook/authentication/secret)\n"
     )
+
+
+def test_a_disabled_trigger_is_tried_as_if_enabled_but_answers_as_the_daemon_does(write: Write, tmp_path: Path) -> None:
+    write("hooks.yaml", NESTED.replace("  type: webhook\n", "  type: webhook\n  enabled: false\n"))
+    write("body.json", '{"draft": false, "label": null, "size": 3, "title": "Add retries"}')
+    proc = trial(tmp_path, "nested", "hooks.yaml", "--payload", "body.json", config=None)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "trigger         nested: POST /webhooks/nested (hooks.yaml:3), disabled: tried as if enabled"
+    assert lines[-2:] == [
+        'if enabled      202 {"run_id": "<run id>", "trigger_id": "nested", "status": "pending"}',
+        'answer          404 {"error": "no webhook at /webhooks/nested"}',
+    ]
+    write("defs/all.yaml", EVENT_DEFS.replace("  type: event\n", "  type: event\n  enabled: false\n"))
+    write("event.json", json.dumps({"id": "evt_1", "type": "error.db", "source": "system", "severity": "high"}))
+    event = trial(tmp_path, "errors", "defs", "--event", "event.json", config=None)
+    assert event.returncode == 1
+    assert "type            error.db matches error.*" in event.stdout
+    assert event.stdout.splitlines()[-2:] == [
+        'if enabled      202 {"event_ids": ["evt_1"], "matched": ["errors"], "run_ids": []}',
+        'answer          202 {"event_ids": ["evt_1"], "matched": [], "run_ids": []}',
+    ]

@@ -37,7 +37,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if not action.option_strings or "(default" in text or action.default is argparse.SUPPRESS:
             return text
-        if isinstance(action, argparse._StoreTrueAction):
+        if action.nargs == 0 and action.default is False:  # a flag
             return f"{text} (default: off)"
         if action.default == []:
             return f"{text} (default: none)"
@@ -358,7 +358,7 @@ def _test(args: argparse.Namespace) -> int:
     configuration = result.configuration
     trigger = configuration.triggers.get(args.trigger_id) if configuration else None
     if configuration is None or trigger is None:
-        for problem in result.errors:  # one of them may be why the trigger did not load
+        for problem in result.problems:  # one of them may say why the trigger did not load
             print(problem, file=sys.stderr)
         raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
     for problem in own_problems(result.problems, trigger.origin, configuration.agents[trigger.agent.id].origin):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,17 +72,34 @@ class Trial:
         return verdict
 
     def answer(self, status: int, body: Any, headers: Any = None) -> Trial:
-        """The daemon's answer: JSON bodies as JSON, a static text body as text."""
+        """The daemon's answer: JSON bodies as JSON, a static text body as text.
+
+        A disabled trigger is tried as if enabled, but the daemon's answer is that it is not there.
+        """
+        if not self.trigger.enabled:
+            self._show("if enabled", status, body, headers)
+            self.accepted = False
+            if self.trigger.webhook is not None:
+                status, body, headers = 404, {"error": f"no webhook at {self.trigger.webhook.endpoint}"}, None
+            else:
+                body = {**body, "matched": [], "run_ids": []}
+        self._show("answer", status, body, headers)
+        return self
+
+    def _show(self, title: str, status: int, body: Any, headers: Any) -> None:
         shown = body if isinstance(body, str) else "(no body)" if body is None else literal(body)
-        self.step("answer", f"{status} {shown}")
+        self.step(title, f"{status} {shown}")
         for name, value in (headers or {}).items():
             self.detail(f"{name}: {value}")
-        return self
 
     def reject(self, title: str, text: str, status: int, body: Any) -> Trial:
         self.step(title, text)
         self.accepted = False
         return self.answer(status, body)
+
+
+def _disabled(trigger: Trigger) -> str:
+    return "" if trigger.enabled else ", disabled: tried as if enabled"
 
 
 def _mark(result: bool) -> str:
@@ -133,7 +150,7 @@ def try_webhook(
     webhook = trigger.webhook
     assert webhook is not None
     trial = Trial(trigger)
-    trial.step("trigger", f"{trigger.id}: {webhook.method} {webhook.endpoint} ({trigger.origin})")
+    trial.step("trigger", f"{trigger.id}: {webhook.method} {webhook.endpoint} ({trigger.origin}){_disabled(trigger)}")
     auth = webhook.authentication
     verified = Verified()
     if auth is None:
@@ -199,12 +216,12 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
     match = trigger.event
     assert match is not None
     trial = Trial(trigger)
-    trial.step("trigger", f"{trigger.id}: events {match.pattern} ({trigger.origin})")
+    trial.step("trigger", f"{trigger.id}: events {match.pattern} ({trigger.origin}){_disabled(trigger)}")
     try:
         events = parse_events(body, now, default_source="cli")
     except BadEvent as exc:
         return trial.reject("event", str(exc), 400, {"error": str(exc)})
-    index = EventIndex.build([trigger])
+    index = EventIndex.build([replace(trigger, enabled=True)])  # a disabled one is tried as if enabled
     windows: dict[str, list[dict[str, Any]]] = {}
     firings: list[dict[str, Any]] = []
     matched = False
