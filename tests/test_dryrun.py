@@ -408,3 +408,41 @@ def test_a_disabled_trigger_is_tried_as_if_enabled_but_answers_as_the_daemon_doe
         'if enabled      202 {"event_ids": ["evt_1"], "matched": ["errors"], "run_ids": []}',
         'answer          202 {"event_ids": ["evt_1"], "matched": [], "run_ids": []}',
     ]
+
+
+def test_a_request_sample_is_not_for_an_event_trigger(write: Write, tmp_path: Path) -> None:
+    write("defs/all.yaml", EVENT_DEFS)
+    proc = trial(tmp_path, "errors", "defs", "--header", "X-A: 1", config=None)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (
+        2,
+        "triggerd test: --header does not apply to event trigger 'errors'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "no trigger 'nope' is loaded"),
+        (["nightly"], "trigger 'nightly' is a schedule trigger; `test` takes webhook and event triggers"),
+        (["pr", "--header", "no-colon"], "--header takes 'Name: value', not 'no-colon'"),
+        (["pr", "--payload", "missing.json"], "no such file: missing.json"),
+        (["pr", "--event", "opened.json"], "--event does not apply to webhook trigger 'pr'"),
+    ],
+)
+def test_usage_errors_exit_2(project: Path, args: list[str], message: str) -> None:
+    proc = trial(project, *args)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == f"triggerd test: {message}"
+
+
+def test_a_path_that_does_not_exist_is_a_usage_error(project: Path) -> None:
+    proc = trial(project, "pr", "nothing-here", config=None)
+    assert (proc.returncode, proc.stderr) == (2, "triggerd test: no such file or directory: nothing-here\n")
+
+
+def test_json_payload_that_does_not_parse(project: Path) -> None:
+    (project / "broken.json").write_text('{"action": ')
+    proc = trial(project, "pr", "--payload", "broken.json")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[-2].startswith("body            invalid JSON")
+    assert proc.stdout.splitlines()[-1].startswith('answer          400 {"error": "invalid JSON')

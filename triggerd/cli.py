@@ -363,6 +363,14 @@ def _test(args: argparse.Namespace) -> int:
         raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
     for problem in own_problems(result.problems, trigger.origin, configuration.agents[trigger.agent.id].origin):
         print(problem, file=sys.stderr)
+    if trigger.type not in (TriggerType.WEBHOOK, TriggerType.EVENT):
+        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
+    samples = {"--payload": args.payload, "--header": args.header, "--query": args.query, "--event": args.event}
+    wrong = [
+        flag for flag, given in samples.items() if given and (flag == "--event") != (trigger.type is TriggerType.EVENT)
+    ]
+    if wrong:
+        raise UsageError(f"{wrong[0]} does not apply to {trigger.type} trigger '{trigger.id}'")
     if trigger.type is TriggerType.EVENT:
         if args.event is None or not args.event.is_file():
             raise UsageError(f"trigger '{trigger.id}' is an event trigger: give a sample with --event FILE")
@@ -373,8 +381,6 @@ def _test(args: argparse.Namespace) -> int:
         trial = try_event(configuration, trigger, sample, datetime.now(UTC))
         print("\n".join(trial.lines))
         return EXIT_OK if trial.accepted else EXIT_INVALID
-    if trigger.type is not TriggerType.WEBHOOK:
-        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
     body = args.payload.read_bytes() if args.payload is not None else b""
     trial = try_webhook(

@@ -14,7 +14,7 @@ import yaml
 from multidict import CIMultiDict
 
 from triggerd.clock import isoformat
-from triggerd.conditions import AllOf, Clause, ClauseResult, Condition, Not, Scope, explain
+from triggerd.conditions import AllOf, Clause, ClauseResult, Condition, Not, Scope, evaluate, explain
 from triggerd.config.models import (
     AnthropicAgent,
     AnyAgent,
@@ -66,7 +66,9 @@ class Trial:
 
     def condition(self, title: str, condition: Condition, context: dict[str, Any], scope: Scope) -> bool:
         """Show a condition's verdict and every clause; returns the verdict."""
-        verdict, shown = _explained(condition, context, scope, top=True)
+        # The daemon's own evaluate() gives the verdict; the tree below only displays it.
+        verdict = evaluate(condition, context, scope)
+        shown = _explained(condition, context, scope, top=True)[1]
         self.step(title, "true" if verdict else "false")
         self.detail("\n".join(shown))
         return verdict
