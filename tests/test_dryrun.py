@@ -438,6 +438,11 @@ def test_usage_errors_exit_2(project: Path, args: list[str], message: str) -> No
 def test_a_path_that_does_not_exist_is_a_usage_error(project: Path) -> None:
     proc = trial(project, "pr", "nothing-here", config=None)
     assert (proc.returncode, proc.stderr) == (2, "triggerd test: no such file or directory: nothing-here\n")
+    after_an_option = trial(project, "pr", "--payload", "opened.json", "defs", "nothing-here", config=None)
+    assert (after_an_option.returncode, after_an_option.stderr) == (
+        2,
+        "triggerd test: no such file or directory: nothing-here\n",
+    )
 
 
 def test_json_payload_that_does_not_parse(project: Path) -> None:

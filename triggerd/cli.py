@@ -195,7 +195,14 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a command's positionals in one run, so paths after an option come back
+    # unrecognized (`test ID --payload F examples/x`); they are paths all the same.
+    if extra and isinstance(getattr(args, "paths", None), list) and not any(e.startswith("-") for e in extra):
+        args.paths.extend(Path(e) for e in extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run, "test": _test, "next": _next}
     try:
         if args.command in commands:
