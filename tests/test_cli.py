@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AGENT, REPO, Write
+from triggerd.cli import _parser
 
 
 def triggerd(
@@ -119,12 +121,71 @@ def test_warnings_pass_unless_strict(write: Write, tmp_path: Path) -> None:
             ["validate", "--config", "nope.yaml"],
             "triggerd validate: no settings file at nope.yaml (use --config PATH)\n",
         ),
-        (["list", "--config", "nope.yaml"], "triggerd list: no settings file at nope.yaml\n"),
+        (["list", "--config", "nope.yaml"], "triggerd list: no settings file at nope.yaml (use --config PATH)\n"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     proc = triggerd(*args, cwd=tmp_path)
     assert (proc.returncode, proc.stderr) == (2, message)
+
+
+NO_SETTINGS = (
+    "no settings file: neither config/triggerd.yaml (in the working directory) nor "
+    "/etc/triggerd/triggerd.yaml exists (use --config PATH)"
+)
+
+
+def test_run_without_a_settings_file_exits_2_naming_both_defaults(tmp_path: Path) -> None:
+    if Path("/etc/triggerd/triggerd.yaml").exists():
+        pytest.skip("this machine has /etc/triggerd/triggerd.yaml")
+    # Before, the daemon started on built-in defaults here and watched this folder: the timeout bounds that.
+    proc = subprocess.run(
+        [sys.executable, "-m", "triggerd", "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=20,
+    )
+    assert (proc.returncode, proc.stderr) == (2, f"triggerd run: {NO_SETTINGS}\n")
+    assert list(tmp_path.iterdir()) == []  # no store, no state
+
+
+@pytest.mark.parametrize("args", [["list"], ["next", "report"], ["test", "hook"], ["validate"]])
+def test_offline_commands_without_a_settings_file_exit_2(tmp_path: Path, args: list[str]) -> None:
+    if Path("/etc/triggerd/triggerd.yaml").exists():
+        pytest.skip("this machine has /etc/triggerd/triggerd.yaml")
+    proc = triggerd(*args, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, f"triggerd {args[0]}: {NO_SETTINGS}\n")
+
+
+def test_daemon_commands_without_a_settings_file_still_find_the_daemon(tmp_path: Path) -> None:
+    proc = triggerd("runs", cwd=tmp_path, env={"TRIGGERD_URL": "http://127.0.0.1:9"})
+    assert proc.returncode == 1  # not a usage error: it tried the daemon (nothing listens on port 9)
+    assert "127.0.0.1:9" in proc.stderr
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = _parser()
+    (group,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(group.choices)
+
+
+@pytest.mark.parametrize("name", sorted(_subcommands()))
+def test_every_option_has_help_with_its_default_and_every_command_an_example(name: str) -> None:
+    sub = _subcommands()[name]
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help, f"{name} {action.dest} has no help"
+        if action.option_strings:
+            shown = formatter._get_help_string(action) or ""
+            assert "(default" in shown, f"{name} {action.option_strings[0]} does not show its default"
+    examples = [line.strip() for line in (sub.epilog or "").splitlines()]
+    assert any(line.startswith(f"triggerd {name}") for line in examples), sub.epilog
+    assert f"examples:\n  triggerd {name}" in sub.format_help()
 
 
 def test_bad_flags_exit_2(tmp_path: Path) -> None:

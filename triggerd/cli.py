@@ -12,11 +12,12 @@ from typing import Any
 from triggerd import __version__
 from triggerd.client import AdminClient, ClientError
 from triggerd.clock import isoformat
-from triggerd.config.loader import LoadMode, load
+from triggerd.conditions import SEVERITIES
+from triggerd.config.loader import LoadMode, LoadResult, load
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.config.problems import format_github, format_json, format_text
 from triggerd.config.schema import SchemaKind, schema_text
-from triggerd.config.settings import default_settings_path
+from triggerd.config.settings import LOCAL_SETTINGS, SYSTEM_SETTINGS, default_settings_path
 from triggerd.runs import RunStatus
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -26,78 +27,153 @@ class UsageError(Exception):
     """A command line that names something that is not there; exits 2."""
 
 
+_CONFIG_HELP = f"settings file (default: {LOCAL_SETTINGS} in the working directory, else {SYSTEM_SETTINGS})"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in an epilog as written and ends each option's help with its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or "(default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0 and action.default is False:  # a flag
+            return f"{text} (default: off)"
+        if action.default == []:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "".join(f"  {line}\n" for line in lines)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="triggerd", description="Declarative trigger daemon.")
+    parser = argparse.ArgumentParser(
+        prog="triggerd",
+        description="Declarative trigger daemon.",
+        formatter_class=_Formatter,
+        epilog=_examples("triggerd validate", "triggerd run --config /etc/triggerd/triggerd.yaml"),
+    )
     parser.add_argument("--version", action="version", version=f"triggerd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check settings and definition files")
-    validate.add_argument(
-        "paths",
-        nargs="*",
-        type=Path,
-        metavar="PATH",
-        help="files or directories (default: the settings file and its definitions)",
+    def command(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=_Formatter, epilog=_examples(*examples)
+        )
+
+    def config(sub: argparse.ArgumentParser, help_text: str = _CONFIG_HELP) -> None:
+        sub.add_argument("--config", type=Path, metavar="PATH", help=help_text)
+
+    def definitions(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "paths",
+            nargs="*",
+            type=Path,
+            metavar="PATH",
+            help="definition files or folders to read instead of the settings' definitions "
+            "(default: the settings file and its definitions)",
+        )
+
+    validate = command(
+        "validate",
+        "check settings and definition files",
+        "triggerd validate",
+        "triggerd validate examples/github-pr-review --strict --format github",
     )
-    validate.add_argument("--config", type=Path, help="settings file")
-    validate.add_argument("--format", choices=["text", "json", "github"], default="text")
+    definitions(validate)
+    config(validate)
+    validate.add_argument("--format", choices=["text", "json", "github"], default="text", help="how to print problems")
     validate.add_argument("--strict", action="store_true", help="treat warnings (missing variables included) as errors")
 
-    schema = commands.add_parser("schema", help="print a JSON Schema")
+    schema = command("schema", "print a JSON Schema", "triggerd schema trigger > trigger.schema.json")
     schema.add_argument(
         "kind",
         nargs="?",
         choices=[k.value for k in SchemaKind],
-        help="which schema (default: all three in one JSON object)",
+        help="which schema (default: all of them in one JSON object keyed by kind)",
     )
 
-    listing = commands.add_parser("list", help="list the configured triggers")
-    listing.add_argument("--config", type=Path, help="settings file")
-    listing.add_argument("--format", choices=["text", "json"], default="text")
+    listing = command("list", "list the configured triggers", "triggerd list --format json")
+    config(listing)
+    listing.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
 
-    upcoming = commands.add_parser("next", help="the next slots of a schedule trigger")
-    upcoming.add_argument("trigger_id", metavar="TRIGGER_ID")
-    upcoming.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    upcoming = command(
+        "next",
+        "the next slots of a schedule trigger",
+        "triggerd next daily-sales-report examples/daily-report -n 3",
+        "triggerd next nightly --after 2026-03-07T12:00:00Z --format json",
+    )
+    upcoming.add_argument("trigger_id", metavar="TRIGGER_ID", help="id of a schedule trigger")
+    definitions(upcoming)
+    upcoming.add_argument("-n", type=int, default=5, help="how many slots")
     upcoming.add_argument("--after", help="RFC 3339 instant to start after (default: now)")
-    upcoming.add_argument("--format", choices=["text", "json"], default="text")
-    upcoming.add_argument("--config", type=Path, help="settings file")
+    upcoming.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
+    config(upcoming)
 
-    trial = commands.add_parser(
-        "test", help="try a webhook trigger on a sample request (or an event trigger on an event)"
+    trial = command(
+        "test",
+        "try a webhook trigger on a sample request, or an event trigger on sample events, offline",
+        "triggerd test github-pr-review examples/github-pr-review --payload examples/github-pr-review/payload.json "
+        '--header "X-GitHub-Event: pull_request"',
+        "triggerd test error-analysis examples/error-analyzer --event examples/error-analyzer/events.json",
     )
-    trial.add_argument("trigger_id", metavar="TRIGGER_ID")
-    trial.add_argument("--payload", type=Path, help="file holding the request body (default: empty)")
-    trial.add_argument("--event", type=Path, help="file holding a sample event, as JSON (event triggers)")
-    trial.add_argument("--header", action="append", default=[], metavar='"K: V"', help="a request header (repeat)")
-    trial.add_argument("--query", action="append", default=[], metavar="K=V", help="a query parameter (repeat)")
-    trial.add_argument("--verify", action="store_true", help="check the authentication too (needs the secrets)")
-    trial.add_argument("--config", type=Path, help="settings file")
+    trial.add_argument("trigger_id", metavar="TRIGGER_ID", help="id of a webhook or event trigger")
+    definitions(trial)
+    trial.add_argument("--payload", type=Path, metavar="FILE", help="file holding the request body (default: empty)")
+    trial.add_argument(
+        "--event",
+        type=Path,
+        metavar="FILE",
+        help="file holding a sample event, or a JSON list of events, for an event trigger (default: none)",
+    )
+    trial.add_argument(
+        "--header", action="append", default=[], metavar='"K: V"', help="a request header; repeat for more"
+    )
+    trial.add_argument("--query", action="append", default=[], metavar="K=V", help="a query parameter; repeat for more")
+    trial.add_argument(
+        "--verify", action="store_true", help="check the authentication too (the secrets must be set, as for run)"
+    )
+    config(trial)
 
-    run = commands.add_parser("run", help="run the daemon")
-    run.add_argument("--config", type=Path, help="settings file")
+    run = command("run", "run the daemon", "triggerd run", "triggerd run --config /etc/triggerd/triggerd.yaml")
+    config(run)
 
-    def remote(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--config", type=Path, help="settings file (to find the daemon)")
-        sub.add_argument("--url", help="admin API base URL (default: TRIGGERD_URL, else from the settings)")
-        sub.add_argument("--token", help="admin token (default: TRIGGERD_TOKEN, else the settings' first)")
+    def remote(name: str, help_text: str, *examples: str) -> argparse.ArgumentParser:
+        sub = command(name, help_text, *examples)
+        config(sub, f"settings file, to find the daemon (default: {LOCAL_SETTINGS}, else {SYSTEM_SETTINGS}, if any)")
+        sub.add_argument(
+            "--url",
+            help="admin API base URL (default: TRIGGERD_URL, else the settings' address, else http://127.0.0.1:8080)",
+        )
+        sub.add_argument("--token", help="admin token (default: TRIGGERD_TOKEN, else the settings' first token)")
         return sub
 
-    fire = remote("fire", "fire a trigger by hand")
-    fire.add_argument("trigger_id", metavar="TRIGGER_ID")
-    fire.add_argument("--input", type=_json_object, default={}, help="JSON object merged over the static input")
-    emit = remote("emit", "send an event to the daemon's event bus")
-    emit.add_argument("type", metavar="TYPE")
-    emit.add_argument("--source", default="cli")
-    emit.add_argument("--severity")
+    fire = remote(
+        "fire", "fire a trigger by hand", 'triggerd fire daily-sales-report --input \'{"report_type": "weekly"}\''
+    )
+    fire.add_argument("trigger_id", metavar="TRIGGER_ID", help="id of any trigger, even a disabled one")
+    fire.add_argument(
+        "--input", type=_json_object, default={}, help="JSON object merged over the trigger's static input"
+    )
+    emit = remote(
+        "emit",
+        "send an event to the daemon's event bus",
+        'triggerd emit error.db --source system --severity high --data \'{"service": "api"}\'',
+    )
+    emit.add_argument("type", metavar="TYPE", help="the event type, e.g. error.db")
+    emit.add_argument("--source", default="cli", help="the event's source")
+    emit.add_argument("--severity", help=f"one of {', '.join(SEVERITIES)} (default: none)")
     emit.add_argument("--data", type=_json_value, default={}, help="the event's data, as JSON")
-    runs = remote("runs", "list runs")
-    runs.add_argument("--trigger")
-    runs.add_argument("--status", choices=[s.value for s in RunStatus])
-    runs.add_argument("--limit", type=int, default=20)
-    runs.add_argument("--format", choices=["text", "json"], default="text")
+    runs = remote("runs", "list runs", "triggerd runs --trigger github-pr-review --status failed --limit 5")
+    runs.add_argument("--trigger", metavar="ID", help="only the runs of this trigger (default: every trigger)")
+    runs.add_argument("--status", choices=[s.value for s in RunStatus], help="only runs in this state (default: any)")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
+    runs.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
     for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
-        remote(name, help_text).add_argument("run_id", metavar="RUN_ID")
+        sub = remote(name, help_text, f"triggerd {name} 01m8npg0f4fmxj750wz0b62qep")
+        sub.add_argument("run_id", metavar="RUN_ID", help="the run's id, as `triggerd runs` shows it")
     return parser
 
 
@@ -119,7 +195,14 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a command's positionals in one run, so paths after an option come back
+    # unrecognized (`test ID --payload F examples/x`); they are paths all the same.
+    if extra and isinstance(getattr(args, "paths", None), list) and not any(e.startswith("-") for e in extra):
+        args.paths.extend(Path(e) for e in extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     commands = {"validate": _validate, "schema": _schema, "list": _list, "run": _run, "test": _test, "next": _next}
     try:
         if args.command in commands:
@@ -133,22 +216,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
 
 
-def _settings_path(explicit: Path | None) -> Path:
-    path = explicit if explicit is not None else default_settings_path(Path.cwd())
+def _settings_file(explicit: Path | None) -> Path:
+    """The settings file `run`, `validate`, `list`, `next` and `test` read (SPEC 2.1).
+
+    Never the built-in defaults: they would read (and the daemon would watch) whatever folder the
+    command was started in.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise UsageError(f"no settings file at {explicit} (use --config PATH)")
+        return explicit
+    path = default_settings_path(Path.cwd())
     if not path.is_file():
-        raise UsageError(f"no settings file at {path} (use --config PATH)")
+        raise UsageError(
+            f"no settings file: neither {LOCAL_SETTINGS} (in the working directory) nor {SYSTEM_SETTINGS} "
+            "exists (use --config PATH)"
+        )
     return path
 
 
+def _load(args: argparse.Namespace, mode: LoadMode) -> LoadResult:
+    """The definitions named on the command line (with --config's settings, if given), else the settings'."""
+    if not args.paths:
+        return load(_settings_file(args.config), mode=mode)
+    for path in args.paths:
+        if not path.exists():
+            raise UsageError(f"no such file or directory: {path}")
+    settings = _settings_file(args.config) if args.config is not None else None
+    return load(settings, paths=args.paths, mode=mode)
+
+
 def _validate(args: argparse.Namespace) -> int:
-    if args.paths:
-        for path in args.paths:
-            if not path.exists():
-                raise UsageError(f"no such file or directory: {path}")
-        settings = _settings_path(args.config) if args.config is not None else None
-        result = load(settings, paths=args.paths, mode=LoadMode.VALIDATE)
-    else:
-        result = load(_settings_path(args.config), mode=LoadMode.VALIDATE)
+    result = _load(args, LoadMode.VALIDATE)
     problems = [p.escalated() for p in result.problems] if args.strict else result.problems
     formatter = {"text": format_text, "json": format_json, "github": format_github}[args.format]
     sys.stdout.write(formatter(problems))
@@ -171,14 +270,6 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _settings_or_defaults(explicit: Path | None) -> Path | None:
-    """The settings file `run`, `list` and the daemon commands read; None means every default."""
-    path = explicit if explicit is not None else default_settings_path(Path.cwd())
-    if explicit is not None and not path.is_file():
-        raise UsageError(f"no settings file at {path}")
-    return path if path.is_file() else None
-
-
 def _fires_on(trigger: Trigger) -> str:
     if trigger.type is TriggerType.SCHEDULE and trigger.schedule:
         return f"{trigger.schedule.cron} ({trigger.schedule.timezone})"
@@ -190,7 +281,7 @@ def _fires_on(trigger: Trigger) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    result = load(_settings_or_defaults(args.config), mode=LoadMode.DAEMON)
+    result = load(_settings_file(args.config), mode=LoadMode.DAEMON)
     for problem in result.problems:
         print(problem, file=sys.stderr)
     configuration = result.configuration
@@ -224,7 +315,7 @@ def _next(args: argparse.Namespace) -> int:
         after = parse_instant(args.after) if args.after else datetime.now(UTC)
     except ValueError:
         raise UsageError(f"--after takes an RFC 3339 instant with an offset, not {args.after!r}") from None
-    result = load(_settings_or_defaults(args.config), mode=LoadMode.VALIDATE)
+    result = _load(args, LoadMode.VALIDATE)
     trigger = result.configuration.triggers.get(args.trigger_id) if result.configuration else None
     if trigger is None:
         for problem in result.problems:
@@ -253,7 +344,7 @@ def _next(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from triggerd.dryrun import try_event, try_webhook
+    from triggerd.dryrun import own_problems, try_event, try_webhook
 
     headers = []
     for item in args.header:
@@ -270,13 +361,23 @@ def _test(args: argparse.Namespace) -> int:
     if args.payload is not None and not args.payload.is_file():
         raise UsageError(f"no such file: {args.payload}")
     # --verify needs the real secrets: load like the daemon, where a missing one is an error.
-    result = load(_settings_or_defaults(args.config), mode=LoadMode.DAEMON if args.verify else LoadMode.VALIDATE)
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
+    result = _load(args, LoadMode.DAEMON if args.verify else LoadMode.VALIDATE)
     configuration = result.configuration
     trigger = configuration.triggers.get(args.trigger_id) if configuration else None
     if configuration is None or trigger is None:
+        for problem in result.problems:  # one of them may say why the trigger did not load
+            print(problem, file=sys.stderr)
         raise UsageError(f"no trigger '{args.trigger_id}' is loaded")
+    for problem in own_problems(result.problems, trigger.origin, configuration.agents[trigger.agent.id].origin):
+        print(problem, file=sys.stderr)
+    if trigger.type not in (TriggerType.WEBHOOK, TriggerType.EVENT):
+        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
+    samples = {"--payload": args.payload, "--header": args.header, "--query": args.query, "--event": args.event}
+    wrong = [
+        flag for flag, given in samples.items() if given and (flag == "--event") != (trigger.type is TriggerType.EVENT)
+    ]
+    if wrong:
+        raise UsageError(f"{wrong[0]} does not apply to {trigger.type} trigger '{trigger.id}'")
     if trigger.type is TriggerType.EVENT:
         if args.event is None or not args.event.is_file():
             raise UsageError(f"trigger '{trigger.id}' is an event trigger: give a sample with --event FILE")
@@ -287,8 +388,6 @@ def _test(args: argparse.Namespace) -> int:
         trial = try_event(configuration, trigger, sample, datetime.now(UTC))
         print("\n".join(trial.lines))
         return EXIT_OK if trial.accepted else EXIT_INVALID
-    if trigger.type is not TriggerType.WEBHOOK:
-        raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
     body = args.payload.read_bytes() if args.payload is not None else b""
     trial = try_webhook(
@@ -308,12 +407,15 @@ def _test(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from triggerd.daemon import run_daemon  # the daemon's imports are not needed by the offline commands
 
-    return run_daemon(_settings_or_defaults(args.config))
+    return run_daemon(_settings_file(args.config))
 
 
 def _remote(args: argparse.Namespace) -> int:
-    path = _settings_or_defaults(args.config)
-    settings = load(path, paths=[]).configuration if path is not None else None
+    # The settings only say where the daemon listens: without a file, the defaults find it.
+    path = args.config if args.config is not None else default_settings_path(Path.cwd())
+    if args.config is not None and not path.is_file():
+        raise UsageError(f"no settings file at {path} (use --config PATH)")
+    settings = load(path, paths=[]).configuration if path.is_file() else None
     client = AdminClient.locate(settings.settings if settings else None, args.url, args.token)
     if args.command == "fire":
         answer = client.request("POST", f"/v1/triggers/{client.quoted(args.trigger_id)}/fire", {"input": args.input})

@@ -21,12 +21,14 @@ from triggerd.config.models import (
 )
 
 DEFAULT_DEFINITIONS = ("triggers", "agents")
+LOCAL_SETTINGS = Path("config") / "triggerd.yaml"  # relative to the working directory
+SYSTEM_SETTINGS = Path("/etc/triggerd/triggerd.yaml")
 
 
 def default_settings_path(cwd: Path) -> Path:
     """config/triggerd.yaml when it exists in the working directory, else /etc/triggerd/triggerd.yaml."""
-    local = cwd / "config" / "triggerd.yaml"
-    return local if local.exists() else Path("/etc/triggerd/triggerd.yaml")
+    local = cwd / LOCAL_SETTINGS
+    return local if local.exists() else SYSTEM_SETTINGS
 
 
 def parse_listen(text: str) -> Listen:
