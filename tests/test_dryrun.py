@@ -17,8 +17,7 @@ from multidict import CIMultiDict
 
 from tests.conftest import Write
 from triggerd.config.models import Authentication, AuthType, Secret
-from triggerd.dryrun import DELIVERY_HEADERS
-from triggerd.http.auth import Verifier
+from triggerd.http.auth import DELIVERY_HEADERS, Verifier
 
 DEFS = """\
 agent:
@@ -158,11 +157,14 @@ def _signed(auth: Authentication, body: bytes, now: datetime, delivery: str) -> 
     """Headers a provider would send: a valid signature and its delivery id."""
     secret = auth.secrets[0].reveal().encode()
     mac = hmac.new(secret, body, hashlib.sha256)
-    if auth.type is AuthType.GITHUB:
+    if auth.scheme == "github":
         return {"X-Hub-Signature-256": f"sha256={mac.hexdigest()}", "X-GitHub-Delivery": delivery}
-    if auth.type is AuthType.GITLAB:
+    if auth.scheme == "github-sha1":
+        sha1 = hmac.new(secret, body, hashlib.sha1).hexdigest()
+        return {"X-Hub-Signature": f"sha1={sha1}", "X-GitHub-Delivery": delivery}
+    if auth.scheme == "gitlab":
         return {"X-Gitlab-Token": secret.decode(), "X-Gitlab-Event-UUID": delivery}
-    if auth.type is AuthType.SHOPIFY:
+    if auth.scheme == "shopify":
         return {"X-Shopify-Hmac-Sha256": base64.b64encode(mac.digest()).decode(), "X-Shopify-Webhook-Id": delivery}
     stamp = str(int(now.timestamp()))
     key = base64.b64decode(secret.removeprefix(b"whsec_"))
@@ -174,18 +176,36 @@ def _signed(auth: Authentication, body: bytes, now: datetime, delivery: str) -> 
     }
 
 
-@pytest.mark.parametrize("kind", sorted(DELIVERY_HEADERS))
-def test_the_delivery_header_table_is_what_the_verifier_returns(kind: AuthType) -> None:
-    secret = "whsec_" + base64.b64encode(b"k" * 24).decode() if kind is AuthType.STANDARD_WEBHOOKS else "s3cret"
-    auth = Authentication(type=kind, secrets=(Secret(secret),))
+# Each scheme with a delivery id, by its own type and, where SPEC 3.3 has one, by generic hmac's preset.
+_SCHEMES = [
+    (AuthType.GITHUB, None),
+    (AuthType.HMAC, "X-Hub-Signature-256"),
+    (AuthType.HMAC, "x-hub-signature"),
+    (AuthType.GITLAB, None),
+    (AuthType.STANDARD_WEBHOOKS, None),
+    (AuthType.HMAC, "webhook-signature"),
+    (AuthType.SHOPIFY, None),
+    (AuthType.HMAC, "X-Shopify-Hmac-Sha256"),
+]
+
+
+@pytest.mark.parametrize(("kind", "header"), _SCHEMES)
+def test_the_delivery_header_table_is_what_the_verifier_returns(kind: AuthType, header: str | None) -> None:
+    standard = kind is AuthType.STANDARD_WEBHOOKS or header == "webhook-signature"
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode() if standard else "s3cret"
+    auth = Authentication(type=kind, secrets=(Secret(secret),), header=header)
     now = datetime.now(UTC)
     headers = _signed(auth, b"{}", now, "delivery-7")
     assert Verifier(auth).verify(CIMultiDict(headers), b"{}", now).delivery_id == "delivery-7"
-    assert headers[DELIVERY_HEADERS[kind]] == "delivery-7"
+    assert headers[DELIVERY_HEADERS[auth.scheme]] == "delivery-7"
+
+
+def test_every_scheme_with_a_delivery_header_is_checked_above() -> None:
+    assert {Authentication(type=k, secrets=(), header=h).scheme for k, h in _SCHEMES} == set(DELIVERY_HEADERS)
 
 
 STATIC = """\
-agent: {id: echo, type: command, command: [echo, "{{ text }}"]}
+agent: {id: echo, type: command, command: [echo, "said: {{ text }}"]}
 ---
 trigger:
   id: slash
@@ -269,7 +289,7 @@ def test_not_and_nested_groups_read_as_written_with_yaml_literals(write: Write, 
 
 
 EVENT_DEFS = """\
-agent: {id: echo, type: command, command: [echo, "{{ count }} errors"]}
+agent: {id: echo, type: command, command: [echo, "errors: {{ count }}"]}
 ---
 trigger:
   id: errors
@@ -344,7 +364,7 @@ def test_a_threshold_of_one_fires_on_the_sample(write: Write, tmp_path: Path) ->
     lines = proc.stdout.splitlines()
     assert "counting        count 1 of 1 within 300s, group (all): fires" in lines
     assert lines[-2:] == [
-        'argv            ["echo", "1 errors"]',
+        'argv            ["echo", "errors: 1"]',
         'answer          202 {"event_ids": ["evt_1"], "matched": ["errors"], "run_ids": ["<run id>"]}',
     ]
 
@@ -369,7 +389,7 @@ def test_a_list_of_events_is_counted_per_group_until_one_fires(write: Write, tmp
     ]
     counted = lines.index('counted events  group "api": 3')
     assert [json.loads(line)["id"] for line in lines[counted + 1 : counted + 4]] == ["evt_1", "evt_3", "evt_4"]
-    assert 'argv            ["echo", "3 errors"]' in lines
+    assert 'argv            ["echo", "errors: 3"]' in lines
     assert lines[-1] == (
         'answer          202 {"event_ids": ["evt_1", "evt_2", "evt_3", "evt_4"], "matched": ["errors"], '
         '"run_ids": ["<run id>"]}'

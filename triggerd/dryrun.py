@@ -18,7 +18,7 @@ from triggerd.conditions import AllOf, Clause, ClauseResult, Condition, Not, Sco
 from triggerd.config.models import (
     AnthropicAgent,
     AnyAgent,
-    AuthType,
+    Authentication,
     CommandAgent,
     Configuration,
     Origin,
@@ -26,7 +26,7 @@ from triggerd.config.models import (
 )
 from triggerd.config.problems import Problem
 from triggerd.errors import AuthFailure, MissingInput, TemplateError
-from triggerd.http.auth import Verified, Verifier
+from triggerd.http.auth import DELIVERY_HEADERS, Verified, Verifier
 from triggerd.mapping import build_input
 from triggerd.sources.bus import event_context, group_key
 from triggerd.sources.events import BadEvent, EventIndex, parse_events, source_matches
@@ -34,15 +34,10 @@ from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_o
 
 RUN_ID = "<run id>"  # the daemon makes one when it commits the run; a dry run commits nothing
 
-# Where each provider sends the delivery id its verifier returns (the default idempotency key,
-# SPEC 3.3). Without --verify the header is read as it is; tests/test_dryrun.py checks this table
-# against what the Verifier itself returns.
-DELIVERY_HEADERS = {
-    AuthType.GITHUB: "X-GitHub-Delivery",
-    AuthType.GITLAB: "X-Gitlab-Event-UUID",
-    AuthType.STANDARD_WEBHOOKS: "webhook-id",
-    AuthType.SHOPIFY: "X-Shopify-Webhook-Id",
-}
+
+def _scheme(auth: Authentication) -> str:
+    """The authentication as verified: generic hmac on a provider's header names the preset."""
+    return str(auth.type) if auth.scheme == auth.type.value else f"{auth.type} ({auth.scheme} preset)"
 
 
 def literal(value: Any) -> str:
@@ -158,17 +153,17 @@ def try_webhook(
     if auth is None:
         trial.step("authentication", "none")
     elif not verify:
-        trial.step("authentication", f"{auth.type}: skipped (use --verify)")
-        delivery = DELIVERY_HEADERS.get(auth.type)
+        trial.step("authentication", f"{_scheme(auth)}: skipped (use --verify)")
+        delivery = DELIVERY_HEADERS.get(auth.scheme)
         verified = Verified(delivery_id=CIMultiDict(headers).get(delivery) if delivery else None)
     else:
         try:
             verified = Verifier(auth).verify(CIMultiDict(headers), body, now)
         except AuthFailure as exc:
             return trial.reject(
-                "authentication", f"{auth.type}: FAILED: {exc}", 401, {"error": "authentication failed"}
+                "authentication", f"{_scheme(auth)}: FAILED: {exc}", 401, {"error": "authentication failed"}
             )
-        trial.step("authentication", f"{auth.type}: ok")
+        trial.step("authentication", f"{_scheme(auth)}: ok")
     try:
         parsed = parse_body(content_type, body)
     except BadBody as exc:
@@ -204,7 +199,7 @@ def try_webhook(
     if trigger.idempotency_key is not None:
         source = trigger.idempotency_key.text
     elif key is not None and auth is not None:
-        source = f"{DELIVERY_HEADERS.get(auth.type, 'delivery id')}, the {auth.type} default"
+        source = f"{DELIVERY_HEADERS.get(auth.scheme, 'delivery id')}, the {auth.scheme} default"
     _preview(trial, configuration.agents[trigger.agent.id], context, run_input)
     trial.step("idempotency key", f"{literal(key)}   ({source})" if source else "none (each request starts a run)")
     if webhook.response is not None:

@@ -31,6 +31,16 @@ from triggerd.errors import AuthFailure
 Headers = Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy, multidict.CIMultiDict)
 _ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
+# Where each scheme's provider sends the delivery id its verifier returns: the default
+# idempotency key (SPEC 3.3). `triggerd test` reads the same header without --verify.
+DELIVERY_HEADERS: Mapping[str, str] = {
+    "github": "X-GitHub-Delivery",
+    "github-sha1": "X-GitHub-Delivery",
+    "gitlab": "X-Gitlab-Event-UUID",
+    "standard-webhooks": "webhook-id",
+    "shopify": "X-Shopify-Webhook-Id",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Verified:
@@ -119,12 +129,12 @@ class Verifier:
         offered = _required(headers, header)
         if not _matches([prefix + mac(body).hex().encode() for mac in self._macs], offered):
             raise AuthFailure(f"{header} does not match")
-        return Verified(delivery_id=headers.get("X-GitHub-Delivery"))
+        return Verified(delivery_id=headers.get(DELIVERY_HEADERS["github"]))
 
     def _gitlab(self, headers: Headers, body: bytes, now: datetime) -> Verified:
         if not _matches(self.secrets, _required(headers, "X-Gitlab-Token")):
             raise AuthFailure("X-Gitlab-Token does not match")
-        return Verified(delivery_id=headers.get("X-Gitlab-Event-UUID"))
+        return Verified(delivery_id=headers.get(DELIVERY_HEADERS["gitlab"]))
 
     def _slack(self, headers: Headers, body: bytes, now: datetime) -> Verified:
         stamp = _required(headers, "X-Slack-Request-Timestamp")
@@ -169,7 +179,7 @@ class Verifier:
         offered = _required(headers, "X-Shopify-Hmac-Sha256")
         if not _matches([base64.b64encode(mac(body)) for mac in self._macs], offered):
             raise AuthFailure("X-Shopify-Hmac-Sha256 does not match")
-        return Verified(delivery_id=headers.get("X-Shopify-Webhook-Id"))
+        return Verified(delivery_id=headers.get(DELIVERY_HEADERS["shopify"]))
 
     def _bearer(self, headers: Headers, body: bytes, now: datetime) -> Verified:
         scheme, _, token = _required(headers, "Authorization").strip().partition(" ")
