@@ -81,8 +81,9 @@ def test_the_documented_backup_of_a_live_store_is_consistent_and_restores(tmp_pa
     for suffix in ("-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     shutil.copy(copies[-1], store)
-    restored = Daemon(daemon.root, daemon.port, daemon.env).start()
+    restored = Daemon(daemon.root, daemon.port, daemon.env)
     try:
+        restored.start()
         for run_id in before:
             run = restored.run(run_id)
             assert (run["status"], run["input"]) == ("completed", {"n": before.index(run_id)})
@@ -100,7 +101,10 @@ def test_a_daemon_refuses_a_store_written_by_a_newer_triggerd(tmp_path: Path) ->
     conn.close()
     newer = Daemon(daemon.root, daemon.port, daemon.env).start(ready=False)
     assert newer.process is not None
-    assert newer.process.wait(timeout=30) == 1
+    try:
+        assert newer.process.wait(timeout=30) == 1
+    finally:
+        newer.stop()  # only does something when the daemon did start
     message = f"store schema version {len(MIGRATIONS) + 1} is newer than this triggerd knows ({len(MIGRATIONS)})"
     assert message in newer.log.read_text()
     if shutil.which("sqlite3") is not None:  # the documented check of the schema version

@@ -89,8 +89,9 @@ def test_the_first_trigger_flow_against_a_real_daemon(tmp_path: Path) -> None:
     promised = re.search(r"# ([\w-]+(?:, [\w-]+)*) and ([\w-]+)$", command("triggerd list"))
     assert promised is not None and ids == {*promised[1].split(", "), promised[2]}
 
-    daemon = Daemon(config, port, env()).start()
+    daemon = Daemon(config, port, env())
     try:
+        daemon.start()
         accepted = sh(command("/webhooks/greet", "Bearer"), config.parent, port)
         answer = json.loads(accepted.stdout)
         assert (answer["trigger_id"], answer["status"]) == ("greet", "pending"), answer
@@ -121,8 +122,9 @@ def test_the_first_trigger_flow_against_a_real_daemon(tmp_path: Path) -> None:
 
 def test_without_the_token_the_daemon_leaves_greet_out(tmp_path: Path) -> None:
     config, port = project(tmp_path)
-    daemon = Daemon(config, port, env(token=False)).start()
+    daemon = Daemon(config, port, env(token=False))
     try:
+        daemon.start()
         assert http("POST", daemon.url + "/webhooks/greet", {"name": "Ada"})[0] == 404
         assert http("POST", daemon.url + "/webhooks/hello", {"name": "Ada"})[0] == 202
     finally:
