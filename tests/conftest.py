@@ -8,6 +8,9 @@ import pytest
 
 from triggerd.config.loader import LoadMode, LoadResult, load
 
+# The session fails when a test leaves new changes in the git checkout (see tests/tree_guard.py).
+pytest_plugins = ["tests.tree_guard"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
 

@@ -46,10 +46,17 @@ def test_every_admin_route_is_described_and_nothing_else() -> None:
 
 
 def test_schemathesis_finds_no_500_and_no_answer_that_breaks_the_description(tmp_path: Path) -> None:
-    with running_daemon(tmp_path, DEFS, 'admin:\n  tokens: ["t0ken"]\n') as daemon:
+    # schemathesis keeps a crash cache in ./.schemathesis and hypothesis examples in ./.hypothesis:
+    # run it in a scratch folder with the cache off, so a test run leaves nothing in the checkout.
+    scratch = tmp_path / "schemathesis"
+    scratch.mkdir()
+    (scratch / "schemathesis.toml").write_text("[cache]\nenabled = false\n")
+    with running_daemon(tmp_path / "daemon", DEFS, 'admin:\n  tokens: ["t0ken"]\n') as daemon:
         proc = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(scratch / "schemathesis.toml"),
                 "run",
                 f"{daemon.url}/v1/openapi.json",
                 "-H",
@@ -64,6 +71,7 @@ def test_schemathesis_finds_no_500_and_no_answer_that_breaks_the_description(tmp
             text=True,
             timeout=300,
             check=False,
+            cwd=scratch,
         )
         internal = [line for line in daemon.log_lines() if line.get("message", "").startswith("internal error")]
     summary = proc.stdout[proc.stdout.find("SUMMARY") :]

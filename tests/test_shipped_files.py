@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -89,6 +90,11 @@ def test_five_example_sets_cover_the_issue() -> None:
 
 
 def test_wheel_ships_the_schemas_and_validates_from_them(tmp_path: Path) -> None:
+    # setuptools builds in the source folder (build/, *.egg-info): build a copy, not the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "triggerd", source / "triggerd", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run(
         [
             sys.executable,
@@ -100,7 +106,7 @@ def test_wheel_ships_the_schemas_and_validates_from_them(tmp_path: Path) -> None
             "-q",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,
