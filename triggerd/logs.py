@@ -1,4 +1,8 @@
-"""Logging: one JSON object per line (or plain text), with run, trigger and agent ids where they apply."""
+"""Logging: one JSON object per line (or plain text), with run, trigger and agent ids where they apply.
+
+Both formatters mask substituted secrets (SPEC 2.3) in everything they write: the message, the
+extra fields and tracebacks, so no call site has to remember to.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 from typing import Any
 
 from triggerd.config.models import LoggingSettings
+from triggerd.masking import mask, mask_value
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -29,7 +34,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # An extra that is no JSON type is written as its str(), which is masked as it is made.
+        return json.dumps(mask_value(entry), default=lambda value: mask(str(value)), ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
@@ -39,7 +45,7 @@ class TextFormatter(logging.Formatter):
         line = f"{line}  {fields}" if fields else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return mask(line)
 
 
 JsonFormatter.converter = TextFormatter.converter = time.gmtime

@@ -10,13 +10,16 @@ from typing import Any
 
 from aiohttp import web
 
+from triggerd.masking import mask_value
+
 log = logging.getLogger("triggerd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    """A JSON answer; every answer is built here, so this is where substituted secrets are masked (SPEC 2.3)."""
+    return web.json_response(mask_value(body), status=status, headers=headers, dumps=_dumps)
 
 
 def error(status: int, message: str, **fields: Any) -> web.Response:

@@ -1,0 +1,88 @@
+"""Substituted secrets are never written out (SPEC 2.3): one registry of every value that
+`${...}` substitution inserted, and the masking that every sink applies to what it writes.
+
+Loading fills the registry (the documents reader registers each value it inserts from the
+environment or a file); the log formatters, problem printers, HTTP answers, recorded run
+outcomes and the daemon's own events pass their text through `mask`/`mask_value`. A default
+written in the file (`${NAME:-default}`) is not registered: whoever reads the file sees it.
+Values are kept for the life of the process, so a secret rotated away by a reload stays masked
+in the runs and logs that still hold it. Values shorter than MIN_LENGTH are not masked: masking
+`true` or `8080` everywhere would garble every answer and protect nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+MASK = "***"
+MIN_LENGTH = 8
+
+
+class SecretRegistry:
+    """A set of secret values and one compiled alternation matching any of them, longest first.
+
+    `add` runs in the loader's thread during a reload while the event loop masks: adding takes a
+    lock and swaps in a new pattern; masking reads the current pattern without one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str) -> None:
+        """Register a value to mask from now on (ignored below MIN_LENGTH characters)."""
+        if len(value) < MIN_LENGTH or value in self._values:
+            return
+        with self._lock:
+            self._values.add(value)
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(self._values, key=lambda v: (-len(v), v))
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+
+    def __contains__(self, value: str) -> bool:
+        return value in self._values
+
+    def mask(self, text: str) -> str:
+        """text with every registered value replaced by MASK."""
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        return pattern.sub(MASK, text)
+
+    def mask_value(self, value: Any) -> Any:
+        """A JSON-like value with every string in it (keys too) masked; other values unchanged."""
+        pattern = self._pattern
+        if pattern is None:
+            return value
+        return _masked(value, pattern)
+
+
+def _masked(value: Any, pattern: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(MASK, value)
+    if isinstance(value, dict):
+        return {_masked(k, pattern): _masked(v, pattern) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(item, pattern) for item in value]
+    return value
+
+
+SECRETS = SecretRegistry()
+"""The process-wide registry: what this process loaded is what it masks."""
+
+
+def register(value: str) -> None:
+    SECRETS.add(value)
+
+
+def mask(text: str) -> str:
+    """text with every substituted secret replaced by `***` (SPEC 2.3)."""
+    return SECRETS.mask(text)
+
+
+def mask_value(value: Any) -> Any:
+    """A JSON-like value with every substituted secret in its strings replaced by `***`."""
+    return SECRETS.mask_value(value)
