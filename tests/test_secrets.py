@@ -227,3 +227,24 @@ def test_what_substitution_inserts_from_the_environment_or_a_file_is_a_secret_an
     # The default is in the file for anyone to read; the path of a credential file is named in
     # messages about it. Neither is a secret.
     assert expansion.inserted == ["from-the-environment", "from-a-file-secret"]
+
+
+def test_a_dry_run_prints_the_static_input_masked(tmp_path: Path) -> None:
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "all.yaml").write_text(
+        "agent:\n  id: worker\n  type: command\n  command: [cat]\n---\n"
+        'trigger:\n  id: hook\n  type: webhook\n  webhook: {}\n  agent: {id: worker, input: {token: "${SW_SECRET}"}}\n'
+    )
+    (tmp_path / "triggerd.yaml").write_text("definitions: [defs]\n")
+    (tmp_path / "sample.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "triggerd", "test", "hook", "--payload", "sample.json", "--config", "triggerd.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"], "SW_SECRET": SECRET},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc
+    assert f'"token": "{MASK}"' in proc.stdout
+    assert_no_secret(proc.stdout + proc.stderr, "triggerd test")

@@ -17,6 +17,7 @@ from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent, Confi
 from triggerd.errors import AuthFailure, MissingInput, TemplateError
 from triggerd.http.auth import Verified, Verifier
 from triggerd.mapping import build_input
+from triggerd.masking import mask
 from triggerd.sources.bus import event_context, group_key
 from triggerd.sources.events import BadEvent, EventIndex, parse_events, source_matches
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, webhook_context
@@ -31,10 +32,10 @@ class Trial:
     accepted: bool = True
 
     def step(self, title: str, text: str = "") -> None:
-        self.lines.append(f"{title:<16}{text}".rstrip())
+        self.lines.append(mask(f"{title:<16}{text}".rstrip()))  # printed: no substituted secret (SPEC 2.3)
 
     def detail(self, text: str) -> None:
-        self.lines.extend(f"  {line}" for line in text.splitlines())
+        self.lines.extend(f"  {line}" for line in mask(text).splitlines())
 
     def condition(self, title: str, condition: Condition, context: dict[str, Any], scope: Scope, refused: str) -> bool:
         """Show a condition's verdict and every clause; False (and not accepted) when it does not hold."""

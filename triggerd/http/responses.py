@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.masking import mask_value
+from triggerd.masking import mask, mask_value
 
 log = logging.getLogger("triggerd.http")
 
@@ -39,6 +39,8 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status >= 500:
             return _internal(request, exc)
         if exc.content_type == "application/json" or exc.status < 400:
+            if exc.text:
+                exc.text = mask(exc.text)  # an error message may quote a secret too (SPEC 2.3)
             raise
         # aiohttp's own refusals (no route, wrong method, body too large) are plain text: answer JSON.
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
