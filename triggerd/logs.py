@@ -6,14 +6,13 @@ extra fields and tracebacks, so no call site has to remember to.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
 from triggerd.config.models import LoggingSettings
-from triggerd.masking import mask, mask_value
+from triggerd.masking import dumps, mask
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -34,8 +33,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        # An extra that is no JSON type is written as its str(), which is masked as it is made.
-        return json.dumps(mask_value(entry), default=lambda value: mask(str(value)), ensure_ascii=False)
+        return dumps(entry)
 
 
 class TextFormatter(logging.Formatter):

@@ -12,6 +12,7 @@ in the runs and logs that still hold it. Values shorter than MIN_LENGTH are not 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any
@@ -31,6 +32,7 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._in_json: re.Pattern[str] | None = None  # the values as they look inside a JSON string
 
     def add(self, value: str) -> None:
         """Register a value to mask from now on (ignored below MIN_LENGTH characters)."""
@@ -41,6 +43,8 @@ class SecretRegistry:
             # Longest first, so a secret that contains another is masked whole.
             ordered = sorted(self._values, key=lambda v: (-len(v), v))
             self._pattern = re.compile("|".join(map(re.escape, ordered)))
+            escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in ordered}
+            self._in_json = re.compile("|".join(re.escape(v) for v in sorted(escaped, key=len, reverse=True)))
 
     def __contains__(self, value: str) -> bool:
         return value in self._values
@@ -58,6 +62,20 @@ class SecretRegistry:
         if pattern is None:
             return value
         return _masked(value, pattern)
+
+    def dumps(self, value: Any, indent: int | None = None) -> str:
+        """value as JSON text (anything else as its str()) with every registered value masked.
+
+        Serialising first and searching the text once is the cheap common case; only a text
+        that holds a secret is built again from the masked value.
+        """
+        text = json.dumps(value, default=str, ensure_ascii=False, indent=indent)
+        in_json = self._in_json
+        if in_json is None or in_json.search(text) is None:
+            return text
+        return json.dumps(
+            self.mask_value(value), default=lambda v: self.mask(str(v)), ensure_ascii=False, indent=indent
+        )
 
 
 def _masked(value: Any, pattern: re.Pattern[str]) -> Any:
@@ -86,3 +104,8 @@ def mask(text: str) -> str:
 def mask_value(value: Any) -> Any:
     """A JSON-like value with every substituted secret in its strings replaced by `***`."""
     return SECRETS.mask_value(value)
+
+
+def dumps(value: Any, indent: int | None = None) -> str:
+    """value as JSON text (non-JSON objects as their str()) with every substituted secret masked."""
+    return SECRETS.dumps(value, indent)

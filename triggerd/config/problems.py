@@ -5,12 +5,11 @@ Every printed form is masked (SPEC 2.3): a message may quote a value that came f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-from triggerd.masking import mask, mask_value
+from triggerd.masking import dumps, mask
 
 
 class Severity(StrEnum):
@@ -64,7 +63,7 @@ def format_text(problems: Iterable[Problem]) -> str:
 
 def format_json(problems: Sequence[Problem]) -> str:
     valid = not any(p.is_error for p in problems)
-    return json.dumps({"valid": valid, "problems": mask_value([asdict(p) for p in problems])}, indent=2) + "\n"
+    return dumps({"valid": valid, "problems": [asdict(p) for p in problems]}, indent=2) + "\n"
 
 
 def _escape_data(text: str) -> str:

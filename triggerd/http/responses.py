@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -10,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.masking import mask, mask_value
+from triggerd.masking import dumps, mask
 
 log = logging.getLogger("triggerd.http")
 
@@ -19,15 +18,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON answer; every answer is built here, so this is where substituted secrets are masked (SPEC 2.3)."""
-    return web.json_response(mask_value(body), status=status, headers=headers, dumps=_dumps)
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 def error(status: int, message: str, **fields: Any) -> web.Response:
     return json_response({"error": message, **fields}, status=status)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 @web.middleware
