@@ -215,6 +215,10 @@ def test_the_registry_masks_longest_first_from_eight_characters_in_strings_and_s
         "n": 1.5,
     }
     assert "short" not in registry and "abcdefgh" in registry
+    # JSON text is searched as written: a secret that JSON escapes is found escaped, and masked.
+    registry.add('quote"and\\slash')
+    text = registry.dumps({"k": 'is quote"and\\slash', "n": 1}, indent=2)
+    assert json.loads(text) == {"k": f"is {MASK}", "n": 1}
 
 
 def test_what_substitution_inserts_from_the_environment_or_a_file_is_a_secret_and_a_default_is_not(
