@@ -190,18 +190,22 @@ def test_validate_quotes_the_variable_and_masks_the_value_in_every_format(tmp_pa
 
 
 def test_a_short_admin_token_is_refused_at_its_line(tmp_path: Path) -> None:
-    (tmp_path / "triggerd.yaml").write_text('admin:\n  tokens:\n    - "${TOKEN}"\n    - "sixteen-chars-ok"\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "triggerd", "validate", "--config", str(tmp_path / "triggerd.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ["PATH"], "TOKEN": "fifteen-chars!!"},
-        cwd=tmp_path,
+    (tmp_path / "triggerd.yaml").write_text(
+        f'server: {{listen: "127.0.0.1:{free_port()}"}}\nadmin:\n  tokens:\n    - "${{TOKEN}}"\n    - "sixteen-chars-ok"\n'
     )
-    assert proc.returncode == 1, proc
-    assert "triggerd.yaml:3:7: error: an admin token must be at least 16 characters long" in proc.stdout
-    assert "fifteen" not in proc.stdout + proc.stderr
+    for command in ("validate", "run"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "triggerd", command, "--config", str(tmp_path / "triggerd.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "TOKEN": "fifteen-chars!!"},
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 1, proc
+        out = proc.stdout + proc.stderr
+        assert "triggerd.yaml:4:7: error: an admin token must be at least 16 characters long" in out, out
+        assert "fifteen" not in out
 
 
 def test_the_registry_masks_longest_first_from_eight_characters_in_strings_and_structures() -> None:
