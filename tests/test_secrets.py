@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.harness import free_port, running_daemon, wait_for
+from triggerd.config.loader import LoadMode, load
 from triggerd.config.substitution import expand
 from triggerd.masking import MASK, SecretRegistry
 
@@ -191,7 +192,8 @@ def test_validate_quotes_the_variable_and_masks_the_value_in_every_format(tmp_pa
 
 def test_a_short_admin_token_is_refused_at_its_line(tmp_path: Path) -> None:
     (tmp_path / "triggerd.yaml").write_text(
-        f'server: {{listen: "127.0.0.1:{free_port()}"}}\nadmin:\n  tokens:\n    - "${{TOKEN}}"\n    - "sixteen-chars-ok"\n'
+        f'server: {{listen: "127.0.0.1:{free_port()}"}}\ndefinitions: []\n'
+        'admin:\n  tokens:\n    - "${TOKEN}"\n    - "sixteen-chars-ok"\n'
     )
     for command in ("validate", "run"):
         proc = subprocess.run(
@@ -204,8 +206,11 @@ def test_a_short_admin_token_is_refused_at_its_line(tmp_path: Path) -> None:
         )
         assert proc.returncode == 1, proc
         out = proc.stdout + proc.stderr
-        assert "triggerd.yaml:4:7: error: an admin token must be at least 16 characters long" in out, out
+        assert "triggerd.yaml:5:7: error: an admin token must be at least 16 characters long" in out, out
         assert "fifteen" not in out
+    # Unset, ${TOKEN} stays as written in validate: that is the missing-variable warning, not a short token.
+    unset = load(tmp_path / "triggerd.yaml", mode=LoadMode.VALIDATE, env={})
+    assert [(p.severity, p.message) for p in unset.problems] == [("warning", "environment variable TOKEN is not set")]
 
 
 def test_the_registry_masks_longest_first_from_eight_characters_in_strings_and_structures() -> None:
