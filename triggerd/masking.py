@@ -4,8 +4,8 @@
 Loading fills the registry (the documents reader registers each value it inserts from the
 environment or a file); the log formatters, problem printers, HTTP answers, recorded run
 outcomes and the daemon's own events pass what they write through `mask`, `mask_value` or
-`dumps`. A default
-written in the file (`${NAME:-default}`) is not registered: whoever reads the file sees it.
+`dumps`. A default written in the file (`${NAME:-default}`) is not registered: whoever reads
+the file sees it; nor is the path of a `${file:...}`, only its content.
 Values are kept for the life of the process, so a secret rotated away by a reload stays masked
 in the runs and logs that still hold it. Values shorter than MIN_LENGTH are not masked: masking
 `true` or `8080` everywhere would garble every answer and protect nothing.
