@@ -169,7 +169,7 @@ def test_http_agent_failures_say_whether_to_retry(status: int, retryable: bool) 
 
     failure = asyncio.run(scenario())
     assert (failure.retryable, failure.output) == (retryable, "nope")
-    assert failure.message == f"POST http://127.0.0.1:{endpoint.port}/run answered {status}"
+    assert failure.message == f"POST http://127.0.0.1:{endpoint.port} answered {status}"  # no path (SPEC 2.3)
 
 
 def test_http_agent_unreachable_endpoint_is_retryable() -> None:

@@ -51,7 +51,7 @@ def test_schemathesis_finds_no_500_and_no_answer_that_breaks_the_description(tmp
     scratch = tmp_path / "schemathesis"
     scratch.mkdir()
     (scratch / "schemathesis.toml").write_text("[cache]\nenabled = false\n")
-    with running_daemon(tmp_path / "daemon", DEFS, 'admin:\n  tokens: ["t0ken"]\n') as daemon:
+    with running_daemon(tmp_path / "daemon", DEFS, 'admin:\n  tokens: ["t0ken-of-16-chars"]\n') as daemon:
         proc = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"),
@@ -60,7 +60,7 @@ def test_schemathesis_finds_no_500_and_no_answer_that_breaks_the_description(tmp
                 "run",
                 f"{daemon.url}/v1/openapi.json",
                 "-H",
-                "Authorization: Bearer t0ken",
+                "Authorization: Bearer t0ken-of-16-chars",
                 "--checks",
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
                 "--max-examples",

@@ -404,7 +404,7 @@ def test_non_loopback_server_is_fine_with_a_loopback_admin_listener(write: Write
 
 def test_non_loopback_admin_listener_with_a_token_is_fine(write: Write) -> None:
     path = write("triggerd.yaml", 'admin:\n  listen: "[::]:9090"\n  tokens: ["${TOKEN}"]\n')
-    assert load(path, mode=LoadMode.VALIDATE, env={"TOKEN": "t0ken"}).errors == []
+    assert load(path, mode=LoadMode.VALIDATE, env={"TOKEN": "t0ken-of-16-chars"}).errors == []
 
 
 def test_an_empty_token_is_no_token(write: Write) -> None:

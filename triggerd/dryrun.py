@@ -28,6 +28,7 @@ from triggerd.config.problems import Problem
 from triggerd.errors import AuthFailure, MissingInput, TemplateError
 from triggerd.http.auth import DELIVERY_HEADERS, Verified, Verifier
 from triggerd.mapping import build_input
+from triggerd.masking import mask
 from triggerd.sources.bus import event_context, group_key
 from triggerd.sources.events import BadEvent, EventIndex, parse_events, source_matches
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_old, webhook_context
@@ -54,10 +55,10 @@ class Trial:
     accepted: bool = True
 
     def step(self, title: str, text: str = "") -> None:
-        self.lines.append(f"{title:<16}{text}".rstrip())
+        self.lines.append(mask(f"{title:<16}{text}".rstrip()))  # printed: no substituted secret (SPEC 2.3)
 
     def detail(self, text: str) -> None:
-        self.lines.extend(f"  {line}".rstrip() for line in text.splitlines())
+        self.lines.extend(f"  {line}".rstrip() for line in mask(text).splitlines())
 
     def condition(self, title: str, condition: Condition, context: dict[str, Any], scope: Scope) -> bool:
         """Show a condition's verdict and every clause; returns the verdict."""

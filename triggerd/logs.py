@@ -1,14 +1,18 @@
-"""Logging: one JSON object per line (or plain text), with run, trigger and agent ids where they apply."""
+"""Logging: one JSON object per line (or plain text), with run, trigger and agent ids where they apply.
+
+Both formatters mask substituted secrets (SPEC 2.3) in everything they write: the message, the
+extra fields and tracebacks, so no call site has to remember to.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
 from triggerd.config.models import LoggingSettings
+from triggerd.masking import dumps, mask
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -29,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return dumps(entry)
 
 
 class TextFormatter(logging.Formatter):
@@ -39,7 +43,7 @@ class TextFormatter(logging.Formatter):
         line = f"{line}  {fields}" if fields else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return mask(line)
 
 
 JsonFormatter.converter = TextFormatter.converter = time.gmtime

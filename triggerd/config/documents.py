@@ -23,6 +23,7 @@ from triggerd.config.problems import Mark, Problem, Severity, problem_at
 from triggerd.config.substitution import expand, has_substitution
 from triggerd.errors import DurationError, PathError, SubstitutionError
 from triggerd.mapping import JsonPath, compile_path
+from triggerd.masking import MIN_LENGTH, register
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STANDARD_TAG = "tag:yaml.org,2002:"
@@ -79,7 +80,8 @@ class Document:
     value: Any
     marks: dict[str, Mark] = field(default_factory=dict)
     key_marks: dict[str, Mark] = field(default_factory=dict)
-    originals: dict[str, str] = field(default_factory=dict)
+    substituted: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """pointer -> (the text ${...} substitution made, the text as written) for every substituted scalar."""
     problems: list[Problem] = field(default_factory=list)
 
     def mark(self, pointer: str, *, key: bool = False) -> Mark:
@@ -91,11 +93,33 @@ class Document:
         return self.marks.get(pointer, Mark(1, 1))
 
     def problem(self, pointer: str, message: str, severity: Severity = Severity.ERROR, *, key: bool = False) -> Problem:
-        return problem_at(self.file, self.mark(pointer, key=key), message, pointer, severity)
+        """A problem at pointer; a substituted value it quotes is quoted as written (`${NAME}`)."""
+        return problem_at(self.file, self.mark(pointer, key=key), self._as_written(pointer, message), pointer, severity)
 
     def shown(self, pointer: str, value: object) -> str:
         """How to quote the value at pointer in a message: as written, never a substituted secret."""
-        return self.originals.get(pointer, repr(value))
+        if pointer in self.substituted:
+            return repr(self.substituted[pointer][1])
+        return repr(value)
+
+    def _as_written(self, pointer: str, message: str) -> str:
+        # SPEC 2.3: a problem about a substituted value names the ${NAME} it came from. The values
+        # at pointer and below are the ones a message about pointer can quote; quoted forms are
+        # replaced whatever their length, a bare value only from the masking floor up (a short
+        # one, say "10", would match inside unrelated words). One pass, so that a value found
+        # again inside its own replacement (${X:-10.0.0.300}) is left alone.
+        written: dict[str, str] = {}
+        for at, (text, source) in self.substituted.items():
+            if text and (at == pointer or at.startswith(pointer + "/")):
+                if len(text) >= MIN_LENGTH:
+                    written.setdefault(text, source)
+                for quote in ("'", '"'):
+                    written[f"{quote}{text}{quote}"] = f"{quote}{source}{quote}"
+                written[repr(text)] = repr(source)
+        if not written:
+            return message
+        forms = sorted(written, key=len, reverse=True)
+        return re.sub("|".join(map(re.escape, forms)), lambda m: written[m.group(0)], message)
 
     @property
     def has_errors(self) -> bool:
@@ -173,12 +197,14 @@ class _Converter:
         except SubstitutionError as exc:
             self.doc.problems.append(self.doc.problem(pointer, str(exc)))
             return text
+        for value in expansion.inserted:
+            register(value)
         if expansion.missing:
             for what in expansion.missing:
                 self.doc.problems.append(self.doc.problem(pointer, what, self.missing))
             return text  # keep the reference itself so later checks see a placeholder
         if expansion.text != text:
-            self.doc.originals[pointer] = repr(text)
+            self.doc.substituted[pointer] = (expansion.text, text)
         return expansion.text
 
     def mapping(self, node: yaml.MappingNode, pointer: str, active: frozenset[int]) -> dict[str, Any]:

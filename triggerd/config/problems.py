@@ -1,11 +1,15 @@
-"""Problems found while loading configuration, and their three printed forms (SPEC 6)."""
+"""Problems found while loading configuration, and their three printed forms (SPEC 6).
+
+Every printed form is masked (SPEC 2.3): a message may quote a value that came from a secret.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+
+from triggerd.masking import dumps, mask
 
 
 class Severity(StrEnum):
@@ -42,7 +46,7 @@ class Problem:
 
     def __str__(self) -> str:
         where = f" (at {self.pointer})" if self.pointer else ""
-        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}{where}"
+        return mask(f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}{where}")
 
 
 def problem_at(file: str, mark: Mark, message: str, pointer: str = "", severity: Severity = Severity.ERROR) -> Problem:
@@ -59,7 +63,7 @@ def format_text(problems: Iterable[Problem]) -> str:
 
 def format_json(problems: Sequence[Problem]) -> str:
     valid = not any(p.is_error for p in problems)
-    return json.dumps({"valid": valid, "problems": [asdict(p) for p in problems]}, indent=2) + "\n"
+    return dumps({"valid": valid, "problems": [asdict(p) for p in problems]}, indent=2) + "\n"
 
 
 def _escape_data(text: str) -> str:
@@ -74,7 +78,7 @@ def format_github(problems: Iterable[Problem]) -> str:
     """GitHub Actions workflow commands, one annotation per problem."""
     lines = []
     for p in problems:
-        message = f"{p.message} (at {p.pointer})" if p.pointer else p.message
+        message = mask(f"{p.message} (at {p.pointer})" if p.pointer else p.message)
         lines.append(
             f"::{p.severity} file={_escape_property(p.file)},line={p.line},col={p.column}::{_escape_data(message)}\n"
         )

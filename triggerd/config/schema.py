@@ -132,7 +132,7 @@ def _describe(doc: Document, error: ValidationError) -> Iterator[Problem]:
     elif kind == "minLength":
         message = "must not be empty"
     else:
-        message = error.message if pointer not in doc.originals else f"{shown} is not valid ({kind})"
+        message = error.message if pointer not in doc.substituted else f"{shown} is not valid ({kind})"
     yield doc.problem(pointer, message)
 
 

@@ -23,6 +23,7 @@ from triggerd.config.models import (
 DEFAULT_DEFINITIONS = ("triggers", "agents")
 LOCAL_SETTINGS = Path("config") / "triggerd.yaml"  # relative to the working directory
 SYSTEM_SETTINGS = Path("/etc/triggerd/triggerd.yaml")
+MIN_TOKEN_LENGTH = 16
 
 
 def default_settings_path(cwd: Path) -> Path:
@@ -74,6 +75,13 @@ def build_settings(
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
     tokens = tuple(Secret(t) for t in admin.get("tokens", []) if t.strip())
+    if doc is not None:
+        for i, token in enumerate(admin.get("tokens", [])):
+            pointer = f"/admin/tokens/{i}"
+            # A ${NAME} still as written was not set: validate warns about that; it is no short token.
+            unset = "${" in token and pointer not in doc.substituted
+            if token.strip() and not unset and len(token) < MIN_TOKEN_LENGTH:
+                doc.fail(pointer, f"an admin token must be at least {MIN_TOKEN_LENGTH} characters long")
     settings = Settings(
         path=path,
         base_dir=base_dir,

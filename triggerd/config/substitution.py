@@ -14,10 +14,13 @@ _VARIABLE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 
 @dataclass(slots=True)
 class Expansion:
-    """The expanded text, and a sentence for each variable or file that could not be found."""
+    """The expanded text, a sentence for each variable or file that could not be found, and the
+    values inserted from the environment or a file (the secrets to mask; a default written in
+    the file is not one)."""
 
     text: str
     missing: list[str] = field(default_factory=list)
+    inserted: list[str] = field(default_factory=list)
 
 
 def has_substitution(text: str) -> bool:
@@ -32,6 +35,7 @@ def expand(text: str, env: Mapping[str, str], base_dir: Path) -> Expansion:
     """
     out: list[str] = []
     missing: list[str] = []
+    inserted: list[str] = []
     i, n = 0, len(text)
     while i < n:
         if text.startswith("$${", i):
@@ -39,14 +43,14 @@ def expand(text: str, env: Mapping[str, str], base_dir: Path) -> Expansion:
             i += 3
         elif text.startswith("${", i):
             end = _closing_brace(text, i)
-            out.append(_resolve(text[i + 2 : end], env, base_dir, missing))
+            out.append(_resolve(text[i + 2 : end], env, base_dir, missing, inserted))
             i = end + 1
         else:
             nxt = text.find("$", i + 1)
             nxt = n if nxt == -1 else nxt
             out.append(text[i:nxt])
             i = nxt
-    return Expansion("".join(out), missing)
+    return Expansion("".join(out), missing, inserted)
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -64,8 +68,9 @@ def _closing_brace(text: str, start: int) -> int:
     raise SubstitutionError(f"unterminated '${{' in {text!r}")
 
 
-def _resolve(expr: str, env: Mapping[str, str], base_dir: Path, missing: list[str]) -> str:
+def _resolve(expr: str, env: Mapping[str, str], base_dir: Path, missing: list[str], inserted: list[str]) -> str:
     if expr.startswith("file:"):
+        # The path is not a secret (it is named in messages about the file); the content is.
         inner = expand(expr[5:], env, base_dir)
         if inner.missing:
             missing.extend(inner.missing)
@@ -77,7 +82,9 @@ def _resolve(expr: str, env: Mapping[str, str], base_dir: Path, missing: list[st
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
             missing.append(f"file {inner.text} cannot be read ({reason})")
             return ""
-        return content.removesuffix("\n").removesuffix("\r")
+        content = content.removesuffix("\n").removesuffix("\r")
+        inserted.append(content)
+        return content
     match = _VARIABLE.fullmatch(expr)
     if match is None:
         raise SubstitutionError(
@@ -86,10 +93,12 @@ def _resolve(expr: str, env: Mapping[str, str], base_dir: Path, missing: list[st
     name, default = match.group(1), match.group(2)
     value = env.get(name)
     if value is not None and (value != "" or default is None):
+        inserted.append(value)
         return value
     if default is not None:
         inner = expand(default, env, base_dir)
         missing.extend(inner.missing)
+        inserted.extend(inner.inserted)
         return inner.text
     missing.append(f"environment variable {name} is not set")
     return ""

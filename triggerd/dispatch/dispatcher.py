@@ -14,7 +14,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from typing import Any
@@ -28,6 +28,7 @@ from triggerd.dispatch.limits import RunningCounts
 from triggerd.dispatch.queue import RunQueue
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
+from triggerd.masking import mask, mask_value
 from triggerd.metrics import METRICS, labelled
 from triggerd.runs import (
     CancelReason,
@@ -402,7 +403,16 @@ class Dispatcher:
         return _Outcome(RunStatus.COMPLETED, output=result.output, usage=result.usage)
 
     async def _record(self, job: Job, number: int, outcome: _Outcome) -> None:
-        """Write the attempt's end and what the run becomes: done, retried later, cancelled or a dead letter."""
+        """Write the attempt's end and what the run becomes: done, retried later, cancelled or a dead letter.
+
+        The output and error are masked before anything sees them (SPEC 2.3): what is stored, and
+        so what the API, the events and the log show, never holds a substituted secret.
+        """
+        outcome = replace(
+            outcome,
+            output=mask_value(outcome.output),
+            error=None if outcome.error is None else mask(outcome.error),
+        )
         then, retry_in = outcome.status, None
         if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
             job.failures += 1

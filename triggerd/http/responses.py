@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -10,21 +9,20 @@ from typing import Any
 
 from aiohttp import web
 
+from triggerd.masking import dumps, mask
+
 log = logging.getLogger("triggerd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    """A JSON answer; every answer is built here, so this is where substituted secrets are masked (SPEC 2.3)."""
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 def error(status: int, message: str, **fields: Any) -> web.Response:
     return json_response({"error": message, **fields}, status=status)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 @web.middleware
@@ -36,6 +34,8 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status >= 500:
             return _internal(request, exc)
         if exc.content_type == "application/json" or exc.status < 400:
+            if exc.text:
+                exc.text = mask(exc.text)  # an error message may quote a secret too (SPEC 2.3)
             raise
         # aiohttp's own refusals (no route, wrong method, body too large) are plain text: answer JSON.
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}

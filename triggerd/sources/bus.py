@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import MissingInput, StoreError, Unavailable
 from triggerd.mapping import build_input
+from triggerd.masking import mask_value
 from triggerd.metrics import METRICS
 from triggerd.runs import Firing, RunOutcome, RunStatus, Source
 from triggerd.sources.events import Event, EventIndex, new_event_id, source_matches
@@ -160,7 +161,12 @@ class EventBus:
     # --- the daemon's own events (SPEC 5.3) ---------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Publish an event of the daemon's own in the background (it must not hold up its cause)."""
+        """Publish an event of the daemon's own in the background (it must not hold up its cause).
+
+        Its data is masked (SPEC 2.3): an error or a problem it carries may quote a secret, and
+        the event is stored, returned and passed to the runs it fires.
+        """
+        event = replace(event, data=mask_value(event.data))
         if event.chain_depth >= self.max_chain_depth:
             log.warning(
                 "event %s dropped: chain depth %d reached limits.max_event_chain_depth",
