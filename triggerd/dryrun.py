@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from triggerd.clock import isoformat
 from triggerd.conditions import Condition, Scope, explain
 from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent, Configuration, Trigger
-from triggerd.errors import AuthFailure, MissingInput, TemplateError
+from triggerd.errors import AuthFailure, MissingInput, PathTooBroad, TemplateError
 from triggerd.http.auth import Verified, Verifier
 from triggerd.mapping import build_input
 from triggerd.sources.bus import event_context, group_key
@@ -38,7 +38,11 @@ class Trial:
 
     def condition(self, title: str, condition: Condition, context: dict[str, Any], scope: Scope, refused: str) -> bool:
         """Show a condition's verdict and every clause; False (and not accepted) when it does not hold."""
-        verdict, results = explain(condition, context, scope)
+        try:
+            verdict, results = explain(condition, context, scope)
+        except PathTooBroad as exc:
+            self.reject(title, f"{exc} -> {'422' if scope is Scope.WEBHOOK else 'not fired'}")
+            return False
         self.step(title, "true" if verdict else f"false -> {refused}")
         self.detail("\n".join(str(result) for result in results))
         self.accepted = self.accepted and verdict
@@ -149,7 +153,8 @@ def _finish(
     trigger = trial.trigger
     try:
         run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
-    except MissingInput as exc:
+        key = idempotency_key(trigger, context, verified) if idempotency else None
+    except (MissingInput, PathTooBroad) as exc:
         return trial.reject("input mapping", f"{exc} -> 422")
     if trigger.agent.input_mapping:
         trial.step("input mapping")
@@ -160,7 +165,6 @@ def _finish(
             )
         )
     if idempotency:
-        key = idempotency_key(trigger, context, verified)
         trial.step("idempotency key", key if key is not None else "none")
     trial.step("run input")
     trial.detail(json.dumps(run_input, indent=2, ensure_ascii=False))
