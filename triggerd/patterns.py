@@ -9,6 +9,7 @@ places its literal pieces left to right without ever trying a second placement.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -19,6 +20,7 @@ from triggerd.errors import PatternError
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every refused pattern to stderr; PatternError says it instead
+_SET_MEMORY = 64 << 20
 
 # RE2's message for a construct Python's re has, and what to write instead.
 _HINTS = {
@@ -64,6 +66,39 @@ def compile_regex(text: str) -> Regex:
             hint = "backreferences are not supported by RE2"
         raise PatternError(f"{reason} ({hint})" if hint else reason) from None
     return Regex(text, compiled)
+
+
+class RegexSet:
+    """Several RE2 expressions searched in one pass over the text: which of them match.
+
+    The event index holds every `/regex/` trigger in one set, so an event costs one search
+    (about a microsecond for 250 patterns) instead of one per pattern. A set that RE2 cannot
+    build within its memory budget is searched one expression at a time instead.
+    """
+
+    __slots__ = ("_each", "_set")
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self._each = [compile_regex(text) for text in texts]  # raises PatternError first
+        options = re2.Options()
+        options.log_errors = False
+        # Room for the set's DFA, so that a search never has to give up (SPEC 4: no stalls, no misses).
+        options.max_mem = _SET_MEMORY
+        self._set: Any = re2.Set.SearchSet(options)
+        try:
+            for text in texts:
+                self._set.Add(text)
+            self._set.Compile()
+        except re2.error:
+            self._set = None
+
+    def matching(self, subject: str) -> frozenset[int]:
+        """The positions (in the order given) of the expressions that match anywhere in subject."""
+        if not self._each:
+            return frozenset()
+        if self._set is None:
+            return frozenset(i for i, regex in enumerate(self._each) if regex.search(subject))
+        return frozenset(self._set.Match(subject.encode("utf-8", "surrogatepass")) or ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from triggerd.clock import isoformat, parse_instant
 from triggerd.conditions import SEVERITIES
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.errors import TriggerdError
-from triggerd.patterns import Glob, compile_glob, compile_regex
+from triggerd.patterns import Glob, RegexSet, compile_glob, compile_regex
 
 MAX_EVENTS_PER_REQUEST = 1000
 
@@ -118,7 +118,8 @@ def _literal_tail(pattern: str) -> str | None:
 @dataclass
 class EventIndex:
     """Event triggers by pattern: exact types in a dict, globs by their first (else last) literal
-    segment, and only globs literal at neither end, and regexes, tried for every event.
+    segment, and only globs literal at neither end, and regexes, tried for every event (the
+    regexes all at once, as one RE2 set).
 
     An event consults only the triggers whose pattern could match it, not every trigger.
     """
@@ -126,17 +127,20 @@ class EventIndex:
     exact: dict[str, list[Trigger]] = field(default_factory=dict)
     by_head: dict[str, list[tuple[Glob, Trigger]]] = field(default_factory=dict)
     by_tail: dict[str, list[tuple[Glob, Trigger]]] = field(default_factory=dict)
-    anywhere: list[tuple[Callable[[str], bool], Trigger]] = field(default_factory=list)
+    anywhere: list[tuple[Glob | int, Trigger]] = field(default_factory=list)  # int: a position in regexes
+    regexes: RegexSet = field(default_factory=lambda: RegexSet(()))
 
     @classmethod
     def build(cls, triggers: Iterable[Trigger]) -> EventIndex:
         index = cls()
+        expressions: list[str] = []
         for trigger in triggers:
             if trigger.type is not TriggerType.EVENT or trigger.event is None or not trigger.enabled:
                 continue
             pattern = trigger.event.pattern
             if is_regex(pattern):
-                index.anywhere.append((type_matcher(pattern), trigger))
+                index.anywhere.append((len(expressions), trigger))
+                expressions.append(pattern[1:-1])
             elif not any(c in pattern for c in "*?"):
                 index.exact.setdefault(pattern, []).append(trigger)
             else:
@@ -146,7 +150,8 @@ class EventIndex:
                 elif tail is not None:
                     index.by_tail.setdefault(tail, []).append((compile_glob(pattern), trigger))
                 else:
-                    index.anywhere.append((type_matcher(pattern), trigger))
+                    index.anywhere.append((compile_glob(pattern), trigger))
+        index.regexes = RegexSet(expressions)
         return index
 
     def candidates(self, event_type: str) -> list[Trigger]:
@@ -156,7 +161,8 @@ class EventIndex:
         found += [t for glob, t in self.by_head.get(head, ()) if glob.matches(event_type)]
         tail = event_type.rsplit(".", 1)[-1]
         found += [t for glob, t in self.by_tail.get(tail, ()) if glob.matches(event_type)]
-        found += [t for matches, t in self.anywhere if matches(event_type)]
+        hits = self.regexes.matching(event_type)
+        found += [t for m, t in self.anywhere if (m in hits if isinstance(m, int) else m.matches(event_type))]
         return found
 
 
