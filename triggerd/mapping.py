@@ -13,7 +13,19 @@ from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as _parse_jsonpath
 
 from triggerd.errors import MissingInput, PathError, PathTooBroad, TemplateError
-from triggerd.pathwalk import MAX_PATH_NODES, Budget, Exhausted, Step, fallback_limit, fits, plan, unbounded, walk
+from triggerd.pathwalk import (
+    MAX_PATH_NODES,
+    Budget,
+    Exhausted,
+    Step,
+    chain,
+    fallback_limit,
+    fits,
+    follow,
+    plan,
+    unbounded,
+    walk,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +40,12 @@ class JsonPath:
     expression: Any
     steps: tuple[Step, ...] | None  # None: only jsonpath-ng can evaluate it
     fallback_limit: int = MAX_PATH_NODES  # the largest context jsonpath-ng may evaluate it on
+    keys: tuple[str | int, ...] | None = None  # a plain chain of keys: followed without a budget
 
     def find(self, data: Any) -> list[Any]:
         """Every value the path matches in data, in document order; raises PathTooBroad past the bound."""
+        if self.keys is not None:
+            return follow(self.keys, data)
         if self.steps is not None:
             try:
                 return walk(self.steps, [data], Budget(MAX_PATH_NODES))
@@ -59,7 +74,8 @@ def compile_path(text: str) -> JsonPath:
             f"JSONPath {text!r} uses {construct}, whose regular expressions can take unbounded time; "
             "use a 'matches' condition (RE2) instead"
         )
-    return JsonPath(text, expression, plan(expression), fallback_limit(expression))
+    steps = plan(expression)
+    return JsonPath(text, expression, steps, fallback_limit(expression), chain(steps) if steps is not None else None)
 
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)

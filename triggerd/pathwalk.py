@@ -122,6 +122,33 @@ def walk(steps: tuple[Step, ...], values: list[Any], budget: Budget) -> list[Any
     return values
 
 
+def chain(steps: tuple[Step, ...]) -> tuple[str | int, ...] | None:
+    """The keys of a path that names one member or element at each step (`$.body.pr.number`),
+    the common case, which cannot outgrow any budget; None for any other path."""
+    keys: list[str | int] = []
+    for step in steps:
+        if isinstance(step, _Names) and len(step.names) == 1:
+            keys.append(step.names[0])
+        elif isinstance(step, _Indices) and len(step.indices) == 1:
+            keys.append(step.indices[0])
+        else:
+            return None
+    return tuple(keys)
+
+
+def follow(keys: tuple[str | int, ...], data: Any) -> list[Any]:
+    """The one value at the end of a chain of keys, in a list, or an empty list."""
+    current = data
+    for key in keys:
+        if isinstance(key, str):
+            if not isinstance(current, dict) or key not in current:
+                return []
+        elif not isinstance(current, list) or not -len(current) <= key < len(current):
+            return []
+        current = current[key]
+    return [current]
+
+
 def plan(expression: Any) -> tuple[Step, ...] | None:
     """The steps of a path from `$`, or None when it holds something only jsonpath-ng can evaluate."""
     steps = _relative(expression, rooted=True)
