@@ -159,3 +159,19 @@ def test_validate_refuses_what_re2_cannot_run_at_its_line(
     proc = triggerd("validate", "t.yaml", "agents.yaml", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout
     assert proc.stdout.splitlines() == [f"t.yaml:{line}:14: error: {message} (at /trigger/event/pattern)"]
+
+
+def test_triggerd_test_shows_a_path_past_the_bound_as_a_422(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    write(
+        "t.yaml",
+        "trigger:\n  id: t\n  type: webhook\n  webhook:\n    filter: {field: '$..name', operator: exists}\n"
+        "  agent: {id: worker}\n",
+    )
+    write("triggerd.yaml", "definitions: [t.yaml, agents.yaml]\n")
+    write("large.json", json.dumps({"items": [{"name": i, "v": [0] * 8} for i in range(15_000)]}))
+    proc = triggerd("test", "t", "--payload", "large.json", "--config", "triggerd.yaml", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == (
+        "filter          JSONPath $..name would visit more than 100,000 nodes of this context -> 422"
+    )

@@ -126,10 +126,14 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
         return trial
     if match.count_threshold is not None:
         window = f"{match.window:g}s" if match.window is not None else "?"
+        try:
+            group = group_key(trigger, context)
+        except PathTooBroad as exc:
+            return trial.reject("counting", f"{exc} -> not fired")
         trial.step(
             "counting",
             f"this event counts 1 of {match.count_threshold} within {window}, group "
-            f"{group_key(trigger, context) or '(all)'}; the run below is what the "
+            f"{group or '(all)'}; the run below is what the "
             f"{match.count_threshold}th would start",
         )
     return _finish(
