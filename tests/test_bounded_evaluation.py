@@ -43,6 +43,14 @@ trigger:
   agent:
     id: echo
     input_mapping: {names: "$..name"}
+---
+trigger:
+  id: event-names
+  type: event
+  event: {pattern: "inventory.*"}
+  agent:
+    id: echo
+    input_mapping: {names: "$..name"}
 """
 
 # 29 bytes that take Python's re 15 s against ^(a+)+$; RE2 answers in microseconds.
@@ -124,6 +132,23 @@ def test_recursive_descent_on_a_large_body_is_refused_with_422_naming_the_path(d
         "path": "$..name",
     }
     assert seconds < 1.0
+
+
+def test_recursive_descent_on_a_large_event_does_not_fire_and_says_why(daemon: Daemon) -> None:
+    large = {"type": "inventory.synced", "source": "test", "data": [{"name": i, "v": [0] * 8} for i in range(15_000)]}
+    seconds, status, answer = timed(daemon, "POST", "/v1/events", large)
+    assert status == 202, answer
+    assert (answer["matched"], answer["run_ids"]) == (["event-names"], [])
+    assert seconds < 1.0
+    logged = [line for line in daemon.log_lines() if line.get("event_id") == answer["event_ids"][0]]
+    assert [line["message"] for line in logged] == [
+        "event did not fire: JSONPath $..name would visit more than 100,000 nodes of this context"
+    ]
+    small = {"type": "inventory.synced", "source": "test", "data": [{"name": "bolt"}]}
+    status, answer = timed(daemon, "POST", "/v1/events", small)[1:]
+    assert len(answer["run_ids"]) == 1
+    names = daemon.wait_run(answer["run_ids"][0])["input"]["names"]
+    assert names == ["bolt", "bolt", None]  # from $.event, $.events[0] and the unnamed trigger
 
 
 def test_recursive_descent_on_a_small_body_maps_as_before(daemon: Daemon) -> None:
