@@ -48,6 +48,8 @@ def test_a_lone_surrogate_from_json_is_matched_not_a_crash() -> None:
     assert condition is not None, errors
     assert evaluate(condition, {"body": {"x": "a\ud800b"}}, Scope.WEBHOOK)
     assert RegexSet(["b$", "^x"]).matching("a\ud800b") == {0}
+    assert compile_regex("a\ud800").search("xa\ud800")  # in a pattern (YAML admits "\ud800" too)
+    assert RegexSet(["a\ud800"]).matching("xa\ud800") == {0}
 
 
 def test_a_regex_set_finds_what_each_expression_would() -> None:

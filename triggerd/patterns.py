@@ -57,7 +57,8 @@ class Regex:
 def compile_regex(text: str) -> Regex:
     """Compile with RE2; raises PatternError saying why RE2 cannot run it (the caller names the pattern)."""
     try:
-        compiled = re2.compile(text, _OPTIONS)
+        # As bytes, so that a lone surrogate (YAML's "\ud800") is RE2's "invalid UTF-8", not a crash.
+        compiled = re2.compile(text.encode("utf-8", "surrogatepass"), _OPTIONS)
     except re2.error as exc:
         raw = exc.args[0] if exc.args else exc
         reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -87,7 +88,7 @@ class RegexSet:
         self._set: Any = re2.Set.SearchSet(options)
         try:
             for text in texts:
-                self._set.Add(text)
+                self._set.Add(text.encode("utf-8", "surrogatepass"))
             self._set.Compile()
         except re2.error:
             self._set = None
