@@ -45,6 +45,21 @@ trigger:
     input_mapping: {names: "$..name"}
 ---
 trigger:
+  id: keyed
+  type: webhook
+  webhook: {endpoint: /keyed}
+  idempotency_key: "$..id"
+  agent: {id: echo}
+---
+trigger:
+  id: filtered
+  type: webhook
+  webhook:
+    endpoint: /filtered
+    filter: {field: "$..kind", operator: ne, value: noise}
+  agent: {id: echo}
+---
+trigger:
   id: event-names
   type: event
   event: {pattern: "inventory.*"}
@@ -122,15 +137,17 @@ def test_a_catastrophic_event_pattern_runs_in_linear_time(daemon: Daemon) -> Non
     assert (status, answer["matched"]) == (202, ["catastrophic"])
 
 
-def test_recursive_descent_on_a_large_body_is_refused_with_422_naming_the_path(daemon: Daemon) -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "path"), [("/names", "$..name"), ("/keyed", "$..id"), ("/filtered", "$..kind")]
+)  # an input mapping, an idempotency key, a filter
+def test_recursive_descent_on_a_large_body_is_refused_with_422_naming_the_path(
+    daemon: Daemon, endpoint: str, path: str
+) -> None:
     # ~165,000 nodes in about 400 KB: jsonpath-ng walked all of them on the event loop (about 1 s).
     large = {"items": [{"name": i, "v": [0] * 8} for i in range(15_000)]}
-    seconds, status, answer = timed(daemon, "POST", "/names", large)
+    seconds, status, answer = timed(daemon, "POST", endpoint, large)
     assert status == 422, answer
-    assert answer == {
-        "error": "JSONPath $..name would visit more than 100,000 nodes of this context",
-        "path": "$..name",
-    }
+    assert answer == {"error": f"JSONPath {path} would visit more than 100,000 nodes of this context", "path": path}
     assert seconds < 1.0
 
 
