@@ -29,7 +29,7 @@ from loopback import free_port, wait_port
 from triggerd.conditions import Scope, evaluate
 from triggerd.config.loader import load
 from triggerd.sources.bus import event_context
-from triggerd.sources.events import EventIndex, parse_events, source_matches, type_regex
+from triggerd.sources.events import EventIndex, parse_events, source_matches, type_matcher
 
 
 def definitions(count: int) -> str:
@@ -87,18 +87,10 @@ def in_process(triggers_text: str, events: list[dict[str, object]]) -> tuple[flo
                     matched += 1
         return matched
 
-    regexes = [(type_regex(t.event.pattern), t) for t in triggers]  # type: ignore[union-attr]
+    matchers = [(type_matcher(t.event.pattern), t) for t in triggers]  # type: ignore[union-attr]
 
     def scan(kind: str) -> list[object]:
-        return [
-            t
-            for regex, t in regexes
-            if (
-                regex.search(kind)
-                if t.event.pattern.startswith("/")  # type: ignore[union-attr]
-                else regex.match(kind)
-            )
-        ]
+        return [t for matches, t in matchers if matches(kind)]
 
     start = time.perf_counter()
     indexed = deliver(index.candidates)

@@ -73,7 +73,7 @@ def test_exists_needs_no_value_and_matches_compiles() -> None:
     exists = parsed({"field": "x", "operator": "exists"})
     assert isinstance(exists, Clause) and exists.value is True
     matches = parsed({"field": "x", "operator": "matches", "value": "^db-[0-9]+$"})
-    assert isinstance(matches, Clause) and matches.pattern is not None and matches.pattern.match("db-12")
+    assert isinstance(matches, Clause) and matches.pattern is not None and matches.pattern.search("db-12")
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from triggerd.errors import PathError, TemplateError
+from triggerd.errors import PathError, PathTooBroad, TemplateError
 from triggerd.mapping import Template, compile_path
+from triggerd.pathwalk import MAX_PATH_NODES
 
 
 def test_jsonpath_finds_every_match() -> None:
@@ -60,15 +63,88 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-STEPS = st.lists(
-    st.one_of(st.sampled_from(["a", "b", "x-y", "0", "*"]), st.integers(min_value=0, max_value=3)), max_size=4
+# A step of a path, in the grammar triggerd walks itself (pathwalk) rather than through jsonpath-ng.
+STEP = st.sampled_from(
+    [
+        ".a",
+        "['b']",
+        "['x-y']",
+        "['0']",
+        "['a','b']",
+        "[*]",
+        ".*",
+        "[0]",
+        "[1]",
+        "[-1]",
+        "[0,2]",
+        "[1:]",
+        "[:2]",
+        "[::2]",
+        "[?(@.a)]",
+        "[?(@.a==1)]",
+        "[?(@.b>0&&@.a)]",
+        "..a",
+        "..b",
+        "..[0]",
+        "..*",
+        "..['a','x-y']",
+        "..[?(@.a)]",
+    ]
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(data=JSON, steps=STEPS)
-def test_the_plain_path_shortcut_agrees_with_jsonpath_ng(data: object, steps: list[str | int]) -> None:
-    text = "$" + "".join(f"[{s}]" if isinstance(s, int) or s == "*" else f"['{s}']" for s in steps)
-    fast = compile_path(text)
-    assert fast.steps == tuple(None if s == "*" else s for s in steps)
-    assert fast.find(data) == [m.value for m in fast.expression.find(data)]
+@settings(max_examples=600, deadline=None)
+@given(data=JSON, steps=st.lists(STEP, max_size=4))
+def test_the_bounded_walk_agrees_with_jsonpath_ng(data: object, steps: list[str]) -> None:
+    path = compile_path("$" + "".join(steps))
+    assert path.steps is not None  # walked by triggerd, not handed to jsonpath-ng
+    assert path.find(data) == [m.value for m in path.expression.find(data)]
+
+
+def wide_and_deep(nodes: int) -> dict[str, object]:
+    """About `nodes` nodes: records with a name, nested a few levels."""
+    return {"items": [{"name": f"n{i}", "child": {"name": i, "tags": ["a", "b"]}} for i in range(nodes // 7)]}
+
+
+def test_recursive_descent_past_the_bound_is_refused_quickly() -> None:
+    path = compile_path("$..name")
+    small = wide_and_deep(1000)
+    assert path.find(small) == [m.value for m in path.expression.find(small)]  # within the bound: as before
+    large = {"body": wide_and_deep(MAX_PATH_NODES * 3)}
+    started = time.perf_counter()
+    with pytest.raises(PathTooBroad) as info:
+        path.find(large)
+    assert time.perf_counter() - started < 0.5
+    assert info.value.path == "$..name"
+    assert str(info.value) == "JSONPath $..name would visit more than 100,000 nodes of this context"
+
+
+def test_nested_descent_is_counted_per_visit_not_per_node() -> None:
+    # `..a..b` walks the subtree below every `a` again: quadratic in nested `a`s, so bounded by visits.
+    data: dict[str, object] = {}
+    for _ in range(500):
+        data = {"a": data, "b": 1}
+    path = compile_path("$..a..b")
+    with pytest.raises(PathTooBroad):
+        path.find(data)
+
+
+def test_paths_only_jsonpath_ng_evaluates_run_on_contexts_within_the_bound() -> None:
+    path = compile_path("$.items[0].`parent`")
+    assert path.steps is None
+    assert path.find({"items": [1, 2]}) == [[1, 2]]
+    with pytest.raises(PathTooBroad):
+        path.find({"items": list(range(MAX_PATH_NODES))})
+
+
+@pytest.mark.parametrize(
+    ("text", "construct"),
+    [("$.body[?(@.x =~ '(a+)+$')]", "the =~ operator"), ("$.body.`sub(/(a+)+$/, b)`", "`sub(/regex/, ...)`")],
+)
+def test_regular_expressions_inside_jsonpath_are_refused(text: str, construct: str) -> None:
+    with pytest.raises(PathError) as info:
+        compile_path(text)
+    assert str(info.value) == (
+        f"JSONPath {text!r} uses {construct}, whose regular expressions can take unbounded time; "
+        "use a 'matches' condition (RE2) instead"
+    )

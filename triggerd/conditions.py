@@ -15,8 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 from triggerd.config.documents import resolve_plain
-from triggerd.errors import ConditionError, PathError
+from triggerd.errors import ConditionError, PathError, PatternError
 from triggerd.mapping import JsonPath, compile_path, find_dotted
+from triggerd.patterns import Regex, compile_regex
 
 
 class Operator(StrEnum):
@@ -64,7 +65,7 @@ class Clause:
     operator: Operator
     value: Any
     pointer: str
-    pattern: re.Pattern[str] | None = None
+    pattern: Regex | None = None  # RE2, for `matches`
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +195,8 @@ class _Parser:
                 self.fail(pointer, "operator 'matches' needs a regular expression string")
                 return AllOf(())
             try:
-                pattern = re.compile(value)
-            except re.error as exc:
+                pattern = compile_regex(value)
+            except PatternError as exc:
                 self.fail(pointer, f"regular expression {value!r} does not compile: {exc}")
         return Clause(field, operator, value, pointer, pattern)
 
@@ -321,7 +322,7 @@ def _apply(clause: Clause, found: bool, actual: Any) -> bool:
     if op is Operator.ENDS_WITH:
         return isinstance(actual, str) and isinstance(expected, str) and actual.endswith(expected)
     if op is Operator.MATCHES:
-        return isinstance(actual, str) and clause.pattern is not None and clause.pattern.search(actual) is not None
+        return isinstance(actual, str) and clause.pattern is not None and clause.pattern.search(actual)
     pair = _ordered(actual, expected)
     if pair is None:
         return False

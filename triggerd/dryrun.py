@@ -25,7 +25,7 @@ from triggerd.config.models import (
     Trigger,
 )
 from triggerd.config.problems import Problem
-from triggerd.errors import AuthFailure, MissingInput, TemplateError
+from triggerd.errors import AuthFailure, MissingInput, PathTooBroad, TemplateError
 from triggerd.http.auth import DELIVERY_HEADERS, Verified, Verifier
 from triggerd.mapping import build_input
 from triggerd.masking import mask
@@ -186,16 +186,16 @@ def try_webhook(
             200,
             {"status": "dropped", "reason": "max_event_age", "trigger_id": trigger.id},
         )
-    if webhook.filter is None:
-        trial.step("filter", "none")
-    elif not trial.condition("filter", webhook.filter, context, Scope.WEBHOOK):
-        trial.accepted = False
-        return trial.answer(200, {"status": "filtered", "trigger_id": trigger.id})
     try:
+        if webhook.filter is None:
+            trial.step("filter", "none")
+        elif not trial.condition("filter", webhook.filter, context, Scope.WEBHOOK):
+            trial.accepted = False
+            return trial.answer(200, {"status": "filtered", "trigger_id": trigger.id})
         run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
-    except MissingInput as exc:
+        key = idempotency_key(trigger, context, verified)
+    except (MissingInput, PathTooBroad) as exc:  # as the daemon: a JSONPath past its node bound is a 422 too
         return trial.reject("input mapping", str(exc), 422, {"error": str(exc), "path": exc.path})
-    key = idempotency_key(trigger, context, verified)
     source: str | None = None
     if trigger.idempotency_key is not None:
         source = trigger.idempotency_key.text
@@ -237,15 +237,20 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
         trial.step("source", f"{event.source} (allowed: {sources})")
         payload = event.to_json()
         alone = event_context(trigger, payload, [payload])
-        if match.condition is None:
-            trial.step("condition", "none")
-        elif not trial.condition("condition", match.condition, alone, Scope.EVENT):
+        try:
+            if match.condition is None:
+                trial.step("condition", "none")
+            elif not trial.condition("condition", match.condition, alone, Scope.EVENT):
+                continue
+            group = group_key(trigger, alone) if match.count_threshold is not None else ""
+        except PathTooBroad as exc:
+            trial.accepted = False
+            trial.step("condition", f"{exc}: the daemon logs this and starts no run")
             continue
         matched = True
         if match.count_threshold is None:
             firings.append(alone)
             continue
-        group = group_key(trigger, alone)
         window = windows.setdefault(group, [])
         window.append(payload)
         fires = len(window) >= match.count_threshold
@@ -266,7 +271,7 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
     for context in firings:
         try:
             run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
-        except MissingInput as exc:
+        except (MissingInput, PathTooBroad) as exc:
             trial.accepted = False
             trial.step("input mapping", f"{exc}: the daemon logs this and starts no run")
             continue

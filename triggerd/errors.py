@@ -23,6 +23,18 @@ class PathError(TriggerdError, ValueError):
     """Raised by mapping.compile_path for JSONPath that does not compile."""
 
 
+class PathTooBroad(TriggerdError):
+    """Raised by mapping.JsonPath.find when a path would visit more nodes of one context than allowed."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(f"JSONPath {path} would visit more than {limit:,} nodes of this context")
+        self.path = path
+
+
+class PatternError(TriggerdError, ValueError):
+    """Raised by patterns.compile_regex for a regular expression RE2 cannot run."""
+
+
 class TemplateError(TriggerdError, ValueError):
     """Raised by mapping.Template for malformed {{ }} placeholders, or a missing key at render time."""
 

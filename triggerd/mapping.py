@@ -11,55 +11,49 @@ from typing import Any, Protocol
 
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as _parse_jsonpath
-from jsonpath_ng.jsonpath import Child, Fields, Index, Root, Wildcard
 
-from triggerd.errors import MissingInput, PathError, TemplateError
+from triggerd.errors import MissingInput, PathError, PathTooBroad, TemplateError
+from triggerd.pathwalk import (
+    MAX_PATH_NODES,
+    Budget,
+    Exhausted,
+    Step,
+    chain,
+    fallback_limit,
+    fits,
+    follow,
+    plan,
+    unbounded,
+    walk,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class JsonPath:
     """A compiled JSONPath expression; compile once with compile_path, find many times.
 
-    A chain of fields, non-negative indices and wildcards (`$.body.pull_request.number`,
-    `$.headers['x-github-event']`, `$.items[0]`, `$.labels[*].name`), the common case, is
-    walked with dict and list lookups, giving what jsonpath-ng would; anything else goes to it.
+    Finding is bounded (SPEC 4): a path that would visit more than MAX_PATH_NODES nodes of
+    one context raises PathTooBroad instead of holding the event loop (see pathwalk).
     """
 
     text: str
     expression: Any
-    steps: tuple[str | int | None, ...] | None = None  # None in the tuple: every child (`*`)
-    fans_out: bool = False  # a wildcard among the steps: several values may match
+    steps: tuple[Step, ...] | None  # None: only jsonpath-ng can evaluate it
+    fallback_limit: int = MAX_PATH_NODES  # the largest context jsonpath-ng may evaluate it on
+    keys: tuple[str | int, ...] | None = None  # a plain chain of keys: followed without a budget
 
     def find(self, data: Any) -> list[Any]:
-        """Every value the path matches in data, in document order."""
-        if self.steps is None:
-            return [match.value for match in self.expression.find(data)]
-        if not self.fans_out:  # one value at most: walk it
-            current = data
-            for step in self.steps:
-                if isinstance(step, str):
-                    if not isinstance(current, dict) or step not in current:
-                        return []
-                elif not isinstance(current, list) or step >= len(current):  # type: ignore[operator]  # no None: fans_out is False
-                    return []
-                current = current[step]
-            return [current]
-        values = [data]
-        for step in self.steps:
-            found: list[Any] = []
-            for current in values:
-                if step is None:
-                    if isinstance(current, list):
-                        found.extend(current)
-                    elif isinstance(current, dict):
-                        found.extend(current.values())
-                elif isinstance(step, str):
-                    if isinstance(current, dict) and step in current:
-                        found.append(current[step])
-                elif isinstance(current, list) and step < len(current):
-                    found.append(current[step])
-            values = found
-        return values
+        """Every value the path matches in data, in document order; raises PathTooBroad past the bound."""
+        if self.keys is not None:
+            return follow(self.keys, data)
+        if self.steps is not None:
+            try:
+                return walk(self.steps, [data], Budget(MAX_PATH_NODES))
+            except Exhausted:
+                raise PathTooBroad(self.text, MAX_PATH_NODES) from None
+        if not fits(data, self.fallback_limit):
+            raise PathTooBroad(self.text, MAX_PATH_NODES)
+        return [match.value for match in self.expression.find(data)]
 
     def __str__(self) -> str:
         return self.text
@@ -74,26 +68,14 @@ def compile_path(text: str) -> JsonPath:
         expression = _parse_jsonpath(text)
     except (JSONPathError, ValueError, TypeError, AttributeError) as exc:
         raise PathError(f"JSONPath {text!r} does not compile: {exc}") from None
-    steps = _plain_steps(expression)
-    return JsonPath(text, expression, steps, steps is not None and None in steps)
-
-
-def _plain_steps(expression: Any) -> tuple[str | int | None, ...] | None:
-    """The steps of Root / Child / single Fields / single non-negative Index / Wildcard; None for anything else."""
-    steps: list[str | int | None] = []
-    node = expression
-    while type(node) is Child:
-        right = node.right
-        if type(right) is Fields and len(right.fields) == 1 and right.fields[0] != "*":
-            steps.append(right.fields[0])
-        elif type(right) is Index and len(right.indices) == 1 and right.indices[0] >= 0:
-            steps.append(right.indices[0])
-        elif type(right) is Wildcard:
-            steps.append(None)
-        else:
-            return None
-        node = node.left
-    return tuple(reversed(steps)) if type(node) is Root else None
+    construct = unbounded(expression)
+    if construct is not None:
+        raise PathError(
+            f"JSONPath {text!r} uses {construct}, whose regular expressions can take unbounded time; "
+            "use a 'matches' condition (RE2) instead"
+        )
+    steps = plan(expression)
+    return JsonPath(text, expression, steps, fallback_limit(expression), chain(steps) if steps is not None else None)
 
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)

@@ -28,7 +28,8 @@ from triggerd.config.models import (
     TriggerType,
     Webhook,
 )
-from triggerd.errors import CronError
+from triggerd.errors import CronError, PatternError
+from triggerd.patterns import compile_regex
 from triggerd.sources.cron import check_cron
 
 RESERVED_PATHS = ("/v1", "/healthz", "/readyz", "/metrics")
@@ -232,8 +233,8 @@ def _event(doc: Document, e: dict[str, Any]) -> EventMatch:
     pattern = e["pattern"]
     if len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/"):
         try:
-            re.compile(pattern[1:-1])
-        except re.error as exc:
+            compile_regex(pattern[1:-1])
+        except PatternError as exc:
             doc.fail(f"{p}/pattern", f"regular expression {pattern!r} does not compile: {exc}")
     source = e.get("source", [])
     raw_condition = e.get("condition")

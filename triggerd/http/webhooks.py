@@ -21,7 +21,7 @@ from triggerd.clock import Clock, isoformat
 from triggerd.conditions import Scope, evaluate
 from triggerd.config.models import Configuration, Settings, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
-from triggerd.errors import AuthFailure, MissingInput, NotFound, StoreError, Unavailable
+from triggerd.errors import AuthFailure, MissingInput, NotFound, PathTooBroad, StoreError, Unavailable
 from triggerd.http.auth import Verified, Verifier
 from triggerd.http.limits import TokenBucket, allowed, client_address
 from triggerd.http.responses import error, json_response
@@ -163,13 +163,13 @@ class WebhookHandler:
         )
         if too_old(trigger, verified, self.clock.now()):
             raise _Answer(json_response({"status": "dropped", "reason": "max_event_age", "trigger_id": trigger.id}))
-        if webhook.filter is not None and not evaluate(webhook.filter, context, Scope.WEBHOOK):
-            raise _Answer(json_response({"status": "filtered", "trigger_id": trigger.id}))
         try:
+            if webhook.filter is not None and not evaluate(webhook.filter, context, Scope.WEBHOOK):
+                raise _Answer(json_response({"status": "filtered", "trigger_id": trigger.id}))
             run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
-        except MissingInput as exc:
+            key = idempotency_key(trigger, context, verified)
+        except (MissingInput, PathTooBroad) as exc:  # PathTooBroad: a JSONPath past its node bound (SPEC 4)
             raise _fail(422, str(exc), path=exc.path) from None
-        key = idempotency_key(trigger, context, verified)
         firing = Firing(
             trigger.id,
             trigger.agent.id,

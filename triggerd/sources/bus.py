@@ -23,7 +23,7 @@ from triggerd.clock import Clock, isoformat, parse_instant
 from triggerd.conditions import Scope, evaluate
 from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
-from triggerd.errors import MissingInput, StoreError, Unavailable
+from triggerd.errors import MissingInput, PathTooBroad, StoreError, Unavailable
 from triggerd.mapping import build_input
 from triggerd.masking import mask_value
 from triggerd.metrics import METRICS
@@ -130,14 +130,19 @@ class EventBus:
             if not source_matches(trigger, event.source):
                 continue
             alone = event_context(trigger, body, [body])
-            if trigger.event.condition is not None and not evaluate(trigger.event.condition, alone, Scope.EVENT):
+            try:
+                if trigger.event.condition is not None and not evaluate(trigger.event.condition, alone, Scope.EVENT):
+                    continue
+                group = group_key(trigger, alone)
+            except PathTooBroad as exc:  # the event is too large for this trigger's JSONPath (SPEC 4)
+                log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event.id})
                 continue
             if trigger.id not in result.matched:
                 result.matched.append(trigger.id)
             if trigger.event.count_threshold is None:
                 await self._fire(trigger, event, alone, result)
                 continue
-            key = (trigger.id, group_key(trigger, alone))
+            key = (trigger.id, group)
             horizon = now - timedelta(seconds=trigger.event.window or 0)
             window = [w for w in self._windows.get(key, []) if parse_instant(w["received_at"]) > horizon]
             window.append({"received_at": isoformat(now), "event": body})
@@ -151,7 +156,7 @@ class EventBus:
     async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
         try:
             run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
-        except MissingInput as exc:
+        except (MissingInput, PathTooBroad) as exc:
             log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event.id})
             return
         firing = Firing(trigger.id, trigger.agent.id, run_input, Source.EVENT, chain_depth=event.chain_depth + 1)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, TypeGuard
 
 from triggerd.clock import isoformat, parse_instant
 from triggerd.conditions import SEVERITIES
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.errors import TriggerdError
+from triggerd.patterns import Glob, RegexSet, compile_glob, compile_regex
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_NAME_LENGTH = 256  # SPEC 7.1: an event's type and source
@@ -140,16 +139,16 @@ def decode_data(raw: bytes, content_type: str | None, where: str) -> Any:
         raise BadEvent(f"{where}: the data ({media}) is neither JSON nor UTF-8 text") from None
 
 
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob where `*` matches anything, dots included, and `?` one character."""
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z")
+def is_regex(pattern: str) -> bool:
+    """Whether an event pattern is `/regex/` rather than a glob."""
+    return len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/")
 
 
-def type_regex(pattern: str) -> re.Pattern[str]:
-    if len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/"):
-        return re.compile(pattern[1:-1])
-    return glob_regex(pattern)
+def type_matcher(pattern: str) -> Callable[[str], bool]:
+    """How an event type is tested against a pattern: a glob matches whole, a /regex/ anywhere (RE2)."""
+    if is_regex(pattern):
+        return compile_regex(pattern[1:-1]).search
+    return compile_glob(pattern).matches
 
 
 def _literal_head(pattern: str) -> str | None:
@@ -169,48 +168,54 @@ def _literal_tail(pattern: str) -> str | None:
 @dataclass
 class EventIndex:
     """Event triggers by pattern: exact types in a dict, globs by their first (else last) literal
-    segment, and only globs literal at neither end, and regexes, tried for every event.
+    segment, and only globs literal at neither end, and regexes, tried for every event (the
+    regexes all at once, as one RE2 set).
 
     An event consults only the triggers whose pattern could match it, not every trigger.
     """
 
     exact: dict[str, list[Trigger]] = field(default_factory=dict)
-    by_head: dict[str, list[tuple[re.Pattern[str], Trigger]]] = field(default_factory=dict)
-    by_tail: dict[str, list[tuple[re.Pattern[str], Trigger]]] = field(default_factory=dict)
-    anywhere: list[tuple[Callable[[str], object], Trigger]] = field(default_factory=list)
+    by_head: dict[str, list[tuple[Glob, Trigger]]] = field(default_factory=dict)
+    by_tail: dict[str, list[tuple[Glob, Trigger]]] = field(default_factory=dict)
+    anywhere: list[tuple[Glob | int, Trigger]] = field(default_factory=list)  # int: a position in regexes
+    regexes: RegexSet = field(default_factory=lambda: RegexSet(()))
 
     @classmethod
     def build(cls, triggers: Iterable[Trigger]) -> EventIndex:
         index = cls()
+        expressions: list[str] = []
         for trigger in triggers:
             if trigger.type is not TriggerType.EVENT or trigger.event is None or not trigger.enabled:
                 continue
             pattern = trigger.event.pattern
-            if pattern.startswith("/") and pattern.endswith("/") and len(pattern) > 1:
-                index.anywhere.append((type_regex(pattern).search, trigger))  # a regex matches anywhere
+            if is_regex(pattern):
+                index.anywhere.append((len(expressions), trigger))
+                expressions.append(pattern[1:-1])
             elif not any(c in pattern for c in "*?"):
                 index.exact.setdefault(pattern, []).append(trigger)
             else:
                 head, tail = _literal_head(pattern), _literal_tail(pattern)
                 if head is not None:
-                    index.by_head.setdefault(head, []).append((glob_regex(pattern), trigger))
+                    index.by_head.setdefault(head, []).append((compile_glob(pattern), trigger))
                 elif tail is not None:
-                    index.by_tail.setdefault(tail, []).append((glob_regex(pattern), trigger))
+                    index.by_tail.setdefault(tail, []).append((compile_glob(pattern), trigger))
                 else:
-                    index.anywhere.append((glob_regex(pattern).match, trigger))  # a glob matches whole
+                    index.anywhere.append((compile_glob(pattern), trigger))
+        index.regexes = RegexSet(expressions)
         return index
 
     def candidates(self, event_type: str) -> list[Trigger]:
         """Triggers whose type pattern matches, in a stable order."""
         found = list(self.exact.get(event_type, ()))
         head = event_type.split(".", 1)[0]
-        found += [t for regex, t in self.by_head.get(head, ()) if regex.match(event_type)]
+        found += [t for glob, t in self.by_head.get(head, ()) if glob.matches(event_type)]
         tail = event_type.rsplit(".", 1)[-1]
-        found += [t for regex, t in self.by_tail.get(tail, ()) if regex.match(event_type)]
-        found += [t for matches, t in self.anywhere if matches(event_type)]
+        found += [t for glob, t in self.by_tail.get(tail, ()) if glob.matches(event_type)]
+        hits = self.regexes.matching(event_type)
+        found += [t for m, t in self.anywhere if (m in hits if isinstance(m, int) else m.matches(event_type))]
         return found
 
 
 def source_matches(trigger: Trigger, source: str) -> bool:
     assert trigger.event is not None
-    return not trigger.event.sources or any(glob_regex(p).match(source) for p in trigger.event.sources)
+    return not trigger.event.sources or any(compile_glob(p).matches(source) for p in trigger.event.sources)
