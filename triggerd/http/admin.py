@@ -275,7 +275,7 @@ async def fire(request: web.Request) -> web.Response:
     if request.can_read_body:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
             return error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             return error(400, 'the body must be a JSON object like {"input": {...}}')
@@ -304,7 +304,7 @@ async def post_events(request: web.Request) -> web.Response:
         return error(503, "the event bus is not running")
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
         return error(400, "the body is not valid JSON")
     try:
         events = parse_events(body, bus.clock.now())
