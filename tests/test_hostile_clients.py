@@ -39,15 +39,16 @@ REQUEST_LINE = b"POST /webhooks/raw HTTP/1.1\r\n"
 DEEP = b"[" * 200_000 + b"]" * 200_000  # 400 kB: under max_body_bytes, far past json's nesting
 
 
-def limit_files(count: int) -> Callable[[], None]:
-    """A preexec_fn: soft and hard open-file limit `count`, so raising to the hard limit gains nothing."""
-    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+def limit_files(soft: int, hard: int) -> Callable[[], None]:
+    """A preexec_fn setting the child's open-file limits."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @contextmanager
-def daemon_with_files(root: Path, files: int, server: str = "") -> Iterator[Daemon]:
-    port = write_config(root, DEFINITIONS, server=server)
-    daemon = Daemon(root, port, {"PATH": os.environ["PATH"]}, preexec=limit_files(files)).start()
+def daemon_with_files(root: Path, files: int, hard: int | None = None) -> Iterator[Daemon]:
+    """A daemon under an open-file limit of `files` (soft and, unless given, hard: raising gains nothing)."""
+    port = write_config(root, DEFINITIONS)
+    daemon = Daemon(root, port, {"PATH": os.environ["PATH"]}, preexec=limit_files(files, hard or files)).start()
     try:
         yield daemon
     finally:
@@ -109,6 +110,15 @@ def timed(call: Callable[[], tuple[int, object]]) -> tuple[int, float]:
     started = time.monotonic()
     status, _ = call()
     return status, time.monotonic() - started
+
+
+def test_the_daemon_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    with daemon_with_files(tmp_path, 256, hard=2048) as daemon:
+        assert daemon.process is not None
+        limits = Path(f"/proc/{daemon.process.pid}/limits").read_text()
+        max_open = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert max_open.split()[3:5] == ["2048", "2048"]  # soft, hard
+        assert "open-file limit raised from 256 to the hard limit 2048" in [m["message"] for m in daemon.log_lines()]
 
 
 def test_idle_connections_past_the_descriptor_limit_leave_the_daemon_answering(tmp_path: Path) -> None:

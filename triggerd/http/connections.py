@@ -46,19 +46,18 @@ REPORT_INTERVAL = 10.0
 _OUT_OF_RESOURCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def raise_open_file_limit() -> int:
-    """Raise the soft open-file limit to the hard limit (SPEC 7.1); returns the limit in force."""
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard limit (SPEC 7.1), and log the limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("open-file limit stays at %d: cannot raise it to %d: %s", soft, hard, exc)
-            return soft
-        log.info("open-file limit raised from %d to the hard limit %d", soft, hard)
-        return hard
-    log.info("open-file limit is %d", soft)
-    return soft
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        log.info("open-file limit is %d", soft)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open-file limit stays at %d: cannot raise it to %d: %s", soft, hard, exc)
+        return
+    log.info("open-file limit raised from %d to the hard limit %d", soft, hard)
 
 
 def connection_limit(descriptors: int) -> int:
@@ -132,10 +131,9 @@ class ConnectionPool:
         self.read_timeout = read_timeout
         self.keepalive_timeout = keepalive_timeout
         self._open: dict[Connection, None] = {}  # insertion order: the oldest first
-        self._shed = Throttled(logging.WARNING, "connection limit %d reached: closed the oldest idle connection")
-
-    def __len__(self) -> int:
-        return len(self._open)
+        self._shed = Throttled(
+            logging.WARNING, "connection limit %d reached: closed the oldest idle connection (or the newest)"
+        )
 
     def admit(self, connection: Connection) -> None:
         self._open[connection] = None
@@ -163,6 +161,8 @@ class Connection(RequestHandler):
     @property
     def sheddable(self) -> bool:
         """True while the daemon owes this client nothing: it is still sending a request, or idle."""
+        if self.transport is None:  # already closed
+            return False
         return self._deadline is not None or (self._waiter is not None and not self._waiter.done())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
