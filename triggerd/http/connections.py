@@ -179,6 +179,9 @@ class Connection(RequestHandler):
         receiving_body = self._body is not None and not self._body.is_eof()
         parsed = self._request_count
         super().data_received(data)
+        if self._upgraded:  # a WebSocket now: frames, not requests, and no deadline on them
+            self._disarm()
+            return
         if self._request_count != parsed and self._messages:
             self._body, receiving_body = self._messages[-1][1], True
         if receiving_body and self._body is not None and self._body.is_eof():
@@ -203,8 +206,9 @@ class Connection(RequestHandler):
         self.force_close()
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        # A body aiohttp cannot decode (bad gzip, bad chunks) or a client gone mid-request is the
-        # client's doing: the handler answered 400 (or nobody is left to answer), so no traceback.
+        # Malformed HTTP, a body aiohttp cannot decode (bad gzip, bad chunks), a client gone
+        # mid-request: the client's doing, answered 400 (or nobody is left to answer), so a debug
+        # line instead of a traceback at error level that anyone on the internet could provoke.
         if isinstance(kw.get("exc_info"), RequestPayloadError | HttpProcessingError | ConnectionResetError):
             log.debug("request from %s abandoned: %s", self.peername, kw["exc_info"])
             return
