@@ -67,6 +67,7 @@ class Daemon:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     token: str | None = None
+    preexec: Callable[[], None] | None = None  # run in the child before exec, e.g. to set rlimits
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,7 @@ class Daemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                preexec_fn=self.preexec,
             )
         if ready:
             wait_for(self._ready, timeout=20, what="the daemon to be ready")

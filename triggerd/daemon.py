@@ -25,6 +25,7 @@ from triggerd.config.loader import LoadMode, LoadResult, load
 from triggerd.config.models import Configuration
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
+from triggerd.http.connections import raise_open_file_limit
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
 from triggerd.metrics import METRICS
@@ -96,6 +97,7 @@ class Daemon:
         self.configuration = configuration
         self._applied(Applied(result, self.clock.now()))
         settings = configuration.settings
+        raise_open_file_limit()  # SPEC 7.1; the HTTP server sizes its connection cap from it
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)

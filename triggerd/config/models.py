@@ -67,6 +67,8 @@ class ServerSettings:
     listen: Listen = Listen("127.0.0.1", 8080)
     max_body_bytes: int = 1_048_576
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    read_timeout: float = 30.0  # a request's head and body must arrive within this
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.config.documents import Document
+from triggerd.config.durations import parse_duration
 from triggerd.config.models import (
     AdminSettings,
     Limits,
@@ -19,6 +20,7 @@ from triggerd.config.models import (
     StoreSettings,
     SyncLevel,
 )
+from triggerd.errors import DurationError
 
 DEFAULT_DEFINITIONS = ("triggers", "agents")
 LOCAL_SETTINGS = Path("config") / "triggerd.yaml"  # relative to the working directory
@@ -71,6 +73,20 @@ def build_settings(
                 doc.fail(pointer, str(exc))
             return Listen("127.0.0.1", 0)
 
+    def timeout(pointer: str, value: object, default: float) -> float:
+        """A duration longer than 0 (0 would close every connection at once); else a problem."""
+        if doc is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            doc.fail(pointer, str(exc))
+            return default
+        if seconds == 0:
+            doc.fail(pointer, "must be longer than 0s: 0 would close every connection at once")
+            return default
+        return seconds
+
     server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
@@ -89,6 +105,8 @@ def build_settings(
             server_listen,
             server.get("max_body_bytes", 1_048_576),
             (doc.networks("/server/trusted_proxies", server.get("trusted_proxies", [])) if doc is not None else ()),
+            timeout("/server/read_timeout", server.get("read_timeout", "30s"), 30.0),
+            timeout("/server/keepalive_timeout", server.get("keepalive_timeout", "75s"), 75.0),
         ),
         admin=AdminSettings(admin_listen, tokens),
         store=StoreSettings(

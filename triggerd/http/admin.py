@@ -280,7 +280,7 @@ async def fire(request: web.Request) -> web.Response:
     if request.can_read_body:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json parses
             return error(400, "the body is not valid JSON")
         if not isinstance(body, dict):
             return error(400, 'the body must be a JSON object like {"input": {...}}')

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from triggerd.masking import dumps, mask
 
@@ -40,6 +41,14 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         # aiohttp's own refusals (no route, wrong method, body too large) are plain text: answer JSON.
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "www-authenticate")}
         return json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except RequestPayloadError as exc:
+        # aiohttp could not decode the body (Content-Encoding, chunks): the client's bytes, a 400.
+        return error(400, f"the body could not be read: {exc}")
+    except ConnectionResetError as exc:
+        if request.transport is None or request.transport.is_closing():
+            # The client left, or was closed for being slow (read_timeout): nobody to answer.
+            return error(400, "the connection was closed before the request was read")
+        return _internal(request, exc)
     except Exception as exc:
         return _internal(request, exc)
     return response

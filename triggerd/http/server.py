@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from triggerd.clock import Clock
 from triggerd.config.models import Listen, Settings
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.http.admin import add_admin_routes
+from triggerd.http.connections import AcceptErrors, ConnectionPool, Runner, connection_limit
 from triggerd.http.responses import json_response, never_500
 from triggerd.http.webhooks import WebhookHandler
 from triggerd.metrics import METRICS
@@ -50,6 +53,13 @@ class HttpServer:
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
+        server = settings.server
+        self.pool = ConnectionPool(
+            connection_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+            server.read_timeout,
+            server.keepalive_timeout,
+        )
+        self._restore_exception_handler: Callable[[], None] | None = None
 
     def _app(self, *, admin: bool, webhooks: bool) -> web.Application:
         app = web.Application(middlewares=[never_500], client_max_size=self.settings.server.max_body_bytes)
@@ -64,13 +74,20 @@ class HttpServer:
         return app
 
     async def start(self) -> None:
+        self._restore_exception_handler = AcceptErrors(asyncio.get_running_loop()).install()
+        log.info(
+            "connections: at most %d open, read_timeout %gs, keepalive_timeout %gs",
+            self.pool.limit,
+            self.pool.read_timeout,
+            self.pool.keepalive_timeout,
+        )
         separate_admin = self.settings.admin.listen is not None
         await self._serve(self._app(admin=not separate_admin, webhooks=True), self.settings.server.listen)
         if self.settings.admin.listen is not None:
             await self._serve(self._app(admin=True, webhooks=False), self.settings.admin.listen)
 
     async def _serve(self, app: web.Application, listen: Listen) -> None:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = Runner(app, self.pool)  # both listeners share one pool: descriptors are the process's
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
@@ -85,6 +102,9 @@ class HttpServer:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        if self._restore_exception_handler is not None:
+            self._restore_exception_handler()
+            self._restore_exception_handler = None
 
     async def healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok"})

@@ -3,7 +3,7 @@
 Routes are not aiohttp routes: one catch-all looks the path up in a WebhookRoutes
 table, so a new configuration swaps the whole table at once (hot reload) without
 touching the running server. A request goes through, in order: draining, route and
-method, client address, rate limit, body size, authentication (on the raw bytes),
+method, client address, body size, authentication (on the raw bytes), rate limit,
 body parsing, event age, filter, input mapping, idempotency, and the commit.
 """
 
@@ -128,6 +128,16 @@ class WebhookHandler:
             if not allowed(address, webhook.ip_allowlist):
                 log.warning("webhook refused: address %s not allowed", address, extra=extra)
                 raise _fail(403, "address not allowed")
+        body = await self._read_body(request, webhook.max_body_bytes or self.settings.server.max_body_bytes)
+        verified = Verified()
+        if route.verifier is not None:
+            try:
+                verified = route.verifier.verify(request.headers, body, self.clock.now())
+            except AuthFailure as exc:
+                log.warning("webhook authentication failed: %s", exc, extra=extra)
+                METRICS.auth_failures.labels(trigger.id).inc()
+                raise _fail(401, "authentication failed") from None
+        # Counted only now (SPEC 7.1): unsigned traffic must not spend a real sender's tokens.
         if route.bucket is not None:
             wait = route.bucket.take(self.clock.monotonic())
             if wait > 0:
@@ -138,15 +148,6 @@ class WebhookHandler:
                         headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     )
                 )
-        body = await self._read_body(request, webhook.max_body_bytes or self.settings.server.max_body_bytes)
-        verified = Verified()
-        if route.verifier is not None:
-            try:
-                verified = route.verifier.verify(request.headers, body, self.clock.now())
-            except AuthFailure as exc:
-                log.warning("webhook authentication failed: %s", exc, extra=extra)
-                METRICS.auth_failures.labels(trigger.id).inc()
-                raise _fail(401, "authentication failed") from None
         try:
             parsed = parse_body(request.content_type, body)
         except BadBody as exc:

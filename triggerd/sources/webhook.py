@@ -17,25 +17,33 @@ from triggerd.http.auth import Verified
 
 
 class BadBody(TriggerdError):
-    """Raised by parse_body for a JSON body that does not parse (the webhook answers 400)."""
+    """Raised by parse_body for a JSON or form body that does not parse (the webhook answers 400)."""
 
 
 def parse_body(content_type: str, body: bytes) -> Any:
-    """JSON (BadBody when invalid), a form as a mapping (repeated keys as lists), else text (None if not UTF-8)."""
+    """JSON, a form as a mapping (repeated keys as lists), else text (None if not UTF-8).
+
+    A JSON or form body that does not parse, for whatever reason, raises BadBody (a 400)."""
     if content_type == "application/json" or content_type.endswith("+json"):
         if not body.strip():
             return None
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            # json's C parser counts nesting against the interpreter's recursion limit (~1000).
+            raise BadBody("invalid JSON: nested deeper than the parser allows") from None
+        except ValueError as exc:  # UnicodeDecodeError included
             raise BadBody(f"invalid JSON: {exc}") from None
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise BadBody("invalid form: not UTF-8, as such or %-encoded") from None
+        return {k: v[0] if len(v) == 1 else v for k, v in fields.items()}
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if content_type == "application/x-www-form-urlencoded":
-        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
-    return text
 
 
 def _merged(pairs: Iterable[tuple[str, str]], *, lower: bool) -> dict[str, Any]:
