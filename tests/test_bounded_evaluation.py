@@ -214,6 +214,8 @@ def test_triggerd_test_shows_a_path_past_the_bound_as_a_422(write: Write, tmp_pa
     write("large.json", json.dumps({"items": [{"name": i, "v": [0] * 8} for i in range(15_000)]}))
     proc = triggerd("test", "t", "--payload", "large.json", "--config", "triggerd.yaml", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == (
-        "filter          JSONPath $..name would visit more than 100,000 nodes of this context -> 422"
-    )
+    message = "JSONPath $..name would visit more than 100,000 nodes of this context"
+    assert proc.stdout.splitlines()[-2:] == [
+        f"filter          {message}",
+        f'answer          422 {{"error": "{message}", "path": "$..name"}}',
+    ]

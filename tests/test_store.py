@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -258,8 +259,22 @@ def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_r
             replace(new_run(), id=taken.id),  # an id already stored: this one fails, alone
             new_run(key="other"),
         ]
-        outcomes = await asyncio.gather(*(store.create_run(run, 60) for run in runs), return_exceptions=True)
-        commits = store.commits
+        # Hold the writer inside one write while the runs queue up, so that they form one batch
+        # whatever the thread scheduling (under load the writer could wake between two of them).
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold(_: sqlite3.Connection) -> None:
+            entered.set()
+            gate.wait(10)
+
+        held = asyncio.ensure_future(store._write(hold))
+        assert await asyncio.to_thread(entered.wait, 10)
+        queued = [asyncio.ensure_future(store.create_run(run, 60)) for run in runs]
+        await asyncio.sleep(0.05)  # every create_run has put its write on the queue
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        commits = store.commits - 1  # the held write's own commit
         stored = len(await store.list_runs(limit=100))
         await store.close()
         shapes = [(o.run_id == runs[i].id, o.duplicate) for i, o in enumerate(outcomes) if isinstance(o, Created)]

@@ -186,16 +186,19 @@ def try_webhook(
             200,
             {"status": "dropped", "reason": "max_event_age", "trigger_id": trigger.id},
         )
+    step = "filter"  # as the daemon: a JSONPath past its node bound is a 422, wherever it is
     try:
         if webhook.filter is None:
             trial.step("filter", "none")
         elif not trial.condition("filter", webhook.filter, context, Scope.WEBHOOK):
             trial.accepted = False
             return trial.answer(200, {"status": "filtered", "trigger_id": trigger.id})
+        step = "input mapping"
         run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
+        step = "idempotency key"
         key = idempotency_key(trigger, context, verified)
-    except (MissingInput, PathTooBroad) as exc:  # as the daemon: a JSONPath past its node bound is a 422 too
-        return trial.reject("input mapping", str(exc), 422, {"error": str(exc), "path": exc.path})
+    except (MissingInput, PathTooBroad) as exc:
+        return trial.reject(step, str(exc), 422, {"error": str(exc), "path": exc.path})
     source: str | None = None
     if trigger.idempotency_key is not None:
         source = trigger.idempotency_key.text
