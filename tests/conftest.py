@@ -9,7 +9,7 @@ import pytest
 from triggerd.config.loader import LoadMode, LoadResult, load
 
 # The session fails when a test leaves new changes in the git checkout (see tests/tree_guard.py).
-pytest_plugins = ["tests.tree_guard"]
+pytest_plugins = ["tests.tree_guard", "tests.servers"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
