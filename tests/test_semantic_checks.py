@@ -476,3 +476,47 @@ def test_an_agent_that_failed_to_load_still_claims_its_id(write: Write, tmp_path
         f"{second}:2:7: error: duplicate agent id 'worker' (also defined at {broken}:1) (at /agent/id)",
         f"{path}:6:15: error: agent 'worker' failed to load ({broken}:1) (at /trigger/agent/id)",
     ]
+
+
+def test_a_schema_error_does_not_hide_the_field_checks_of_the_same_definition(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write(
+        "t.yaml",
+        """\
+        trigger:
+          id: s
+          bogus: 1
+          type: schedule
+          schedule: {cron: "99 * * * *", timezone: "Mars/X"}
+          agent: {id: worker}
+        ---
+        trigger:
+          id: e
+          type: event
+          max_concurrent: -1
+          event: {pattern: "/(?<=a)/"}
+          agent: {id: worker, input_mapping: {a: "$.[[["}}
+        """,
+    )
+    result = load_dir(tmp_path)
+    assert [(p.line, p.pointer) for p in result.problems] == [
+        (3, "/trigger/bogus"),
+        (5, "/trigger/schedule/cron"),
+        (5, "/trigger/schedule/timezone"),
+        (11, "/trigger/max_concurrent"),
+        (12, "/trigger/event/pattern"),
+        (13, "/trigger/agent/input_mapping/a"),
+    ]
+    assert all(p.file == str(path) and p.is_error for p in result.problems)
+    assert result.configuration is not None and result.configuration.triggers == {}
+
+
+def test_a_check_is_not_repeated_where_the_schema_already_named_the_place(write: Write, tmp_path: Path) -> None:
+    write("agents.yaml", AGENT)
+    path = write("t.yaml", schedule("0 9 * * *", "    timezone: 7\n").replace('cron: "0 9 * * *"', "cron: [0, 9]"))
+    problems = load_dir(tmp_path).problems
+    assert [(p.pointer, p.message) for p in problems] == [
+        ("/trigger/schedule/cron", "expected string, got list [0, 9]"),
+        ("/trigger/schedule/timezone", "expected string, got integer 7"),
+    ], [str(p) for p in problems]
+    assert all(p.file == str(path) for p in problems)

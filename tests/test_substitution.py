@@ -51,6 +51,13 @@ def test_missing_things_are_listed(tmp_path: Path) -> None:
     ]
 
 
+def test_a_variable_used_twice_in_one_string_is_one_problem(tmp_path: Path) -> None:
+    assert expand("echo ${S} >&2; echo ${S} ${T}", {}, tmp_path).missing == [
+        "environment variable S is not set",
+        "environment variable T is not set",
+    ]
+
+
 @pytest.mark.parametrize("text", ["${}", "${A B}", "${A-default}", "${unterminated", "${file:${X}"])
 def test_malformed_substitutions_raise(tmp_path: Path, text: str) -> None:
     with pytest.raises(SubstitutionError):

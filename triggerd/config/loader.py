@@ -8,6 +8,7 @@ A definition with errors never enters the Configuration; the others do.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
 import hashlib
@@ -255,6 +256,7 @@ def _build(doc: Document, stem: str) -> _Loaded | None:
         return None
     ident = definition_id(doc, kind, stem)
     if doc.has_errors:
+        _checks_beside_schema_errors(doc, kind, ident)
         return _Loaded(doc, kind, ident, None)
     try:
         model = build_trigger(doc, ident) if kind == "trigger" else build_agent(doc, ident)
@@ -263,6 +265,22 @@ def _build(doc: Document, stem: str) -> _Loaded | None:
         doc.fail("", f"cannot load this {kind}: {exc.__class__.__name__}: {exc}")
         model = None
     return _Loaded(doc, kind, ident, model)
+
+
+def _checks_beside_schema_errors(doc: Document, kind: str, ident: str) -> None:
+    """Run the per-field checks (cron, time zone, regex, JSONPath, durations...) of a definition the
+    schema refused, so that one mistake does not hide another (SPEC 6: all problems at once).
+
+    The definition never loads. A check that cannot read its field stays quiet (the schema has
+    already said why), and a problem at or below a place the schema already named is dropped.
+    """
+    named = [p.pointer for p in doc.problems if p.is_error]
+    before = len(doc.problems)
+    with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError, IndexError):
+        build_trigger(doc, ident) if kind == "trigger" else build_agent(doc, ident)
+    found = doc.problems[before:]
+    del doc.problems[before:]
+    doc.problems.extend(p for p in found if not any(p.pointer == n or p.pointer.startswith(n + "/") for n in named))
 
 
 def _unique_ids(items: list[_Loaded], problems: list[Problem]) -> None:

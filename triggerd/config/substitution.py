@@ -50,7 +50,7 @@ def expand(text: str, env: Mapping[str, str], base_dir: Path) -> Expansion:
             nxt = n if nxt == -1 else nxt
             out.append(text[i:nxt])
             i = nxt
-    return Expansion("".join(out), missing, inserted)
+    return Expansion("".join(out), list(dict.fromkeys(missing)), inserted)  # a name used twice is one problem
 
 
 def _closing_brace(text: str, start: int) -> int:
