@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from triggerd.runs import new_run_id  # noqa: E402
+from triggerd.runs import new_run_id
 
 DDL = """CREATE TABLE IF NOT EXISTS bench_runs (
     id TEXT COLLATE "C" PRIMARY KEY, trigger_id TEXT NOT NULL, status TEXT NOT NULL,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from triggerd.config.documents import Document
 from triggerd.config.durations import parse_duration
@@ -21,6 +24,9 @@ from triggerd.config.models import (
     SyncLevel,
 )
 from triggerd.errors import DurationError
+
+# Where a postgresql:// store needs what the [postgres] extra installs (the same words open_store uses).
+POSTGRES_EXTRA = "the postgresql store needs the postgres extra: pip install 'triggerd[postgres]'"
 
 DEFAULT_DEFINITIONS = ("triggers", "agents")
 LOCAL_SETTINGS = Path("config") / "triggerd.yaml"  # relative to the working directory
@@ -54,6 +60,35 @@ def store_url(raw: str | None, base_dir: Path, env: Mapping[str, str]) -> str:
     if raw.startswith("sqlite:///") and not raw.startswith("sqlite:////"):
         return f"sqlite:///{(base_dir / raw.removeprefix('sqlite:///')).resolve()}"
     return raw
+
+
+def check_store_url(doc: Document, url: str) -> None:
+    """A problem at /store/url unless the URL names a store this installation can open.
+
+    Problems name only the scheme, host, port and database: the rest of a URL may hold a password.
+    """
+    if url.startswith("sqlite:///"):
+        return
+    if not url.startswith("postgresql://"):
+        scheme = url.partition(":")[0]
+        doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH or postgresql://...")
+        return
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        doc.fail(
+            "/store/url", "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
+        )
+        return
+    if not all(_installed(name) for name in ("psycopg", "psycopg_pool")):
+        doc.fail("/store/url", POSTGRES_EXTRA)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules as None: blocked
+        return False
 
 
 def build_settings(
@@ -113,6 +148,9 @@ def build_settings(
             url=store_url(store.get("url"), base_dir, env),
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
+            instance=store.get("instance") or f"{socket.gethostname()}:{os.getpid()}",
+            lease=timeout("/store/lease", store.get("lease", "30s"), 30.0),
+            pool_size=store.get("pool_size", 10),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),
         limits=Limits(
@@ -122,10 +160,8 @@ def build_settings(
         ),
         logging=LoggingSettings(logging.get("level", "info"), logging.get("format", "json")),
     )
-    if doc is not None and not settings.store.url.startswith("sqlite:///"):
-        # Only the scheme is named: the rest of a URL may hold a password.
-        scheme = settings.store.url.partition(":")[0]
-        doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH")
+    if doc is not None:
+        check_store_url(doc, settings.store.url)
     admin_at = admin_listen or server_listen
     if doc is not None and not admin_at.is_loopback and not tokens:
         pointer = "/admin/listen" if admin_listen else "/server/listen"
