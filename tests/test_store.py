@@ -383,3 +383,70 @@ def test_run_ids_are_26_crockford_digits_that_carry_their_millisecond_and_sort_b
         millis = millis * 32 + digits.index(char)
     assert before <= millis <= before + 50
     assert len({new_run_id() for _ in range(10_000)}) == 10_000
+
+
+def test_postgresql_daemons_starting_together_migrate_once(postgres_url: str) -> None:
+    async def scenario() -> list[int]:
+        stores = [make_store(postgres_url) for _ in range(4)]
+        await asyncio.gather(*(store.open() for store in stores))  # a fresh database: all four migrate at once
+        await stores[0].create_run(new_run())
+        counts = [len(await store.list_runs()) for store in stores]
+        versions = await stores[0]._read(lambda c: _fetch(c, "SELECT count(*), max(version) FROM triggerd_schema"))
+        for store in stores:
+            await store.close()
+        return [*counts, *versions[0]]
+
+    from triggerd.store.pg_migrations import MIGRATIONS as PG_MIGRATIONS
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, len(PG_MIGRATIONS)]
+
+
+async def _fetch(conn: Any, query: str) -> list[Any]:
+    return list(await (await conn.execute(query)).fetchall())
+
+
+def test_postgresql_a_password_in_the_url_never_reaches_an_error(postgres_server: Any) -> None:
+    url = f"postgresql://triggerd:hunter2-secret@127.0.0.1:{postgres_server.port}/no_such_database"
+
+    async def scenario() -> None:
+        await make_store(url).open()
+
+    with pytest.raises(StoreError) as raised:
+        asyncio.run(scenario())
+    message = str(raised.value)
+    assert message.startswith(f"cannot open store postgresql://127.0.0.1:{postgres_server.port}/no_such_database: ")
+    assert "no_such_database" in message and "hunter2" not in message
+
+
+def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_it_returns(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    from triggerd.store.postgres import PostgresStore
+
+    async def scenario() -> tuple[list[str], str | None, str | None, int]:
+        store = PostgresStore(postgres_url, wait_timeout=1.0)
+        await store.open()
+        await store.create_run(new_run())
+        await asyncio.to_thread(postgres_server.stop, "fast")
+        errors = []
+        try:
+            for call in (store.create_run(new_run()), store.ping()):
+                try:
+                    await call
+                    errors.append("")
+                except StoreError as exc:
+                    errors.append(str(exc).split(":")[0])
+            failure = store.write_failure
+        finally:
+            await asyncio.to_thread(postgres_server.start)
+        await store.ping()  # readiness comes back with the database: the writer connects again
+        recovered = store.write_failure
+        await store.create_run(new_run())
+        stored = len(await store.list_runs())
+        await store.close()
+        return errors, failure, recovered, stored
+
+    errors, failure, recovered, stored = asyncio.run(scenario())
+    assert errors == ["store commit failed", "store read failed"]
+    assert failure is not None and recovered is None
+    assert stored == 2  # the run refused while the database was away was never acknowledged, nor stored

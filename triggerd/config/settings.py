@@ -122,6 +122,20 @@ def build_settings(
             return default
         return seconds
 
+    def lease(value: object) -> float:
+        """A duration longer than 0: a claim that expires at once would let every daemon take the run."""
+        if doc is None:
+            return 30.0
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            doc.fail("/store/lease", str(exc))
+            return 30.0
+        if seconds <= 0:
+            doc.fail("/store/lease", "must be longer than 0s: a lease of 0 would expire as soon as a run is claimed")
+            return 30.0
+        return seconds
+
     server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
@@ -149,7 +163,7 @@ def build_settings(
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
             instance=store.get("instance") or f"{socket.gethostname()}:{os.getpid()}",
-            lease=timeout("/store/lease", store.get("lease", "30s"), 30.0),
+            lease=lease(store.get("lease", "30s")),
             pool_size=store.get("pool_size", 10),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),

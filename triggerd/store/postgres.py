@@ -65,10 +65,11 @@ def describe(url: str) -> str:
 class PostgresStore:
     """A Store in a PostgreSQL database that several daemons may share (see triggerd.store.abc)."""
 
-    def __init__(self, url: str, pool_size: int = 10, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, connect_timeout: int = 10, wait_timeout: float = 5.0) -> None:
         self.url = url
         self.pool_size = pool_size
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout  # libpq's, for each new connection
+        self.wait_timeout = wait_timeout  # how long a read waits for a pooled connection (the database away)
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._conn: Conn | None = None
@@ -95,7 +96,12 @@ class PostgresStore:
             conn = await self._connection()
             await _migrate(conn)
             self._pool = AsyncConnectionPool(
-                self.url, min_size=1, max_size=self.pool_size, kwargs=self._options(), open=False, timeout=10
+                self.url,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs=self._options(),
+                open=False,
+                timeout=self.wait_timeout,
             )
             await self._pool.open(wait=True, timeout=self.connect_timeout)
         except psycopg.Error as exc:
