@@ -4,6 +4,8 @@ Each driver inserts N runs in batches of B (one transaction per batch, the runs 
 `INSERT ... SELECT FROM unnest(arrays)` with ON CONFLICT DO NOTHING RETURNING, the statement
 PostgresStore sends for a group commit), then reads them back in pages of 500, and finally
 sends B single-row transactions one after the other (the latency of a lone firing).
+Then the chosen store itself: PostgresStore.create_run with idempotency keys at concurrency
+1, 32 and 300 (how many firings share a commit), beside SqliteStore on a temporary file.
 
     .venv/bin/python bench/pg_driver.py --url postgresql://triggerd@127.0.0.1:5432/bench [-n 20000] [-b 100]
 
@@ -122,6 +124,41 @@ async def measure(
     }
 
 
+async def group_commit(url: str, n: int = 3000) -> list[str]:
+    """create_run with keys through each store at three concurrencies: runs/s and runs per commit."""
+    import tempfile
+    from dataclasses import replace
+
+    from triggerd.config.models import StoreSettings
+    from triggerd.runs import Run, RunStatus, Source
+    from triggerd.store import open_store
+
+    template = Run("", "orders", "a", RunStatus.PENDING, {"n": 1}, Source.WEBHOOK, "2026-01-01T00:00:00.000Z")
+    lines = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, store_url in (("postgresql", url), ("sqlite", f"sqlite:///{folder}/bench.db")):
+            store: Any = open_store(StoreSettings(store_url))
+            await store.open()
+            for concurrency in (1, 32, 300):
+                commits, start = store.commits, time.perf_counter()
+                for i in range(0, n, concurrency):
+                    await asyncio.gather(
+                        *(
+                            store.create_run(
+                                replace(template, id=new_run_id(), idempotency_key=f"{concurrency}-{i}-{j}"), 60
+                            )
+                            for j in range(concurrency)
+                        )
+                    )
+                elapsed = time.perf_counter() - start
+                lines.append(
+                    f"{name:10} concurrency {concurrency:3}: {n / elapsed:8,.0f} runs/s, "
+                    f"{n / (store.commits - commits):5.1f} runs per commit"
+                )
+            await store.close()
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url")
@@ -141,6 +178,7 @@ def main() -> None:
             rounds = [asyncio.run(bench(url, args.n, args.batch)) for _ in range(args.rounds)]
             best = {k: (min if k.endswith("ms") else max)(r[k] for r in rounds) for k in rounds[0]}
             print(f"{name:8} " + "  ".join(f"{k} {v:,.1f}" for k, v in best.items()))
+        print("\n".join(asyncio.run(group_commit(url))))
     finally:
         if server is not None:
             import shutil

@@ -396,10 +396,13 @@ def test_a_store_url_is_sqlite_or_postgresql_and_an_error_names_only_its_scheme(
     for name, url in (("sqlite.yaml", "sqlite:///./x.db"), ("pg.yaml", "postgresql://u:hunter2@db:5432/triggerd")):
         plain = write(name, f'store: {{url: "{url}"}}\n')
         assert load(plain, mode=LoadMode.VALIDATE, env={}).errors == []
-    broken = write("broken.yaml", 'store: {url: "postgresql://u:hunter2@db:port/triggerd"}\n')
-    assert [p[3] for p in found(load(broken, mode=LoadMode.VALIDATE, env={}))] == [
-        "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
-    ]
+    several = write("several.yaml", 'store: {url: "postgresql://u@db1:5432,db2:5433/triggerd?sslmode=require"}\n')
+    assert load(several, mode=LoadMode.VALIDATE, env={}).errors == []  # libpq's syntax, several hosts included
+    for n, url in enumerate(("postgresql://u:hunter2@db:port/triggerd", "postgresql://u:hunter2@db/t?nope=1")):
+        broken = write(f"broken{n}.yaml", f'store: {{url: "{url}"}}\n')
+        assert [p[3] for p in found(load(broken, mode=LoadMode.VALIDATE, env={}))] == [
+            "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
+        ]
 
 
 def test_non_loopback_server_is_fine_with_a_loopback_admin_listener(write: Write) -> None:

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from triggerd.config.documents import Document
 from triggerd.config.durations import parse_duration
@@ -73,15 +72,20 @@ def check_store_url(doc: Document, url: str) -> None:
         scheme = url.partition(":")[0]
         doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH or postgresql://...")
         return
+    if not all(_installed(name) for name in ("psycopg", "psycopg_pool")):
+        doc.fail("/store/url", POSTGRES_EXTRA)
+        return
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        urlsplit(url).port  # noqa: B018 - parsing the port is the check
-    except ValueError:
+        ports = str(conninfo_to_dict(url).get("port") or "")  # libpq's own parser, as the store connects
+    except psycopg.Error:  # not quoted: libpq's message may hold the URL, password and all
+        ports = "not parsed"
+    if not all(port.isdigit() for port in ports.split(",") if port):
         doc.fail(
             "/store/url", "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
         )
-        return
-    if not all(_installed(name) for name in ("psycopg", "psycopg_pool")):
-        doc.fail("/store/url", POSTGRES_EXTRA)
 
 
 def _installed(module: str) -> bool:

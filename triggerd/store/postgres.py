@@ -53,13 +53,9 @@ _INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) SELECT * FROM unnest({', '.joi
 
 
 def describe(url: str) -> str:
-    """The URL as logs may show it: scheme, host, port and database, never the user's password."""
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-    except ValueError:
-        return "postgresql://(unparsable URL)"
+    """The URL as logs may show it: scheme, hosts, ports and database, never the user or password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class PostgresStore:
