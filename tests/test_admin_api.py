@@ -116,6 +116,16 @@ def test_a_postgresql_store_without_the_extra_refuses_to_start_with_its_line(tmp
         check=False,
     )
     assert proc.returncode == 1
+    sqlite = tmp_path / "sqlite.yaml"  # without the extra, SQLite settings stay valid
+    sqlite.write_text('store: {url: "sqlite:///./x.db"}\ndefinitions: [defs]\n')
+    validated = subprocess.run(
+        [sys.executable, "-c", blocked, "validate", "--config", str(sqlite)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stderr
     expected = f"{settings}:4:8: error: the postgresql store needs the postgres extra: pip install 'triggerd[postgres]'"
     assert expected in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr

@@ -439,7 +439,13 @@ def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_i
             failure = store.write_failure
         finally:
             await asyncio.to_thread(postgres_server.start)
-        await store.ping()  # readiness comes back with the database: the writer connects again
+        async with asyncio.timeout(10):  # readiness comes back with the database, as /readyz is polled
+            while True:
+                try:
+                    await store.ping()  # the pool and the writer connect again
+                    break
+                except StoreError:
+                    await asyncio.sleep(0.1)
         recovered = store.write_failure
         await store.create_run(new_run())
         stored = len(await store.list_runs())

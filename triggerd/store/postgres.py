@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
@@ -192,6 +192,8 @@ class PostgresStore:
             try:
                 async with self._pool.connection() as conn:
                     return await operation(conn)
+            except PoolTimeout as exc:  # no connection within wait_timeout: the database is away
+                raise StoreError(f"store read failed: {exc}") from exc
             except psycopg.OperationalError as exc:
                 # A pooled connection the database dropped (a restart) fails once: try a fresh one.
                 if not retry:
