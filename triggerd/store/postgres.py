@@ -171,7 +171,7 @@ class PostgresStore:
                     else:  # one at a time, so that a bad run fails alone
                         for op, future in new:
                             outcomes.append((future, *await _isolated(conn, _insert_one(op))))
-        except psycopg.Error as exc:
+        except (psycopg.Error, OSError) as exc:  # anything else would stop the writer and hang every write
             # A lost connection leaves it unknown whether COMMIT happened: the caller answers
             # 503, and a sender's retry with the same idempotency key finds the run if it did.
             failure = StoreError(f"store commit failed: {exc}")
@@ -420,10 +420,10 @@ async def _isolated(conn: Conn, operation: Operation[Any]) -> tuple[Any, BaseExc
     try:
         async with conn.transaction():
             return await operation(conn), None
-    except (psycopg.OperationalError, psycopg.InterfaceError):
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         if conn.broken or conn.closed:
             raise
-        return None, StoreError("store write failed: the database cancelled the statement")
+        return None, StoreError(f"store write failed: {exc}")  # a statement cancelled, a deadlock: this write
     except StoreError as exc:
         return None, exc
     except Exception as exc:
