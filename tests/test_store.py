@@ -313,6 +313,61 @@ def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_r
     assert stored == 4  # taken, the run with k, the slot, the run with "other"; nothing of the failed one
 
 
+def test_listing_paging_dead_letters_unfinished_runs_and_stats(store_url: str) -> None:
+    runs = [new_run(trigger="t" if i % 2 else "u", created=f"2026-01-01T00:00:0{i}.000Z") for i in range(6)]
+    runs = [replace(run, id=f"01{i}{run.id[3:]}") for i, run in enumerate(runs)]  # ids in creation order
+
+    async def scenario() -> dict[str, Any]:
+        store = make_store(store_url)
+        await store.open()
+        for run in runs:
+            await store.create_run(run)
+        done, dead, cancelled, requeued, running = runs[0], runs[1], runs[2], runs[3], runs[4]
+        for run in (done, dead, running):
+            await store.start_attempt(run.id, 1, "2026-01-01T00:01:00.000Z")
+        await store.end_attempt(
+            done.id, 1, status=RunStatus.COMPLETED, error=None, at="2026-01-01T00:02:00.000Z", then=RunStatus.COMPLETED
+        )
+        await store.end_attempt(
+            dead.id, 1, status=RunStatus.FAILED, error="no", at="2026-01-01T00:02:00.000Z", then=RunStatus.FAILED,
+            dead_letter=True,
+        )  # fmt: skip
+        await store.finish_run(cancelled.id, RunStatus.CANCELLED, at="2026-01-01T00:02:00.000Z", reason="shutdown")
+        await store.finish_run(requeued.id, RunStatus.CANCELLED, at="2026-01-01T00:02:00.000Z", reason="shutdown")
+        await store.requeue(requeued.id, at="2026-01-01T00:03:00.000Z")
+        again = await store.get_run(requeued.id)
+        stats = await store.trigger_stats()
+        found = {
+            "newest two": [r.id for r in await store.list_runs(limit=2)],
+            "before an id": [r.id for r in await store.list_runs(before=runs[3].id)],
+            "before an instant": [r.id for r in await store.list_runs(before="2026-01-01T00:00:02.000Z")],
+            "of u, cancelled": [r.id for r in await store.list_runs(trigger_id="u", status=RunStatus.CANCELLED)],
+            "dead letters": [r.id for r in await store.dead_letters()],
+            "unfinished": [r.id for r in await store.unfinished_runs()],
+            "requeued": (again.status, again.reason, again.finished_at, again.next_attempt_at) if again else None,
+            "stats": {t: (dict(s.runs), s.last_run.id if s.last_run else None) for t, s in stats.items()},
+            "missing": await store.get_run("nope"),
+        }
+        await store.close()
+        return found
+
+    ids = [run.id for run in runs]
+    assert asyncio.run(scenario()) == {
+        "newest two": [ids[5], ids[4]],
+        "before an id": [ids[2], ids[1], ids[0]],
+        "before an instant": [ids[1], ids[0]],
+        "of u, cancelled": [ids[2]],
+        "dead letters": [ids[1]],
+        "unfinished": [ids[2], ids[3], ids[4], ids[5]],  # cancelled for shutdown, pending, running, pending
+        "requeued": (RunStatus.PENDING, None, None, "2026-01-01T00:03:00.000Z"),
+        "stats": {
+            "u": ({"completed": 1, "cancelled": 1, "running": 1}, ids[4]),
+            "t": ({"failed": 1, "pending": 2}, ids[5]),
+        },
+        "missing": None,
+    }
+
+
 def test_a_command_attempts_process_group_is_kept(store_url: str) -> None:
     group = ProcessGroup(pgid=4242, start_ticks=2**40 + 7, boot_id="9f1c2d3e-boot")  # ticks past 32 bits
 
