@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from triggerd.runs import Run, RunStatus, Source, new_run_id
-from triggerd.store.sqlite import _insert_runs, _migrate, _NewRun
+from triggerd.store.rows import NewRun
+from triggerd.store.sqlite import _insert_runs, _migrate
 
 NOW = "2026-11-21T10:00:00.000Z"
 INPUT = {"number": 1347, "title": "Amazing new feature", "author": "octocat", "labels": ["enhancement"]}
@@ -38,7 +39,7 @@ def measure(path: Path, runs: int, batch: int, key: Callable[[int], str | None])
             run = Run(
                 new_run_id(), "bench", "parked", RunStatus.PENDING, dict(INPUT), Source.WEBHOOK, NOW, idempotency_key=k
             )
-            new.append(_NewRun(run, 86400.0 if k else 0.0, NOW))
+            new.append(NewRun(run, 86400.0 if k else 0.0, NOW))
         conn.execute("BEGIN IMMEDIATE")
         _insert_runs(conn, new)
         conn.execute("COMMIT")

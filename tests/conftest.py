@@ -44,3 +44,14 @@ def load_dir(folder: Path, env: Mapping[str, str] | None = None, mode: LoadMode 
 def found(result: LoadResult) -> list[tuple[str, int, str, str]]:
     """(file, line, severity, message) of every problem, in report order."""
     return [(p.file, p.line, str(p.severity), p.message) for p in result.problems]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL for each kind of store: a fresh SQLite file, and a fresh PostgreSQL database.
+
+    Tests that take it run once per store: the same contract, the same behaviour (SPEC 10).
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'triggerd.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -20,6 +20,7 @@ from typing import Any
 
 FINAL = {"completed", "failed", "timed_out", "cancelled", "skipped"}
 FIXTURES = Path(__file__).parent / "fixtures"
+SQLITE_URL = "sqlite:///./state/triggerd.db"
 
 
 def free_port() -> int:
@@ -143,13 +144,18 @@ class Daemon:
         return lines
 
 
-def write_config(root: Path, definitions: str, settings: str = "", port: int | None = None, server: str = "") -> int:
-    """A settings file with a free port (and `server` lines under server:), and one definitions file."""
+def write_config(
+    root: Path, definitions: str, settings: str = "", port: int | None = None, server: str = "", store: str = ""
+) -> int:
+    """A settings file with a free port (and `server` lines under server:), and one definitions file.
+
+    `store` is the store URL (the `store_url` fixture gives one per store); default a SQLite file in root/state.
+    """
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     (root / "defs").mkdir(exist_ok=True)
     (root / "triggerd.yaml").write_text(
-        f'server:\n  listen: "127.0.0.1:{port}"\n{server}store:\n  url: "sqlite:///./state/triggerd.db"\n'
+        f'server:\n  listen: "127.0.0.1:{port}"\n{server}store:\n  url: "{store or SQLITE_URL}"\n'
         "definitions: [defs]\nlogging:\n  format: json\n  level: debug\n" + textwrap.dedent(settings)
     )
     (root / "defs" / "all.yaml").write_text(textwrap.dedent(definitions))
@@ -158,9 +164,14 @@ def write_config(root: Path, definitions: str, settings: str = "", port: int | N
 
 @contextmanager
 def running_daemon(
-    root: Path, definitions: str, settings: str = "", env: dict[str, str] | None = None, server: str = ""
+    root: Path,
+    definitions: str,
+    settings: str = "",
+    env: dict[str, str] | None = None,
+    server: str = "",
+    store: str = "",
 ) -> Iterator[Daemon]:
-    port = write_config(root, definitions, settings, server=server)
+    port = write_config(root, definitions, settings, server=server, store=store)
     daemon = Daemon(root, port, {"PATH": os.environ["PATH"], **(env or {})}).start()
     try:
         yield daemon

@@ -98,6 +98,9 @@ class PostgresServer:
         return self.run(str(self.bin / "pg_ctl"), "-D", str(self.data), "status").returncode == 0
 
     def database(self) -> str:
+        """A fresh, empty database (the server started again if a test stopped it); its URL."""
+        if not self.running():  # a test that stopped the server must not break the next one
+            self.start()
         name = "t_" + secrets.token_hex(6)
         proc = self.run(
             str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "triggerd", "-d", "postgres",
@@ -153,8 +156,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
-    if not postgres_server.running():  # a test that stopped the server must not break the next one
-        postgres_server.start()
     return postgres_server.database()
 
 

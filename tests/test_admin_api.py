@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.harness import free_port, http, running_daemon, write_config
+from triggerd.config.loader import LoadMode, load
 
 DEFS = """\
 agent:
@@ -89,11 +91,64 @@ def test_an_unsupported_store_url_refuses_to_start_with_its_line(tmp_path: Path)
     settings = tmp_path / "triggerd.yaml"
     text = settings.read_text()
     assert "sqlite:///" in text
-    settings.write_text(re.sub(r"sqlite:///[^\"'\s}]*", "postgresql://u@db/triggerd", text))
+    settings.write_text(re.sub(r"sqlite:///[^\"'\s}]*", "mysql://u:hunter2-secret@db/triggerd", text))
     proc = _run_refused(settings)
     assert proc.returncode == 1
-    assert "store URL scheme 'postgresql' is not supported" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    # Not a schema pattern error: that would quote the whole URL, password and all.
+    assert f"{settings}:4:8: error: store URL scheme 'mysql' is not supported" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
+
+
+def test_a_postgresql_store_without_the_extra_refuses_to_start_with_its_line(tmp_path: Path) -> None:
+    write_config(tmp_path, DEFS)
+    settings = tmp_path / "triggerd.yaml"
+    settings.write_text(
+        re.sub(r"sqlite:///[^\"'\s}]*", "postgresql://u:hunter2-secret@db/triggerd", settings.read_text())
+    )
+    # psycopg is installed here (the test extra): block its import, as on an installation without the extra
+    blocked = "import sys; sys.modules['psycopg'] = None; from triggerd.cli import main; raise SystemExit(main())"
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, "run", "--config", str(settings)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], **ENV},
+        check=False,
+    )
+    assert proc.returncode == 1
+    sqlite = tmp_path / "sqlite.yaml"  # without the extra, SQLite settings stay valid
+    sqlite.write_text('store: {url: "sqlite:///./x.db"}\ndefinitions: [defs]\n')
+    validated = subprocess.run(
+        [sys.executable, "-c", blocked, "validate", "--config", str(sqlite)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stderr
+    expected = f"{settings}:4:8: error: the postgresql store needs the postgres extra: pip install 'triggerd[postgres]'"
+    assert expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr
+
+
+def test_postgresql_store_settings_are_accepted_with_their_defaults(tmp_path: Path) -> None:
+    settings = tmp_path / "triggerd.yaml"
+    settings.write_text('store:\n  url: "postgresql://triggerd@db.internal:5433/triggerd"\n')
+    store = load(settings, mode=LoadMode.VALIDATE, env={}).configuration.settings.store  # type: ignore[union-attr]
+    assert (store.url, store.lease, store.pool_size) == ("postgresql://triggerd@db.internal:5433/triggerd", 30.0, 10)
+    assert store.instance == f"{socket.gethostname()}:{os.getpid()}"
+    settings.write_text(
+        'store:\n  url: "postgresql://triggerd@db/t"\n  instance: "${HOST}"\n  lease: "1m"\n  pool_size: 3\n'
+    )
+    store = load(settings, mode=LoadMode.VALIDATE, env={"HOST": "web-2"}).configuration.settings.store  # type: ignore[union-attr]
+    assert (store.instance, store.lease, store.pool_size) == ("web-2", 60.0, 3)
+    for setting, message in (
+        ("lease: 0", "must be longer than 0s: a lease of 0 would expire as soon as a run is claimed"),
+        ("pool_size: 0", "0 must be >= 1"),
+    ):
+        settings.write_text(f'store:\n  url: "postgresql://triggerd@db/t"\n  {setting}\n')
+        problems = [(p.line, p.message) for p in load(settings, mode=LoadMode.VALIDATE, env={}).problems]
+        assert problems == [(3, message)]
 
 
 def test_errors_are_precise_and_never_500(tmp_path: Path) -> None:

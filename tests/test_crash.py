@@ -1,4 +1,5 @@
-"""Durability across kill -9 and SIGTERM: nothing accepted is lost, nothing runs twice beyond at-least-once."""
+"""Durability across kill -9 and SIGTERM on both stores: nothing accepted is lost, nothing runs twice (beyond
+at-least-once)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def executions(root: Path) -> tuple[Counter[str], Counter[str]]:
     return starts, ends
 
 
-def test_kill_9_mid_run_loses_nothing_and_reruns_only_interrupted_attempts(tmp_path: Path) -> None:
-    port = write_config(tmp_path, definitions(tmp_path), "limits:\n  max_concurrent_runs: 3\n")
+def test_kill_9_mid_run_loses_nothing_and_reruns_only_interrupted_attempts(tmp_path: Path, store_url: str) -> None:
+    port = write_config(tmp_path, definitions(tmp_path), "limits:\n  max_concurrent_runs: 3\n", store=store_url)
     env = {"PATH": os.environ["PATH"]}
     daemon = Daemon(tmp_path, port, env).start()
     try:
@@ -83,14 +84,14 @@ def test_kill_9_mid_run_loses_nothing_and_reruns_only_interrupted_attempts(tmp_p
     assert all(ends[r["id"]] == 1 for r in untouched)
 
 
-def test_sigterm_cancels_what_outlives_the_grace_and_the_next_start_resumes_it(tmp_path: Path) -> None:
+def test_sigterm_cancels_what_outlives_the_grace_and_the_next_start_resumes_it(tmp_path: Path, store_url: str) -> None:
     slow = json.dumps("import time; time.sleep(30)")
     defs = (
         f"agent:\n  id: slow\n  type: command\n  command: [{json.dumps(PY)}, '-c', {slow}]\n---\n"
         "trigger:\n  id: slow\n  type: event\n  event: {pattern: never}\n  agent: {id: slow}\n"
         "  timeout_seconds: 3\n"
     )
-    with running_daemon(tmp_path, defs, "limits:\n  shutdown_grace_seconds: 1\n") as daemon:
+    with running_daemon(tmp_path, defs, "limits:\n  shutdown_grace_seconds: 1\n", store=store_url) as daemon:
         run_id = daemon.wait_run(daemon.fire("slow"), {"running"})["id"]
         started = time.monotonic()
         daemon.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]

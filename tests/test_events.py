@@ -80,8 +80,8 @@ trigger:
 """
 
 
-def test_counting_per_group(tmp_path: Path) -> None:
-    with running_daemon(tmp_path, GROUPED) as daemon:
+def test_counting_per_group(tmp_path: Path, store_url: str) -> None:
+    with running_daemon(tmp_path, GROUPED, store=store_url) as daemon:
 
         def app_error(service: str) -> dict[str, Any]:
             return {"type": "app.checkout.error", "source": f"svc-{service}", "data": {"service": service}}
@@ -196,8 +196,8 @@ def test_event_api_validation_and_cloudevents(tmp_path: Path) -> None:
             assert answer["error"].startswith(message)
 
 
-def test_windows_survive_a_restart_unless_the_trigger_changed(tmp_path: Path) -> None:
-    with running_daemon(tmp_path, GROUPED) as daemon:
+def test_windows_survive_a_restart_unless_the_trigger_changed(tmp_path: Path, store_url: str) -> None:
+    with running_daemon(tmp_path, GROUPED, store=store_url) as daemon:
         event = {"type": "app.pay.error", "source": "svc-a", "data": {"service": "a"}}
         emit(daemon, event)
         daemon.stop()

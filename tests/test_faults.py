@@ -1,7 +1,7 @@
 """Fault injection (issue 8): a failing store, an HTTP agent that never answers, an API that resets connections.
 
-The store fault is injected at the store boundary: a Store that delegates to the real SQLite
-store and fails on demand, under the real dispatcher and HTTP server on a real port.
+The store fault is injected at the store boundary: a Store that delegates to the real store (SQLite
+and PostgreSQL) and fails on demand, under the real dispatcher and HTTP server on a real port.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import free_port, running_daemon
+from tests.harness import free_port, running_daemon, wait_for
 from triggerd.clock import SystemClock
 from triggerd.config.loader import load
+from triggerd.config.models import StoreSettings
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.errors import StoreError
 from triggerd.http.server import HttpServer
 from triggerd.runs import RunStatus
-from triggerd.store.sqlite import SqliteStore
+from triggerd.store import open_store
+from triggerd.store.abc import Store
 
 DEFS = """\
 agent: {id: echo, type: command, command: [cat]}
@@ -37,7 +39,7 @@ trigger: {id: hook, type: webhook, webhook: {}, agent: {id: echo}}
 class FailingStore:
     """The real store, but every call fails while `failing` is set (a full or read-only disk, a lock)."""
 
-    def __init__(self, real: SqliteStore) -> None:
+    def __init__(self, real: Store) -> None:
         self.real = real
         self.failing = False
 
@@ -52,7 +54,7 @@ class FailingStore:
         return call
 
 
-def test_a_failing_store_answers_503_and_loses_nothing_accepted_once_it_clears(tmp_path: Path) -> None:
+def test_a_failing_store_answers_503_and_loses_nothing_accepted_once_it_clears(tmp_path: Path, store_url: str) -> None:
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "all.yaml").write_text(DEFS)
     port = free_port()
@@ -61,7 +63,7 @@ def test_a_failing_store_answers_503_and_loses_nothing_accepted_once_it_clears(t
     async def scenario() -> dict[str, Any]:
         configuration = load(tmp_path / "triggerd.yaml", env={}).configuration
         assert configuration is not None
-        real = SqliteStore(tmp_path / "store.db")
+        real = open_store(StoreSettings(store_url))
         await real.open()
         store = FailingStore(real)
         dispatcher = Dispatcher(store, configuration)  # type: ignore[arg-type]
@@ -127,7 +129,9 @@ def test_a_failing_store_answers_503_and_loses_nothing_accepted_once_it_clears(t
         (True, ["interrupted", None]),  # stopped while it still fails: the next start resumes the run
     ],
 )
-def test_an_outcome_the_store_refused_is_not_lost(tmp_path: Path, restart: bool, attempts: list[str | None]) -> None:
+def test_an_outcome_the_store_refused_is_not_lost(
+    tmp_path: Path, store_url: str, restart: bool, attempts: list[str | None]
+) -> None:
     defs = (
         "agent: {id: slow, type: command, command: [sleep, '0.5']}\n---\n"
         "trigger: {id: job, type: event, event: {pattern: never}, agent: {id: slow}, "
@@ -138,7 +142,7 @@ def test_an_outcome_the_store_refused_is_not_lost(tmp_path: Path, restart: bool,
     async def scenario() -> tuple[RunStatus | None, RunStatus | None, list[str | None]]:
         configuration = load(None, paths=[tmp_path / "all.yaml"], env={}).configuration
         assert configuration is not None
-        real = SqliteStore(tmp_path / "store.db")
+        real = open_store(StoreSettings(store_url))
         await real.open()
         store = FailingStore(real)
         dispatcher = Dispatcher(store, configuration)  # type: ignore[arg-type]
@@ -227,3 +231,26 @@ def test_an_anthropic_endpoint_that_resets_connections_is_a_clear_retryable_fail
     assert run["status"] == "failed"
     assert len(run["attempts"]) == 2  # retried by our policy
     assert run["error"].startswith("Anthropic API unreachable: APIConnectionError"), json.dumps(run["error"])
+
+
+def test_a_daemon_whose_postgresql_goes_away_answers_503_and_recovers(
+    tmp_path: Path, postgres_server: Any, postgres_url: str
+) -> None:
+    with running_daemon(tmp_path, DEFS, store=postgres_url) as daemon:
+        first = daemon.request("POST", "/webhooks/hook", {"n": 1})
+        postgres_server.stop("fast")
+        try:
+            refused = daemon.request("POST", "/webhooks/hook", {"n": 2})
+            ready = daemon.request("GET", "/readyz")
+        finally:
+            postgres_server.start()
+        recovered = wait_for(lambda: daemon.request("GET", "/readyz")[0] == 200, timeout=10, what="ready again")
+        second = daemon.request("POST", "/webhooks/hook", {"n": 3})
+        for answer in (first, second):
+            assert daemon.wait_run(answer[1]["run_id"])["status"] == "completed"
+        listed = daemon.request("GET", "/v1/triggers/hook/executions")[1]
+        log = daemon.log.read_text()
+    assert (first[0], refused, second[0], recovered) == (202, (503, {"error": "temporarily unavailable"}), 202, True)
+    assert ready[0] == 503 and ready[1]["problems"][0].startswith("store unreachable: ")
+    assert sorted(run["id"] for run in listed["runs"]) == sorted([first[1]["run_id"], second[1]["run_id"]])
+    assert "Traceback" not in log

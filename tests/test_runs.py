@@ -39,9 +39,9 @@ ECHO = (
 )
 
 
-def test_a_fired_command_run_completes_with_its_output(tmp_path: Path) -> None:
+def test_a_fired_command_run_completes_with_its_output(tmp_path: Path, store_url: str) -> None:
     defs = command_agent("echo", ECHO) + "---\n" + manual_trigger("hello", "echo")
-    with running_daemon(tmp_path, defs, env={"ANTHROPIC_API_KEY": "not-for-commands"}) as daemon:
+    with running_daemon(tmp_path, defs, env={"ANTHROPIC_API_KEY": "not-for-commands"}, store=store_url) as daemon:
         run_id = daemon.fire("hello", {"name": "Ada"})
         run = daemon.wait_run(run_id)
     assert run["status"] == "completed"
@@ -86,13 +86,13 @@ FLAKY = (
 )
 
 
-def test_retries_end_in_a_dead_letter_that_replay_revives(tmp_path: Path) -> None:
+def test_retries_end_in_a_dead_letter_that_replay_revives(tmp_path: Path, store_url: str) -> None:
     defs = (
         command_agent("flaky", FLAKY, f"  working_dir: {tmp_path}\n")
         + "---\n"
         + manual_trigger("flaky", "flaky", "retry: {max_attempts: 3, backoff: 1s, max_backoff: 1s}\n")
     )
-    with running_daemon(tmp_path, defs) as daemon:
+    with running_daemon(tmp_path, defs, store=store_url) as daemon:
         run_id = daemon.fire("flaky")
         run = daemon.wait_run(run_id, timeout=20)
         assert run["status"] == "failed"
@@ -142,13 +142,13 @@ def test_overlap_queue_runs_one_after_the_other_and_skips_beyond_max_queued(tmp_
     assert instant(b["started_at"]) >= instant(a["finished_at"])
 
 
-def test_overlap_replace_cancels_the_running_run(tmp_path: Path) -> None:
+def test_overlap_replace_cancels_the_running_run(tmp_path: Path, store_url: str) -> None:
     defs = (
         command_agent("slow", "import time; time.sleep(30)")
         + "---\n"
         + manual_trigger("latest", "slow", "overlap: replace\n")
     )
-    with running_daemon(tmp_path, defs) as daemon:
+    with running_daemon(tmp_path, defs, store=store_url) as daemon:
         first = daemon.fire("latest")
         daemon.wait_run(first, {"running"})
         second = daemon.fire("latest")
@@ -191,12 +191,12 @@ def test_the_global_limit_caps_running_runs(tmp_path: Path) -> None:
     assert peak == 2
 
 
-def test_cancel_kills_a_running_command(tmp_path: Path) -> None:
+def test_cancel_kills_a_running_command(tmp_path: Path, store_url: str) -> None:
     script = "import os, time; open('pid', 'w').write(str(os.getpid())); time.sleep(60)"
     defs = (
         command_agent("sleeper", script, f"  working_dir: {tmp_path}\n") + "---\n" + manual_trigger("sleep", "sleeper")
     )
-    with running_daemon(tmp_path, defs) as daemon:
+    with running_daemon(tmp_path, defs, store=store_url) as daemon:
         run_id = daemon.fire("sleep")
         pid = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), what="pid"))
         status, run = daemon.request("POST", f"/v1/runs/{run_id}/cancel")

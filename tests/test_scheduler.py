@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from triggerd.config.loader import load
+from triggerd.config.models import StoreSettings
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.runs import Run
 from triggerd.sources.schedule import Scheduler, catch_up
-from triggerd.store.sqlite import SqliteStore
+from triggerd.store import open_store
+from triggerd.store.abc import Store
 
 
 def utc(text: str) -> datetime:
@@ -53,12 +55,12 @@ def definitions(cron: str, zone: str = "UTC", window: str = "90m") -> str:
 
 
 @asynccontextmanager
-async def scheduler(folder: Path, clock: FakeClock, defs: str) -> AsyncIterator[tuple[Scheduler, SqliteStore]]:
+async def scheduler(folder: Path, clock: FakeClock, defs: str, url: str = "") -> AsyncIterator[tuple[Scheduler, Store]]:
     (folder / "defs").mkdir(exist_ok=True)
     (folder / "defs" / "all.yaml").write_text(defs)
     configuration = load(None, paths=[folder / "defs"], env={}).configuration
     assert configuration is not None and configuration.triggers
-    store = SqliteStore(folder / "store.db")
+    store = open_store(StoreSettings(url or f"sqlite:///{folder / 'store.db'}"))
     await store.open()
     dispatcher = Dispatcher(store, configuration, clock=clock)
     await dispatcher.start()
@@ -72,7 +74,7 @@ async def scheduler(folder: Path, clock: FakeClock, defs: str) -> AsyncIterator[
         await store.close()
 
 
-async def runs_of(store: SqliteStore) -> list[Run]:
+async def runs_of(store: Store) -> list[Run]:
     return sorted(await store.list_runs(trigger_id="tick", limit=1000), key=lambda r: r.nominal_time or "")
 
 
@@ -86,11 +88,13 @@ def summary(runs: list[Run]) -> list[tuple[str | None, str, str | None]]:
     return [(r.nominal_time, str(r.source), r.reason) for r in runs]
 
 
-def test_downtime_across_several_slots_fires_the_latest_once_and_records_the_rest_missed(tmp_path: Path) -> None:
+def test_downtime_across_several_slots_fires_the_latest_once_and_records_the_rest_missed(
+    tmp_path: Path, store_url: str
+) -> None:
     clock = FakeClock(utc("2026-01-01T10:59:00Z"))
 
     async def scenario() -> None:
-        async with scheduler(tmp_path, clock, definitions("0 * * * *")) as (schedule, store):
+        async with scheduler(tmp_path, clock, definitions("0 * * * *"), store_url) as (schedule, store):
             assert schedule.state("tick") == {
                 "next_nominal": "2026-01-01T11:00:00.000Z",
                 "next_fire_at": "2026-01-01T11:00:00.000Z",
@@ -100,7 +104,7 @@ def test_downtime_across_several_slots_fires_the_latest_once_and_records_the_res
             schedule.wake()
             await until(lambda: _count(store, 1))
         clock.current = utc("2026-01-01T15:20:00Z")  # down from 11:00 to 15:20
-        async with scheduler(tmp_path, clock, definitions("0 * * * *")) as (schedule, store):
+        async with scheduler(tmp_path, clock, definitions("0 * * * *"), store_url) as (schedule, store):
             runs = await runs_of(store)
             assert [str(r.status) for r in runs[1:4]] == ["skipped"] * 3
             assert [r.nominal_time for r in runs] == [f"2026-01-01T{h}:00:00.000Z" for h in (11, 12, 13, 14, 15)]
@@ -137,34 +141,34 @@ def test_a_zero_catchup_window_never_catches_up(tmp_path: Path) -> None:
     assert asyncio.run(scenario()) == [None, "missed", "missed"]
 
 
-async def _count(store: SqliteStore, n: int) -> bool:
+async def _count(store: Store, n: int) -> bool:
     return len(await runs_of(store)) >= n
 
 
-def test_a_restart_inside_the_fall_back_fold_never_runs_a_slot_twice(tmp_path: Path) -> None:
+def test_a_restart_inside_the_fall_back_fold_never_runs_a_slot_twice(tmp_path: Path, store_url: str) -> None:
     clock = FakeClock(utc("2026-11-01T05:29:00Z"))  # 01:29 EDT, before the first 01:30
     defs = definitions("30 1 * * *", zone="America/New_York")
 
     async def scenario() -> list[str | None]:
-        async with scheduler(tmp_path, clock, defs) as (schedule, store):
+        async with scheduler(tmp_path, clock, defs, store_url) as (schedule, store):
             clock.current = utc("2026-11-01T05:30:01Z")  # the first 01:30
             schedule.wake()
             await until(lambda: _count(store, 1))
         for moment in ("2026-11-01T06:29:00Z", "2026-11-01T06:30:30Z", "2026-11-01T06:45:00Z"):  # the second 01:30
             clock.current = utc(moment)
-            async with scheduler(tmp_path, clock, defs) as (schedule, store):
+            async with scheduler(tmp_path, clock, defs, store_url) as (schedule, store):
                 assert schedule.state("tick")["next_nominal"] == "2026-11-02T06:30:00.000Z"  # type: ignore[index]
-        async with scheduler(tmp_path, clock, defs) as (_, store):
+        async with scheduler(tmp_path, clock, defs, store_url) as (_, store):
             return [r.nominal_time for r in await runs_of(store)]
 
     assert asyncio.run(scenario()) == ["2026-11-01T05:30:00.000Z"]
 
 
-def test_two_schedulers_on_one_store_claim_each_slot_once(tmp_path: Path) -> None:
+def test_two_schedulers_on_one_store_claim_each_slot_once(tmp_path: Path, store_url: str) -> None:
     clock = FakeClock(utc("2026-01-01T10:59:00Z"))
 
     async def scenario() -> list[str | None]:
-        async with scheduler(tmp_path, clock, definitions("0 * * * *")) as (one, store):
+        async with scheduler(tmp_path, clock, definitions("0 * * * *"), store_url) as (one, store):
             two = Scheduler(one.dispatcher, store, clock)
             await two.start()
             clock.current = utc("2026-01-01T11:00:01Z")

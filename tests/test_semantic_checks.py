@@ -387,14 +387,22 @@ def test_non_loopback_listen_without_admin_tokens_is_an_error(write: Write) -> N
     assert result.configuration is None
 
 
-def test_a_store_url_other_than_sqlite_is_an_error_at_its_line(write: Write) -> None:
-    text = 'server: {listen: "127.0.0.1:8080"}\nstore:\n  url: "postgresql://u:hunter2@db/triggerd"\n'
+def test_a_store_url_is_sqlite_or_postgresql_and_an_error_names_only_its_scheme(write: Write) -> None:
+    text = 'server: {listen: "127.0.0.1:8080"}\nstore:\n  url: "mysql://u:hunter2@db/triggerd"\n'
     path = write("triggerd.yaml", text)
     assert [p for p in found(load(path, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
-        (str(path), 3, "error", "store URL scheme 'postgresql' is not supported: use sqlite:///PATH")
+        (str(path), 3, "error", "store URL scheme 'mysql' is not supported: use sqlite:///PATH or postgresql://...")
     ]
-    plain = write("other.yaml", 'store: {url: "sqlite:///./x.db"}\n')
-    assert load(plain, mode=LoadMode.VALIDATE, env={}).errors == []
+    for name, url in (("sqlite.yaml", "sqlite:///./x.db"), ("pg.yaml", "postgresql://u:hunter2@db:5432/triggerd")):
+        plain = write(name, f'store: {{url: "{url}"}}\n')
+        assert load(plain, mode=LoadMode.VALIDATE, env={}).errors == []
+    several = write("several.yaml", 'store: {url: "postgresql://u@db1:5432,db2:5433/triggerd?sslmode=require"}\n')
+    assert load(several, mode=LoadMode.VALIDATE, env={}).errors == []  # libpq's syntax, several hosts included
+    for n, url in enumerate(("postgresql://u:hunter2@db:port/triggerd", "postgresql://u:hunter2@db/t?nope=1")):
+        broken = write(f"broken{n}.yaml", f'store: {{url: "{url}"}}\n')
+        assert [p[3] for p in found(load(broken, mode=LoadMode.VALIDATE, env={}))] == [
+            "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
+        ]
 
 
 def test_non_loopback_server_is_fine_with_a_loopback_admin_listener(write: Write) -> None:

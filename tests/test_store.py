@@ -1,4 +1,6 @@
-"""The SQLite store's contract: durability before acknowledgement, group commit, dedupe, pruning, migrations."""
+"""The store contract, run against both stores: durability before acknowledgement, group commit, dedupe,
+pruning, migrations. SQLite-only checks (its files, its older schemas) are marked as such by name.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +10,22 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from triggerd.config.models import StoreSettings
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source, new_run_id
+from triggerd.store import open_store
 from triggerd.store.abc import Created
 from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.sqlite import SqliteStore
+
+
+def make_store(url: str) -> Any:
+    """The store a URL names; Any, so that tests may read an implementation's counters (commits)."""
+    return open_store(StoreSettings(url))
 
 
 def new_run(trigger: str = "t", key: str | None = None, created: str = "2026-01-01T00:00:00.000Z") -> Run:
@@ -31,14 +41,14 @@ def new_run(trigger: str = "t", key: str | None = None, created: str = "2026-01-
     )
 
 
-def test_concurrent_writes_share_commits_and_all_survive_a_reopen(tmp_path: Path) -> None:
+def test_concurrent_writes_share_commits_and_all_survive_a_reopen(store_url: str) -> None:
     async def scenario() -> tuple[int, int, int]:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         created = await asyncio.gather(*(store.create_run(new_run()) for _ in range(300)))
         commits = store.commits
         await store.close()
-        again = SqliteStore(tmp_path / "s.db")
+        again = make_store(store_url)
         await again.open()
         count = len(await again.list_runs(limit=1000))
         await again.close()
@@ -49,9 +59,9 @@ def test_concurrent_writes_share_commits_and_all_survive_a_reopen(tmp_path: Path
     assert commits < 300  # batched: many firings per commit
 
 
-def test_dedupe_key_within_the_window_names_the_first_run(tmp_path: Path) -> None:
+def test_dedupe_key_within_the_window_names_the_first_run(store_url: str) -> None:
     async def scenario() -> list[tuple[str, bool]]:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         first = await store.create_run(new_run(key="k1"), 60, "2026-01-01T00:00:00.000Z")
         again = await store.create_run(new_run(key="k1"), 60, "2026-01-01T00:00:59.000Z")
@@ -63,9 +73,9 @@ def test_dedupe_key_within_the_window_names_the_first_run(tmp_path: Path) -> Non
     assert asyncio.run(scenario()) == [(True, False), (True, True), (False, False), (False, False)]
 
 
-def test_prune_removes_old_finished_runs_but_keeps_dead_letters_and_unfinished(tmp_path: Path) -> None:
+def test_prune_removes_old_finished_runs_but_keeps_dead_letters_and_unfinished(store_url: str) -> None:
     async def scenario() -> set[str]:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         old_done, dead, pending, recent = (new_run() for _ in range(4))
         for run in (old_done, dead, pending, recent):
@@ -97,9 +107,9 @@ def test_prune_removes_old_finished_runs_but_keeps_dead_letters_and_unfinished(t
     assert asyncio.run(scenario()) == {"dead", "pending", "recent"}
 
 
-def test_attempts_and_outcomes_are_recorded(tmp_path: Path) -> None:
+def test_attempts_and_outcomes_are_recorded(store_url: str) -> None:
     async def scenario() -> Run | None:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         run = new_run()
         await store.create_run(run)
@@ -143,7 +153,7 @@ def test_attempts_and_outcomes_are_recorded(tmp_path: Path) -> None:
     assert (run.started_at, run.finished_at) == ("2026-01-01T00:00:01.000Z", "2026-01-01T00:00:06.000Z")
 
 
-def test_a_command_attempts_process_group_is_kept_and_an_older_database_gains_the_columns(tmp_path: Path) -> None:
+def test_sqlite_an_older_database_gains_the_process_group_columns(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     conn = sqlite3.connect(path, isolation_level=None)
     for number, script in enumerate(MIGRATIONS[:4], start=1):  # a database written before SPEC 5.2's record
@@ -187,20 +197,23 @@ def test_a_command_attempts_process_group_is_kept_and_an_older_database_gains_th
     assert "process" not in recorded.attempts[0].to_json()  # the API form is SPEC 5.2's keys only
 
 
-def test_a_database_from_a_newer_triggerd_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
-
+def test_a_database_from_a_newer_triggerd_is_refused(store_url: str) -> None:
     async def scenario() -> None:
-        await SqliteStore(path).open()
+        store = make_store(store_url)
+        await store.open()
+        # what a newer triggerd leaves behind: a schema version past the last migration known here
+        if store_url.startswith("sqlite"):
+            await store._write(lambda c: c.execute("PRAGMA user_version = 99"))
+        else:
+            await store._write(lambda c: c.execute("UPDATE triggerd_schema SET version = 99"))
+        await store.close()
+        await make_store(store_url).open()
 
     with pytest.raises(StoreError, match="newer than this triggerd knows"):
         asyncio.run(scenario())
 
 
-def test_an_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
+def test_sqlite_an_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
 
     async def scenario() -> None:
@@ -210,7 +223,7 @@ def test_an_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
         asyncio.run(scenario())
 
 
-def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(tmp_path: Path) -> None:
+def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(store_url: str) -> None:
     def slot_run(nominal: str) -> Run:
         return Run(
             id=new_run_id(),
@@ -224,7 +237,7 @@ def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(tmp_path: 
         )
 
     async def scenario() -> tuple[list[bool], dict[str, str], dict[str, str]]:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         claims = [
             (await store.create_run(slot_run(n))).duplicate
@@ -242,12 +255,12 @@ def test_schedule_slots_are_claimed_once_and_pruning_keeps_the_latest(tmp_path: 
     assert before == after == {"s": "2026-01-01T01:00:00.000Z"}
 
 
-def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_run(tmp_path: Path) -> None:
+def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_run(store_url: str) -> None:
     def slot_run(nominal: str) -> Run:
         return replace(new_run(trigger="s"), source=Source.SCHEDULE, nominal_time=nominal)
 
     async def scenario() -> tuple[list[tuple[bool, bool]], list[str], int, int]:
-        store = SqliteStore(tmp_path / "s.db")
+        store = make_store(store_url)
         await store.open()
         taken = new_run()
         await store.create_run(taken)
@@ -260,12 +273,19 @@ def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_r
             new_run(key="other"),
         ]
         # Hold the writer inside one write while the runs queue up, so that they form one batch
-        # whatever the thread scheduling (under load the writer could wake between two of them).
+        # whatever the scheduling (under load the writer could wake between two of them).
         entered, gate = threading.Event(), threading.Event()
+        if isinstance(store, SqliteStore):
 
-        def hold(_: sqlite3.Connection) -> None:
-            entered.set()
-            gate.wait(10)
+            def hold(_: Any) -> None:  # on the writer thread
+                entered.set()
+                gate.wait(10)
+
+        else:
+
+            async def hold(_: Any) -> None:  # on the writer task
+                entered.set()
+                await asyncio.to_thread(gate.wait, 10)
 
         held = asyncio.ensure_future(store._write(hold))
         assert await asyncio.to_thread(entered.wait, 10)
@@ -283,9 +303,126 @@ def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_r
 
     shapes, errors, commits, stored = asyncio.run(scenario())
     assert shapes == [(True, False), (False, True), (True, False), (False, True), (True, False)]
-    assert len(errors) == 1 and errors[0].startswith("store write failed: UNIQUE constraint failed: runs.id")
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "store write failed: UNIQUE constraint failed: runs.id"
+        if store_url.startswith("sqlite")
+        else 'store write failed: duplicate key value violates unique constraint "runs_pkey"'
+    )
     assert commits == 2  # the first run, then the whole batch in one commit
     assert stored == 4  # taken, the run with k, the slot, the run with "other"; nothing of the failed one
+
+
+def test_listing_paging_dead_letters_unfinished_runs_and_stats(store_url: str) -> None:
+    runs = [new_run(trigger="t" if i % 2 else "u", created=f"2026-01-01T00:00:0{i}.000Z") for i in range(6)]
+    runs = [replace(run, id=f"01{i}{run.id[3:]}") for i, run in enumerate(runs)]  # ids in creation order
+
+    async def scenario() -> dict[str, Any]:
+        store = make_store(store_url)
+        await store.open()
+        for run in runs:
+            await store.create_run(run)
+        done, dead, cancelled, requeued, running = runs[0], runs[1], runs[2], runs[3], runs[4]
+        for run in (done, dead, running):
+            await store.start_attempt(run.id, 1, "2026-01-01T00:01:00.000Z")
+        await store.end_attempt(
+            done.id, 1, status=RunStatus.COMPLETED, error=None, at="2026-01-01T00:02:00.000Z", then=RunStatus.COMPLETED
+        )
+        await store.end_attempt(
+            dead.id, 1, status=RunStatus.FAILED, error="no", at="2026-01-01T00:02:00.000Z", then=RunStatus.FAILED,
+            dead_letter=True,
+        )  # fmt: skip
+        await store.finish_run(cancelled.id, RunStatus.CANCELLED, at="2026-01-01T00:02:00.000Z", reason="shutdown")
+        await store.finish_run(requeued.id, RunStatus.CANCELLED, at="2026-01-01T00:02:00.000Z", reason="shutdown")
+        await store.requeue(requeued.id, at="2026-01-01T00:03:00.000Z")
+        again = await store.get_run(requeued.id)
+        stats = await store.trigger_stats()
+        found = {
+            "newest two": [r.id for r in await store.list_runs(limit=2)],
+            "before an id": [r.id for r in await store.list_runs(before=runs[3].id)],
+            "before an instant": [r.id for r in await store.list_runs(before="2026-01-01T00:00:02.000Z")],
+            "of u, cancelled": [r.id for r in await store.list_runs(trigger_id="u", status=RunStatus.CANCELLED)],
+            "dead letters": [r.id for r in await store.dead_letters()],
+            "unfinished": [r.id for r in await store.unfinished_runs()],
+            "requeued": (again.status, again.reason, again.finished_at, again.next_attempt_at) if again else None,
+            "stats": {t: (dict(s.runs), s.last_run.id if s.last_run else None) for t, s in stats.items()},
+            "missing": await store.get_run("nope"),
+        }
+        await store.close()
+        return found
+
+    ids = [run.id for run in runs]
+    assert asyncio.run(scenario()) == {
+        "newest two": [ids[5], ids[4]],
+        "before an id": [ids[2], ids[1], ids[0]],
+        "before an instant": [ids[1], ids[0]],
+        "of u, cancelled": [ids[2]],
+        "dead letters": [ids[1]],
+        "unfinished": [ids[2], ids[3], ids[4], ids[5]],  # cancelled for shutdown, pending, running, pending
+        "requeued": (RunStatus.PENDING, None, None, "2026-01-01T00:03:00.000Z"),
+        "stats": {
+            "u": ({"completed": 1, "cancelled": 1, "running": 1}, ids[4]),
+            "t": ({"failed": 1, "pending": 2}, ids[5]),
+        },
+        "missing": None,
+    }
+
+
+def test_a_command_attempts_process_group_is_kept(store_url: str) -> None:
+    group = ProcessGroup(pgid=4242, start_ticks=2**40 + 7, boot_id="9f1c2d3e-boot")  # ticks past 32 bits
+
+    async def scenario() -> Run | None:
+        store = make_store(store_url)
+        await store.open()
+        run = new_run()
+        await store.create_run(run)
+        await store.start_attempt(run.id, 1, "2026-01-01T00:00:01.000Z")
+        await store.record_process(run.id, 1, group)
+        await store.end_attempt(
+            run.id, 1, status=RunStatus.FAILED, error="x", at="2026-01-01T00:00:02.000Z", then=RunStatus.PENDING
+        )
+        await store.start_attempt(run.id, 2, "2026-01-01T00:00:03.000Z")
+        await store.close()
+        store = make_store(store_url)  # what a restart reads
+        await store.open()
+        stored = await store.get_run(run.id)
+        await store.close()
+        return stored
+
+    recorded = asyncio.run(scenario())
+    assert recorded is not None and [a.process for a in recorded.attempts] == [group, None]
+    assert [a.status for a in recorded.attempts] == [RunStatus.FAILED, RunStatus.RUNNING]
+
+
+def test_two_stores_on_one_database_store_each_key_and_slot_once(store_url: str) -> None:
+    """Two daemons receiving the same deliveries and firing the same slots at once create one run each (SPEC 10)."""
+
+    def slot_run(nominal: str) -> Run:
+        return replace(new_run(trigger="s"), source=Source.SCHEDULE, nominal_time=nominal)
+
+    async def scenario() -> tuple[list[list[Created]], int]:
+        first, second = make_store(store_url), make_store(store_url)
+        await first.open()
+        await second.open()
+        keys = [f"delivery-{i}" for i in range(40)]
+        slots = [f"2026-01-01T00:{i:02d}:00.000Z" for i in range(40)]
+        outcomes = []
+        for store in (first, second, first, second):  # both stores get every firing, at the same time
+            firings = [store.create_run(new_run(key=k), 60) for k in keys]
+            firings += [store.create_run(slot_run(n)) for n in slots]
+            outcomes.append(asyncio.gather(*firings))
+        created = list(await asyncio.gather(*outcomes))
+        stored = len(await first.list_runs(limit=1000))
+        await first.close()
+        await second.close()
+        return created, stored
+
+    created, stored = asyncio.run(scenario())
+    assert stored == 80
+    for i in range(80):
+        named = {outcome[i].run_id for outcome in created}
+        assert len(named) == 1  # every store names the one run
+        assert sorted(outcome[i].duplicate for outcome in created) == [False, True, True, True]
 
 
 def test_run_ids_are_26_crockford_digits_that_carry_their_millisecond_and_sort_by_it() -> None:
@@ -301,3 +438,76 @@ def test_run_ids_are_26_crockford_digits_that_carry_their_millisecond_and_sort_b
         millis = millis * 32 + digits.index(char)
     assert before <= millis <= before + 50
     assert len({new_run_id() for _ in range(10_000)}) == 10_000
+
+
+def test_postgresql_daemons_starting_together_migrate_once(postgres_url: str) -> None:
+    async def scenario() -> list[int]:
+        stores = [make_store(postgres_url) for _ in range(4)]
+        await asyncio.gather(*(store.open() for store in stores))  # a fresh database: all four migrate at once
+        await stores[0].create_run(new_run())
+        counts = [len(await store.list_runs()) for store in stores]
+        versions = await stores[0]._read(lambda c: _fetch(c, "SELECT count(*), max(version) FROM triggerd_schema"))
+        for store in stores:
+            await store.close()
+        return [*counts, *versions[0]]
+
+    from triggerd.store.pg_migrations import MIGRATIONS as PG_MIGRATIONS
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 1, len(PG_MIGRATIONS)]
+
+
+async def _fetch(conn: Any, query: str) -> list[Any]:
+    return list(await (await conn.execute(query)).fetchall())
+
+
+def test_postgresql_a_password_in_the_url_never_reaches_an_error(postgres_server: Any) -> None:
+    url = f"postgresql://triggerd:hunter2-secret@127.0.0.1:{postgres_server.port}/no_such_database"
+
+    async def scenario() -> None:
+        await make_store(url).open()
+
+    with pytest.raises(StoreError) as raised:
+        asyncio.run(scenario())
+    message = str(raised.value)
+    assert message.startswith(f"cannot open store postgresql://127.0.0.1:{postgres_server.port}/no_such_database: ")
+    assert "no_such_database" in message and "hunter2" not in message
+
+
+def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_it_returns(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    from triggerd.store.postgres import PostgresStore
+
+    async def scenario() -> tuple[list[str], str | None, str | None, int]:
+        store = PostgresStore(postgres_url, wait_timeout=1.0)
+        await store.open()
+        await store.create_run(new_run())
+        await asyncio.to_thread(postgres_server.stop, "fast")
+        errors = []
+        try:
+            for call in (store.create_run(new_run()), store.ping()):
+                try:
+                    await call
+                    errors.append("")
+                except StoreError as exc:
+                    errors.append(str(exc).split(":")[0])
+            failure = store.write_failure
+        finally:
+            await asyncio.to_thread(postgres_server.start)
+        async with asyncio.timeout(10):  # readiness comes back with the database, as /readyz is polled
+            while True:
+                try:
+                    await store.ping()  # the pool and the writer connect again
+                    break
+                except StoreError:
+                    await asyncio.sleep(0.1)
+        recovered = store.write_failure
+        await store.create_run(new_run())
+        stored = len(await store.list_runs())
+        await store.close()
+        return errors, failure, recovered, stored
+
+    errors, failure, recovered, stored = asyncio.run(scenario())
+    assert errors == ["store commit failed", "store read failed"]
+    assert failure is not None and recovered is None
+    assert stored == 2  # the run refused while the database was away was never acknowledged, nor stored

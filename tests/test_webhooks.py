@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -112,26 +113,57 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield running
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The same daemon on each store, for the tests whose behaviour is the store's (SPEC 10)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("daemon")
+        return
+    url = request.getfixturevalue("postgres_server").database()
+    root = tmp_path_factory.mktemp("webhooks-pg")
+    server = '  trusted_proxies: ["127.0.0.1/32"]\n'
+    with running_daemon(root, DEFINITIONS, env=SECRETS, server=server, store=url) as running:
+        yield running
+
+
 def post(
     daemon: Daemon, path: str, body: bytes = b"{}", headers: dict[str, str] | None = None, method: str = "POST"
 ) -> tuple[int, Any]:
     return http(method, daemon.url + path, raw=body, headers={"Content-Type": "application/json", **(headers or {})})
 
 
-def test_accepted_runs_are_committed_before_the_202(daemon: Daemon) -> None:
+def test_accepted_runs_are_committed_before_the_202(stored: Daemon) -> None:
     body = {"action": "opened", "labels": ["a", "b"], "repository": {"name": "triggerd"}}
-    status, answer = post(daemon, "/hooks/mapped?who=ada", json.dumps(body).encode())
+    status, answer = post(stored, "/hooks/mapped?who=ada", json.dumps(body).encode())
     assert (status, answer["status"], answer["trigger_id"]) == (202, "pending", "mapped")
-    run = daemon.run(answer["run_id"])  # already in the store
+    run = stored.run(answer["run_id"])  # already in the store
     assert run["input"] == {"static": True, "action": "opened", "labels": ["a", "b"], "repo": "triggerd", "who": "ada"}
     assert run["source"] == "webhook"
 
 
-def test_duplicate_idempotency_key_answers_200_with_the_first_run(daemon: Daemon) -> None:
+def test_duplicate_idempotency_key_answers_200_with_the_first_run(stored: Daemon) -> None:
     body = json.dumps({"delivery": "d-42", "repository": {"name": "r"}}).encode()
-    first = post(daemon, "/hooks/mapped", body)[1]
-    status, again = post(daemon, "/hooks/mapped", body)
+    first = post(stored, "/hooks/mapped", body)[1]
+    status, again = post(stored, "/hooks/mapped", body)
     assert (status, again) == (200, {"run_id": first["run_id"], "trigger_id": "mapped", "duplicate": True})
+
+
+def test_two_daemons_on_one_postgresql_store_store_the_same_delivery_once(tmp_path: Path, postgres_url: str) -> None:
+    """A sender's retries spread over two daemons behind a load balancer: one run (SPEC 10)."""
+    server = '  trusted_proxies: ["127.0.0.1/32"]\n'
+    with (
+        running_daemon(tmp_path / "a", DEFINITIONS, env=SECRETS, server=server, store=postgres_url) as first,
+        running_daemon(tmp_path / "b", DEFINITIONS, env=SECRETS, server=server, store=postgres_url) as second,
+        ThreadPoolExecutor(8) as senders,
+    ):
+        body = json.dumps({"delivery": "d-7", "repository": {"name": "r"}}).encode()
+        answers = list(senders.map(lambda d: post(d, "/hooks/mapped", body), [first, second] * 4))
+        assert sorted(status for status, _ in answers) == [200] * 7 + [202]
+        assert len({answer["run_id"] for _, answer in answers}) == 1
+        run_id = answers[0][1]["run_id"]
+        assert second.wait_run(run_id)["status"] == "completed"  # whichever daemon ran it, both see it
+        status, listed = first.request("GET", "/v1/triggers/mapped/executions")
+        assert status == 200 and [run["id"] for run in listed["runs"]] == [run_id]
 
 
 def test_filter_false_answers_filtered(daemon: Daemon) -> None:
@@ -142,9 +174,9 @@ def test_filter_false_answers_filtered(daemon: Daemon) -> None:
     assert post(daemon, "/hooks/filtered", b'{"ref": "refs/heads/main"}', {"X-Event": "push"})[0] == 202
 
 
-def test_overlap_skip_answers_202_skipped(daemon: Daemon) -> None:
-    assert post(daemon, "/webhooks/skipper")[1]["status"] == "pending"
-    status, answer = post(daemon, "/webhooks/skipper")
+def test_overlap_skip_answers_202_skipped(stored: Daemon) -> None:
+    assert post(stored, "/webhooks/skipper")[1]["status"] == "pending"
+    status, answer = post(stored, "/webhooks/skipper")
     assert (status, answer["status"]) == (202, "skipped")
 
 
@@ -253,22 +285,22 @@ def test_every_authentication_type_good_bad_rotated_and_stale(daemon: Daemon, ki
         assert post(daemon, path, body, stale)[0] == 401
 
 
-def test_provider_delivery_ids_are_the_default_idempotency_keys(daemon: Daemon) -> None:
+def test_provider_delivery_ids_are_the_default_idempotency_keys(stored: Daemon) -> None:
     from datetime import UTC, datetime
 
     body = b'{"n": 2}'
     first = signed(AuthType.STANDARD_WEBHOOKS, NEW, body, datetime.now(UTC), message_id="msg_same")
-    run_id = post(daemon, "/webhooks/auth-standard-webhooks", body, first)[1]["run_id"]
-    again = post(daemon, "/webhooks/auth-standard-webhooks", body, first)
+    run_id = post(stored, "/webhooks/auth-standard-webhooks", body, first)[1]["run_id"]
+    again = post(stored, "/webhooks/auth-standard-webhooks", body, first)
     assert again == (200, {"run_id": run_id, "trigger_id": "auth-standard-webhooks", "duplicate": True})
     github = {**signed(AuthType.GITHUB, NEW, body), "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
-    run_id = post(daemon, "/webhooks/auth-github", body, github)[1]["run_id"]
-    assert post(daemon, "/webhooks/auth-github", body, github)[1] == {
+    run_id = post(stored, "/webhooks/auth-github", body, github)[1]["run_id"]
+    assert post(stored, "/webhooks/auth-github", body, github)[1] == {
         "run_id": run_id,
         "trigger_id": "auth-github",
         "duplicate": True,
     }
-    assert daemon.run(run_id)["idempotency_key"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    assert stored.run(run_id)["idempotency_key"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
 
 
 def test_max_event_age_drops_old_deliveries(daemon: Daemon) -> None:

@@ -87,6 +87,9 @@ class StoreSettings:
     url: str
     retention: float = 30 * 86400.0
     sync: SyncLevel = SyncLevel.NORMAL
+    instance: str = ""  # this daemon's name among those sharing a PostgreSQL store (SPEC 10)
+    lease: float = 30.0  # a claimed run's lease, renewed while it runs (SPEC 10)
+    pool_size: int = 10  # PostgreSQL connections for reads
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from triggerd.config.models import (
     SyncLevel,
 )
 from triggerd.errors import DurationError
+
+# Where a postgresql:// store needs what the [postgres] extra installs (the same words open_store uses).
+POSTGRES_EXTRA = "the postgresql store needs the postgres extra: pip install 'triggerd[postgres]'"
 
 DEFAULT_DEFINITIONS = ("triggers", "agents")
 LOCAL_SETTINGS = Path("config") / "triggerd.yaml"  # relative to the working directory
@@ -56,6 +61,40 @@ def store_url(raw: str | None, base_dir: Path, env: Mapping[str, str]) -> str:
     return raw
 
 
+def check_store_url(doc: Document, url: str) -> None:
+    """A problem at /store/url unless the URL names a store this installation can open.
+
+    Problems name only the scheme, host, port and database: the rest of a URL may hold a password.
+    """
+    if url.startswith("sqlite:///"):
+        return
+    if not url.startswith("postgresql://"):
+        scheme = url.partition(":")[0]
+        doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH or postgresql://...")
+        return
+    if not all(_installed(name) for name in ("psycopg", "psycopg_pool")):
+        doc.fail("/store/url", POSTGRES_EXTRA)
+        return
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        ports = str(conninfo_to_dict(url).get("port") or "")  # libpq's own parser, as the store connects
+    except psycopg.Error:  # not quoted: libpq's message may hold the URL, password and all
+        ports = "not parsed"
+    if not all(port.isdigit() for port in ports.split(",") if port):
+        doc.fail(
+            "/store/url", "the postgresql:// URL does not parse (libpq URL syntax: postgresql://user@host:5432/db)"
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules as None: blocked
+        return False
+
+
 def build_settings(
     doc: Document | None, path: Path | None, base_dir: Path, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -87,6 +126,20 @@ def build_settings(
             return default
         return seconds
 
+    def lease(value: object) -> float:
+        """A duration longer than 0: a claim that expires at once would let every daemon take the run."""
+        if doc is None:
+            return 30.0
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            doc.fail("/store/lease", str(exc))
+            return 30.0
+        if seconds <= 0:
+            doc.fail("/store/lease", "must be longer than 0s: a lease of 0 would expire as soon as a run is claimed")
+            return 30.0
+        return seconds
+
     server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
@@ -113,6 +166,9 @@ def build_settings(
             url=store_url(store.get("url"), base_dir, env),
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
+            instance=store.get("instance") or f"{socket.gethostname()}:{os.getpid()}",
+            lease=lease(store.get("lease", "30s")),
+            pool_size=store.get("pool_size", 10),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),
         limits=Limits(
@@ -122,10 +178,8 @@ def build_settings(
         ),
         logging=LoggingSettings(logging.get("level", "info"), logging.get("format", "json")),
     )
-    if doc is not None and not settings.store.url.startswith("sqlite:///"):
-        # Only the scheme is named: the rest of a URL may hold a password.
-        scheme = settings.store.url.partition(":")[0]
-        doc.fail("/store/url", f"store URL scheme {scheme!r} is not supported: use sqlite:///PATH")
+    if doc is not None:
+        check_store_url(doc, settings.store.url)
     admin_at = admin_listen or server_listen
     if doc is not None and not admin_at.is_loopback and not tokens:
         pointer = "/admin/listen" if admin_listen else "/server/listen"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from triggerd.config.models import StoreSettings
+from triggerd.config.settings import POSTGRES_EXTRA
 from triggerd.errors import ConfigError
 from triggerd.store.abc import Store
 
@@ -15,4 +16,13 @@ def open_store(settings: StoreSettings) -> Store:
         from triggerd.store.sqlite import SqliteStore
 
         return SqliteStore(Path(settings.url.removeprefix("sqlite:///")), settings.sync)
-    raise ConfigError(f"store URL {settings.url.split(':', 1)[0]}:// is not supported (use sqlite:///PATH)")
+    if settings.url.startswith("postgresql://"):
+        # Imported here, so that triggerd without the extra runs on SQLite.
+        try:
+            from triggerd.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(f"{POSTGRES_EXTRA} ({exc})") from exc
+        return PostgresStore(settings.url, settings.pool_size)
+    raise ConfigError(
+        f"store URL {settings.url.split(':', 1)[0]}:// is not supported (use sqlite:///PATH or postgresql://...)"
+    )

@@ -1,6 +1,6 @@
 """The SQLite store: WAL, migrations, and group commit on one writer thread.
 
-Every write is queued to the writer thread: a new run as a _NewRun, anything else
+Every write is queued to the writer thread: a new run as a NewRun, anything else
 as a small function of a connection. The thread takes whatever has queued up, runs
 each function inside its own savepoint of one transaction, inserts all the new runs
 with one statement per table, commits once, and only then settles the futures:
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
 import sqlite3
@@ -26,26 +25,26 @@ from typing import Any, TypeVar
 
 from triggerd.config.models import SyncLevel
 from triggerd.errors import StoreError
-from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
+from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.migrations import MIGRATIONS
+from triggerd.store.rows import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    UNFINISHED,
+    NewRun,
+    attempts_by_run,
+    decide,
+    dumps,
+    is_instant,
+    loads,
+    run_from_row,
+)
 
 T = TypeVar("T")
 _MAX_BATCH = 512
 _STOP = object()
 _ROW_MARKS = "(" + ", ".join("?" * 19) + ")"
-_RUN_COLUMNS = (
-    "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
-    "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
-)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class SqliteStore:
@@ -120,7 +119,7 @@ class SqliteStore:
                 _answer(outcomes)  # after the counts, so that a caller answered sees its commit counted
         conn.close()
 
-    async def _write(self, operation: Callable[[sqlite3.Connection], T] | _NewRun) -> T:
+    async def _write(self, operation: Callable[[sqlite3.Connection], T] | NewRun) -> T:
         if self._writer is None:
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
@@ -153,7 +152,7 @@ class SqliteStore:
             )
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
-        created: Created = await self._write(_NewRun(run, dedupe_seconds, now or run.created_at))
+        created: Created = await self._write(NewRun(run, dedupe_seconds, now or run.created_at))
         return created
 
     async def last_slots(self) -> dict[str, str]:
@@ -166,7 +165,7 @@ class SqliteStore:
     async def load_windows(self) -> list[tuple[str, str, str, Any]]:
         def load(conn: sqlite3.Connection) -> list[tuple[str, str, str, Any]]:
             rows = conn.execute("SELECT trigger_id, group_key, fingerprint, events FROM event_windows")
-            return [(t, g, f, json.loads(e)) for t, g, f, e in rows]
+            return [(t, g, f, loads(e)) for t, g, f, e in rows]
 
         return await self._read(load)
 
@@ -177,7 +176,7 @@ class SqliteStore:
                     conn.execute(
                         "INSERT OR REPLACE INTO event_windows (trigger_id, group_key, fingerprint, events) "
                         "VALUES (?, ?, ?, ?)",
-                        (trigger_id, group, fingerprint, _dumps(events)),
+                        (trigger_id, group, fingerprint, dumps(events)),
                     )
                 else:
                     conn.execute(
@@ -206,7 +205,7 @@ class SqliteStore:
             clauses.append("status = ?")
             params.append(str(status))
         if before is not None:
-            clauses.append("created_at < ?" if "T" in before and ":" in before else "id < ?")
+            clauses.append("created_at < ?" if is_instant(before) else "id < ?")
             params.append(before)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = f"{where} ORDER BY id DESC LIMIT ?"
@@ -216,7 +215,7 @@ class SqliteStore:
         return await self._read(lambda c: _select_runs(c, "WHERE dead_letter = 1 ORDER BY id DESC LIMIT ?", (limit,)))
 
     async def unfinished_runs(self) -> list[Run]:
-        query = "WHERE status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown') ORDER BY id"
+        query = f"WHERE {UNFINISHED} ORDER BY id"
         return await self._read(lambda c: _select_runs(c, query, ()))
 
     async def start_attempt(self, run_id: str, number: int, at: str) -> None:
@@ -270,7 +269,7 @@ class SqliteStore:
                 conn.execute(
                     "UPDATE runs SET status = ?, finished_at = ?, output = ?, usage = ?, error = ?, reason = ?, "
                     "dead_letter = ?, next_attempt_at = NULL WHERE id = ?",
-                    (str(then), at, _dumps(output), _dumps(usage), error, reason, int(dead_letter), run_id),
+                    (str(then), at, dumps(output), dumps(usage), error, reason, int(dead_letter), run_id),
                 )
 
         await self._write(end)
@@ -346,46 +345,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
-class _NewRun:
-    """A create_run: written with the other new runs of its batch, one INSERT per table."""
-
-    __slots__ = ("dedupe_seconds", "key", "now", "run", "slot")
-
-    def __init__(self, run: Run, dedupe_seconds: float, now: str) -> None:
-        self.run = run
-        self.now = now
-        self.dedupe_seconds = dedupe_seconds
-        self.key = run.idempotency_key if dedupe_seconds > 0 else None
-        self.slot = run.nominal_time if run.source is Source.SCHEDULE else None
-
-    def dedupe_row(self) -> tuple[Any, ...]:
-        return (self.run.trigger_id, self.key, self.run.id, self.now, f"+{self.dedupe_seconds} seconds")
-
-    def row(self) -> tuple[Any, ...]:
-        run = self.run
-        return (
-            run.id,
-            run.trigger_id,
-            run.agent_id,
-            str(run.status),
-            run.reason,
-            _dumps(run.input),
-            _dumps(run.output),
-            run.error,
-            _dumps(run.usage),
-            str(run.source),
-            run.nominal_time,
-            run.idempotency_key,
-            run.replay_of,
-            run.chain_depth,
-            int(run.dead_letter),
-            run.next_attempt_at,
-            run.created_at,
-            run.started_at,
-            run.finished_at,
-        )
-
-
 _Outcome = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
 
 
@@ -397,11 +356,11 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> tuple[str |
     """
     failed_commit: str | None = None
     outcomes: list[_Outcome] = []
-    new = [item for item in batch if isinstance(item[0], _NewRun)]
+    new = [item for item in batch if isinstance(item[0], NewRun)]
     try:
         conn.execute("BEGIN IMMEDIATE")
         for operation, future, loop in batch:
-            if not isinstance(operation, _NewRun):
+            if not isinstance(operation, NewRun):
                 outcomes.append((future, loop, *_isolated(conn, operation)))
         if new:
             result, error = _isolated(conn, lambda c: _insert_runs(c, [op for op, _, _ in new]))
@@ -445,7 +404,7 @@ def _isolated(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection]
     return result, None
 
 
-def _insert_runs(conn: sqlite3.Connection, new: Sequence[_NewRun]) -> list[Created]:
+def _insert_runs(conn: sqlite3.Connection, new: Sequence[NewRun]) -> list[Created]:
     """Insert new runs, unless an unexpired idempotency key or a claimed schedule slot names one already.
 
     Keys and slots are looked up with one query each, and the runs, keys and slots written
@@ -471,28 +430,10 @@ def _insert_runs(conn: sqlite3.Connection, new: Sequence[_NewRun]) -> list[Creat
                 [trigger_id, *chunk],
             )
         )
-    created: list[Created] = []
-    fresh: list[_NewRun] = []
-    for op in new:
-        run = op.run
-        if op.key is not None:
-            seen = keys.get((run.trigger_id, op.key))
-            if seen is not None and seen[1] > op.now:
-                created.append(Created(seen[0], duplicate=True))
-                continue
-        if op.slot is not None:
-            claimed = slots.get((run.trigger_id, op.slot))
-            if claimed is not None:
-                created.append(Created(claimed, duplicate=True))
-                continue
-            slots[(run.trigger_id, op.slot)] = run.id
-        if op.key is not None:
-            keys[(run.trigger_id, op.key)] = (run.id, "\uffff")  # claimed just now: unexpired
-        fresh.append(op)
-        created.append(Created(run.id))
+    created, fresh = decide(new, keys, slots)
     for runs in _chunks(fresh, 400):
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES {', '.join([_ROW_MARKS] * len(runs))}",
+            f"INSERT INTO runs ({RUN_COLUMNS}) VALUES {', '.join([_ROW_MARKS] * len(runs))}",
             [value for op in runs for value in op.row()],
         )
     for keyed in _chunks([op for op in fresh if op.key is not None], 400):
@@ -516,7 +457,7 @@ def _insert_runs(conn: sqlite3.Connection, new: Sequence[_NewRun]) -> list[Creat
     return created
 
 
-def _insert_one(op: _NewRun, conn: sqlite3.Connection) -> Created:
+def _insert_one(op: NewRun, conn: sqlite3.Connection) -> Created:
     return _insert_runs(conn, [op])[0]
 
 
@@ -551,43 +492,17 @@ def _settle(outcomes: list[_Outcome]) -> None:
 
 
 def _select_runs(conn: sqlite3.Connection, tail: str, params: Sequence[Any]) -> list[Run]:
-    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs {tail}", params).fetchall()
+    rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs {tail}", params).fetchall()
     if not rows:
         return []
     ids = [row[0] for row in rows]
-    attempts: dict[str, list[Attempt]] = {}
+    attempt_rows: list[Any] = []
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
-        for run_id, number, started, finished, status, error, pgid, ticks, boot in conn.execute(
-            f"SELECT run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id "
-            f"FROM attempts WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, number",
+        attempt_rows += conn.execute(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id IN ({', '.join('?' * len(chunk))}) "
+            "ORDER BY run_id, number",
             chunk,
-        ):
-            process = ProcessGroup(pgid, ticks, boot) if pgid is not None else None
-            attempt = Attempt(number, started, finished, RunStatus(status), error, process)
-            attempts.setdefault(run_id, []).append(attempt)
-    return [
-        Run(
-            id=r[0],
-            trigger_id=r[1],
-            agent_id=r[2],
-            status=RunStatus(r[3]),
-            reason=r[4],
-            input=_loads(r[5]),
-            output=_loads(r[6]),
-            error=r[7],
-            usage=_loads(r[8]),
-            source=Source(r[9]),
-            nominal_time=r[10],
-            idempotency_key=r[11],
-            replay_of=r[12],
-            chain_depth=r[13],
-            dead_letter=bool(r[14]),
-            next_attempt_at=r[15],
-            created_at=r[16],
-            started_at=r[17],
-            finished_at=r[18],
-            attempts=tuple(attempts.get(r[0], ())),
         )
-        for r in rows
-    ]
+    attempts = attempts_by_run(attempt_rows)
+    return [run_from_row(r, attempts) for r in rows]

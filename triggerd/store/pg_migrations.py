@@ -1,0 +1,82 @@
+"""The PostgreSQL schema, as an append-only list of migrations (the row of triggerd_schema counts them).
+
+Never edit a migration that has shipped: add a new one. The columns are those of the SQLite
+schema (store/migrations.py), so that store/rows.py reads both: timestamps are RFC 3339 text
+in the "C" collation, where text order is time order, and JSON is text, which keeps an
+object's key order as the run wrote it.
+"""
+
+from __future__ import annotations
+
+# pg_advisory_lock key under which daemons sharing a database migrate one at a time ("trgd").
+ADVISORY_LOCK = 0x74726764
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            trigger_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT,
+            input TEXT NOT NULL,
+            output TEXT,
+            error TEXT,
+            usage TEXT,
+            source TEXT NOT NULL,
+            nominal_time TEXT COLLATE "C",
+            idempotency_key TEXT,
+            replay_of TEXT COLLATE "C",
+            chain_depth INTEGER NOT NULL DEFAULT 0,
+            dead_letter BOOLEAN NOT NULL DEFAULT false,
+            next_attempt_at TEXT COLLATE "C",
+            created_at TEXT COLLATE "C" NOT NULL,
+            started_at TEXT COLLATE "C",
+            finished_at TEXT COLLATE "C"
+        )""",
+        "CREATE INDEX runs_by_trigger ON runs (trigger_id, id)",
+        "CREATE INDEX runs_unfinished ON runs (status) WHERE status IN ('pending', 'running', 'cancelled')",
+        "CREATE INDEX runs_dead_letters ON runs (id) WHERE dead_letter",
+        "CREATE INDEX runs_finished ON runs (finished_at) WHERE finished_at IS NOT NULL",
+        """CREATE TABLE attempts (
+            run_id TEXT COLLATE "C" NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            started_at TEXT COLLATE "C" NOT NULL,
+            finished_at TEXT COLLATE "C",
+            status TEXT NOT NULL,
+            error TEXT,
+            pgid INTEGER,
+            pgid_start_ticks BIGINT,
+            boot_id TEXT,
+            PRIMARY KEY (run_id, number)
+        )""",
+        # An idempotency key names its run until expires_at. The primary key is what makes two
+        # daemons receiving the same delivery create one run: the second insert waits for the
+        # first's commit, then finds the key taken (SPEC 10).
+        """CREATE TABLE dedupe (
+            trigger_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            run_id TEXT COLLATE "C" NOT NULL,
+            noted_at TEXT COLLATE "C" NOT NULL,
+            expires_at TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (trigger_id, key)
+        )""",
+        "CREATE INDEX dedupe_expiry ON dedupe (expires_at)",
+        # One row per schedule slot ever fired or recorded missed: the primary key makes a slot
+        # fire once across restarts, reloads, clock steps and daemons (SPEC 3.1, 10).
+        """CREATE TABLE schedule_slots (
+            trigger_id TEXT NOT NULL,
+            nominal TEXT COLLATE "C" NOT NULL,
+            run_id TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (trigger_id, nominal)
+        )""",
+        """CREATE TABLE event_windows (
+            trigger_id TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            events TEXT NOT NULL,
+            PRIMARY KEY (trigger_id, group_key)
+        )""",
+        "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TIMESTAMPTZ NOT NULL)",
+    ],
+]

@@ -1,0 +1,149 @@
+"""What every store shares: a run as a table row and back, and how a batch of new runs is decided.
+
+The stores differ in how they talk to their database, not in what a row holds or in which of
+a batch's firings become runs: both keep the columns below (text timestamps that sort as they
+compare, JSON as text) and both decide a batch with `decide`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from triggerd.clock import isoformat, parse_instant
+from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
+from triggerd.store.abc import Created
+
+RUN_COLUMNS = (
+    "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
+    "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
+)
+ATTEMPT_COLUMNS = "run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id"
+UNFINISHED = "status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown')"
+
+
+def dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def is_instant(before: str) -> bool:
+    """Whether list_runs' `before` is an RFC 3339 instant (else a run id)."""
+    return "T" in before and ":" in before
+
+
+class NewRun:
+    """A create_run waiting for its batch: the run, and the key and slot it would claim."""
+
+    __slots__ = ("dedupe_seconds", "key", "now", "run", "slot")
+
+    def __init__(self, run: Run, dedupe_seconds: float, now: str) -> None:
+        self.run = run
+        self.now = now
+        self.dedupe_seconds = dedupe_seconds
+        self.key = run.idempotency_key if dedupe_seconds > 0 else None
+        self.slot = run.nominal_time if run.source is Source.SCHEDULE else None
+
+    def expires_at(self) -> str:
+        """When the idempotency key stops naming this run."""
+        return isoformat(parse_instant(self.now) + timedelta(seconds=self.dedupe_seconds))
+
+    def row(self) -> tuple[Any, ...]:
+        """The run's values in RUN_COLUMNS order (dead_letter as a bool; SQLite stores it as 0/1)."""
+        run = self.run
+        return (
+            run.id,
+            run.trigger_id,
+            run.agent_id,
+            str(run.status),
+            run.reason,
+            dumps(run.input),
+            dumps(run.output),
+            run.error,
+            dumps(run.usage),
+            str(run.source),
+            run.nominal_time,
+            run.idempotency_key,
+            run.replay_of,
+            run.chain_depth,
+            run.dead_letter,
+            run.next_attempt_at,
+            run.created_at,
+            run.started_at,
+            run.finished_at,
+        )
+
+
+def decide(
+    new: Sequence[NewRun],
+    keys: Mapping[tuple[str, str], tuple[str, str]],
+    slots: Mapping[tuple[str, str], str],
+) -> tuple[list[Created], list[NewRun]]:
+    """Which new runs to insert: (each one's outcome, the runs to insert), in batch order.
+
+    `keys` maps (trigger, key) to the stored (run id, expires at), `slots` maps (trigger,
+    nominal time) to the stored run id. A run whose key is unexpired at its `now`, or whose
+    slot is claimed, names the stored run; a key or slot claimed earlier in the same batch
+    counts too, so a batch never holds two runs for one key or slot.
+    """
+    keys, slots = dict(keys), dict(slots)
+    created: list[Created] = []
+    fresh: list[NewRun] = []
+    for op in new:
+        run = op.run
+        if op.key is not None:
+            seen = keys.get((run.trigger_id, op.key))
+            if seen is not None and seen[1] > op.now:
+                created.append(Created(seen[0], duplicate=True))
+                continue
+        if op.slot is not None:
+            claimed = slots.get((run.trigger_id, op.slot))
+            if claimed is not None:
+                created.append(Created(claimed, duplicate=True))
+                continue
+            slots[(run.trigger_id, op.slot)] = run.id
+        if op.key is not None:
+            keys[(run.trigger_id, op.key)] = (run.id, "\uffff")  # claimed just now: unexpired
+        fresh.append(op)
+        created.append(Created(run.id))
+    return created, fresh
+
+
+def attempts_by_run(rows: Iterable[Sequence[Any]]) -> dict[str, list[Attempt]]:
+    """Rows of ATTEMPT_COLUMNS, ordered by run and number, as each run's attempts."""
+    attempts: dict[str, list[Attempt]] = {}
+    for run_id, number, started, finished, status, error, pgid, ticks, boot in rows:
+        process = ProcessGroup(pgid, ticks, boot) if pgid is not None else None
+        attempts.setdefault(run_id, []).append(Attempt(number, started, finished, RunStatus(status), error, process))
+    return attempts
+
+
+def run_from_row(r: Sequence[Any], attempts: Mapping[str, Sequence[Attempt]]) -> Run:
+    """A row of RUN_COLUMNS as a Run, with its attempts."""
+    return Run(
+        id=r[0],
+        trigger_id=r[1],
+        agent_id=r[2],
+        status=RunStatus(r[3]),
+        reason=r[4],
+        input=loads(r[5]),
+        output=loads(r[6]),
+        error=r[7],
+        usage=loads(r[8]),
+        source=Source(r[9]),
+        nominal_time=r[10],
+        idempotency_key=r[11],
+        replay_of=r[12],
+        chain_depth=r[13],
+        dead_letter=bool(r[14]),
+        next_attempt_at=r[15],
+        created_at=r[16],
+        started_at=r[17],
+        finished_at=r[18],
+        attempts=tuple(attempts.get(r[0], ())),
+    )
