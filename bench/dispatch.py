@@ -124,11 +124,12 @@ class Figures:
 
 def through_store(root: Path, store: str, daemons: int, args: argparse.Namespace) -> Figures:
     """Start `daemons` daemons on one store, fire through them, stop them."""
-    urls, processes = [], []
+    ports, processes = [free_port() for _ in range(daemons)], []
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     clients = args.concurrency * daemons
     try:
-        for n in range(daemons):
-            folder, port = root / f"{store.split(':')[0]}-{n}", free_port()
+        for n, port in enumerate(ports):
+            folder = root / f"{store.split(':')[0]}-{n}"
             (folder / "defs").mkdir(parents=True)
             (folder / "triggerd.yaml").write_text(
                 f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "{store}", sync: {args.sync}}}\n'
@@ -141,9 +142,8 @@ def through_store(root: Path, store: str, daemons: int, args: argparse.Namespace
                 f"  max_concurrent: {clients}\n  max_queued: {args.fires}\n"
             )
             processes.append(start_daemon(folder, {**os.environ}))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            wait_port(int(url.rsplit(":", 1)[1]))
+        for port in ports:
+            wait_port(port)
         accepted, finished, latencies = asyncio.run(through_daemon(urls, args.fires, clients))
         unloaded = asyncio.run(paced(urls, 200, 50.0))
     finally:

@@ -187,9 +187,9 @@ def start_daemons(
     root: Path, name: str, store_url: str, count: int, env: dict[str, str]
 ) -> tuple[list[str], list[subprocess.Popen[bytes]]]:
     """`count` daemons on one store, each in its own folder and port; their webhook URLs and processes."""
-    urls, processes = [], []
-    for n in range(count):
-        folder, port = root / f"{name}-{n}", free_port()
+    ports, processes = [free_port() for _ in range(count)], []
+    for n, port in enumerate(ports):
+        folder = root / f"{name}-{n}"
         (folder / "defs").mkdir(parents=True)
         (folder / "defs" / "bench.yaml").write_text(DEFINITIONS)
         (folder / "triggerd.yaml").write_text(
@@ -197,10 +197,9 @@ def start_daemons(
             "definitions: [defs]\nlogging: {level: warning, format: json}\nlimits: {shutdown_grace_seconds: 0}\n"
         )
         processes.append(start_daemon(folder, env))
-        urls.append(f"http://127.0.0.1:{port}/webhooks/bench")
-    for url in urls:
-        wait_port(int(url.split(":")[2].split("/")[0]))
-    return urls, processes
+    for port in ports:
+        wait_port(port)
+    return [f"http://127.0.0.1:{port}/webhooks/bench" for port in ports], processes
 
 
 def main() -> None:
