@@ -29,6 +29,7 @@ from triggerd.errors import StoreError
 from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.migrations import MIGRATIONS
+from triggerd.store.sqlite_sources import SourceTables, save_windows
 
 T = TypeVar("T")
 _MAX_BATCH = 512
@@ -48,7 +49,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class SqliteStore:
+class SqliteStore(SourceTables):
     """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
 
     def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL, busy_timeout: float = 10.0) -> None:
@@ -171,20 +172,7 @@ class SqliteStore:
         return await self._read(load)
 
     async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
-        def save(conn: sqlite3.Connection) -> None:
-            for trigger_id, group, fingerprint, events in windows:
-                if events:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO event_windows (trigger_id, group_key, fingerprint, events) "
-                        "VALUES (?, ?, ?, ?)",
-                        (trigger_id, group, fingerprint, _dumps(events)),
-                    )
-                else:
-                    conn.execute(
-                        "DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ?", (trigger_id, group)
-                    )
-
-        await self._write(save)
+        await self._write(lambda conn: save_windows(conn, windows))
 
     async def get_run(self, run_id: str) -> Run | None:
         runs = await self._read(lambda c: _select_runs(c, "WHERE id = ?", (run_id,)))
@@ -318,6 +306,8 @@ class SqliteStore:
                 (finished_before,),
             ).rowcount
             conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM source_events WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM dead_messages WHERE received_at < ?", (finished_before,))
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             conn.execute(
