@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,13 +159,17 @@ def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(
         assert client.llen(keys["list"] + ":processing") == 0
 
 
+@pytest.mark.parametrize("forget", [False, True], ids=["recorded", "runs-only"])
 @pytest.mark.parametrize("kind", ["stream", "list"])
 def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(
-    tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str], kind: str
+    tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str], kind: str, forget: bool
 ) -> None:
     """The daemon's Redis user may not acknowledge (ACL), so every message stays unacknowledged
     after its run is committed; the daemon is SIGKILLed in that state, and a new one gets the
-    redelivery (the processing list, or a claim of the dead consumer's pending entry)."""
+    redelivery (the processing list, or a claim of the dead consumer's pending entry).
+
+    runs-only: the crash came after the runs were committed and before the event id was
+    (the state such a crash leaves: no source_events row); the runs' idempotency key decides."""
     user, password = f"worker-{secrets.token_hex(3)}", secrets.token_hex(8)
     ack = "xack" if kind == "stream" else "lrem"
     client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", f"-{ack}"])
@@ -181,12 +186,16 @@ def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(
         else:
             assert client.llen(keys["list"] + ":processing") == 1
         assert password not in daemon.log.read_text()
+        if forget:
+            with sqlite3.connect(tmp_path / "state" / "triggerd.db") as db:
+                assert db.execute("DELETE FROM source_events").rowcount == 1
         client.acl_setuser(user, enabled=True, commands=[f"+{ack}"])
         daemon.start()
         push(client, keys, kind, SAMPLE[kind](2))
         got = inputs(daemon, TRIGGER[kind], 2)
         assert len(got) == 2  # 1 once, then 2
-        wait_for(lambda: source_state(daemon, SOURCE[kind])["messages"]["duplicate"] == 1, what="the redelivery")
+        handled = "published" if forget else "duplicate"
+        wait_for(lambda: source_state(daemon, SOURCE[kind])["messages"][handled] == 1 + forget, what="redelivery")
         assert len(runs(daemon, TRIGGER[kind])) == 2
     if kind == "stream":
         assert client.xpending(keys["stream"], "triggerd")["pending"] == 0
