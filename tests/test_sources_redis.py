@@ -19,6 +19,7 @@ import redis
 
 from tests.harness import Daemon, running_daemon, wait_for, write_config
 from tests.servers import BrokerServer
+from tests.test_fs_faults import fill, small_disk
 
 PY = json.dumps(sys.executable)
 
@@ -274,3 +275,29 @@ def test_two_daemons_compete_in_one_group(
         for daemon in daemons:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.stop()
+
+
+def test_while_the_store_refuses_writes_nothing_is_acknowledged(
+    tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str]
+) -> None:
+    """A full disk (a small tmpfs, filled): the source keeps the message unacknowledged, takes no
+    other, and retries it; once space returns every message runs once and is acknowledged."""
+    pad = "x" * 20_000  # a large input needs new pages, which a full disk cannot give
+    with (
+        small_disk(tmp_path / "state", "2m") as disk,
+        running_daemon(tmp_path, definitions(redis_server.url, keys)) as daemon,
+    ):
+        consuming(daemon, "tasks")
+        filler = fill(disk)
+        for n in (1, 2, 3):
+            push(client, keys, "list", json.dumps({"id": f"t-{n}", "task": f"{n}{pad}"}))
+        paused = wait_for(lambda: (s := source_state(daemon, "tasks"))["last_error"] and s, what="the pause")
+        assert "store refused the write" in paused["last_error"]
+        assert paused["in_flight"] == 1
+        assert client.llen(keys["list"] + ":processing") == 1  # taken, not acknowledged
+        assert client.llen(keys["list"]) == 2  # the others wait on the broker
+        filler.unlink()
+        got = inputs(daemon, "on-task", 3, timeout=20)
+        assert [i["task"][0] for i in got] == ["1", "2", "3"]
+        wait_for(lambda: client.llen(keys["list"] + ":processing") == 0, what="every ack")
+        assert source_state(daemon, "tasks")["messages"]["published"] == 3
