@@ -349,7 +349,7 @@ def try_message(
     acknowledges); the trial says so and is not accepted.
     """
     head = Trial(trigger)
-    head.step("source", f"{source.id}: {source.type} {target(source)} ({source.origin})")
+    head.step("broker", f"source {source.id}: {source.type} {target(source)} ({source.origin})")
     head.step("message", f"{len(message.body)} bytes, id {message.broker_id}")
     head.detail(literal(message_context(message, now)))
     try:
