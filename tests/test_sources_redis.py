@@ -215,17 +215,23 @@ def test_the_broker_stopped_and_restarted_mid_stream_loses_nothing(
             push(client, keys, "list", task(n))
         inputs(daemon, "on-order", 2)
         inputs(daemon, "on-task", 2)
+        push(client, keys, "stream", order(3))  # handled or not when the broker goes: once either way
+        push(client, keys, "list", task(3))
         redis_server.stop()
         wait_for(lambda: source_state(daemon, "orders")["state"] == "down", what="orders down")
         wait_for(lambda: source_state(daemon, "tasks")["state"] == "down", what="tasks down")
         assert daemon.request("GET", "/readyz")[0] == 200  # a broker that is down never stops the daemon
         redis_server.start()
         with redis.Redis.from_url(redis_server.url, socket_timeout=10) as again:
-            for n in (3, 4):
+            for n in (4, 5):
                 push(again, keys, "stream", order(n))
                 push(again, keys, "list", task(n))
-        assert [i["order"] for i in inputs(daemon, "on-order", 4, timeout=30)] == [1, 2, 3, 4]
-        assert [i["task"] for i in inputs(daemon, "on-task", 4, timeout=30)] == [f"task {n}" for n in (1, 2, 3, 4)]
+        assert [i["order"] for i in inputs(daemon, "on-order", 5, timeout=30)] == [1, 2, 3, 4, 5]
+        assert [i["task"] for i in inputs(daemon, "on-task", 5, timeout=30)] == [f"task {n}" for n in range(1, 6)]
+        with redis.Redis.from_url(redis_server.url, socket_timeout=10) as again:
+            wait_for(lambda: again.xpending(keys["stream"], "triggerd")["pending"] == 0, what="stream acks")
+            wait_for(lambda: again.llen(keys["list"] + ":processing") == 0, what="list acks")
+        assert len(runs(daemon, "on-order")) == len(runs(daemon, "on-task")) == 5
 
 
 def test_a_reload_restarts_only_the_changed_source(

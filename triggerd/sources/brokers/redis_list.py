@@ -28,6 +28,7 @@ from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, di
 
 BLOCK_SECONDS = 1  # one BLMOVE waits this long; a stop cancels it anyway
 CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0  # well above one blocking read, so a silent network partition ends in an error
 
 
 def create(source: SourceDefinition, context: BrokerContext) -> RedisList:
@@ -51,7 +52,9 @@ class RedisList:
 
     async def connect(self) -> None:
         try:
-            self.client = Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+            self.client = Redis.from_url(
+                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True
+            )
             await self.client.ping()
         except (RedisError, OSError, ValueError) as exc:
             raise self._error("connecting", exc) from None

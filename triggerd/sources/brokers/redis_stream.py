@@ -25,6 +25,7 @@ from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, di
 
 BLOCK_MS = 1000  # one XREADGROUP waits this long, so claims are looked for while idle too
 CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0  # well above one blocking read, so a silent network partition ends in an error
 MAX_CLAIM_CHECK = 5.0  # look for idle entries of dead consumers at least this often
 
 
@@ -67,7 +68,9 @@ class RedisStream:
 
     async def connect(self) -> None:
         try:
-            self.client = Redis.from_url(self.url, socket_connect_timeout=CONNECT_TIMEOUT)
+            self.client = Redis.from_url(
+                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True
+            )
             await self.client.ping()
         except (RedisError, OSError, ValueError) as exc:
             raise self._error("connecting", exc) from None

@@ -139,13 +139,13 @@ class SourceRunner:
         log.warning("source %s is down: %s", self.source.id, self.last_error, extra={"source_id": self.source.id})
 
     async def _run(self) -> None:
-        module = BROKER_TYPES[self.source.type].load()
         delay = BACKOFF_START
         while True:
             self._set_state(SourceState.CONNECTING)
-            broker = module.create(self.source, self.context)
+            broker: Broker | None = None
             lag_task: asyncio.Task[None] | None = None
             try:
+                broker = BROKER_TYPES[self.source.type].load().create(self.source, self.context)
                 await broker.connect()
                 self._set_state(SourceState.CONSUMING)
                 log.info("source %s consuming", self.source.id, extra={"source_id": self.source.id})
@@ -160,7 +160,8 @@ class SourceRunner:
             finally:
                 if lag_task is not None:
                     lag_task.cancel()
-                await broker.close()
+                if broker is not None:
+                    await broker.close()
                 self.in_flight = 0
                 METRICS.source_in_flight.labels(self.source.id).set(0)
             # Jitter, so that daemons sharing a broker do not all come back in the same instant.
@@ -204,10 +205,14 @@ class SourceRunner:
             METRICS.source_in_flight.labels(self.source.id).set(self.in_flight)
 
     async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Run a store write until it succeeds: nothing is acknowledged that was not stored."""
+        """Run a store write until it succeeds: nothing is acknowledged that was not stored.
+
+        A stop (reload, shutdown) does not cut a write short: it is shielded, so the bus's
+        windows in memory never part from what the store committed; only the ack is skipped.
+        """
         while True:
             try:
-                return await write()
+                return await asyncio.shield(write())
             except (StoreError, Unavailable) as exc:
                 self.last_error = scrub(f"store refused the write: {exc}", self.source.url.reveal())
                 log.warning(
