@@ -233,7 +233,6 @@ def _load_definitions(
                 definitions.append(loaded)
     agents = [item for item in definitions if item.kind == "agent"]
     triggers = [item for item in definitions if item.kind == "trigger"]
-    _unique_ids(agents, problems)
     sources = [item for item in definitions if item.kind == "source"]
     _unique_ids(agents, problems)
     _unique_ids(triggers, problems)
