@@ -129,10 +129,12 @@ def consuming(daemon: Daemon, source_id: str, timeout: float = 15) -> dict[str, 
 def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(
     tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str], kind: str
 ) -> None:
-    with running_daemon(tmp_path, definitions(redis_server.url, keys)) as daemon:
+    server = "  max_body_bytes: 100000\n"  # a message's bound too
+    with running_daemon(tmp_path, definitions(redis_server.url, keys), server=server) as daemon:
         consuming(daemon, SOURCE[kind])
         push(client, keys, kind, SAMPLE[kind](1))
         push(client, keys, kind, b"\xff not json {")  # the mapping needs $.body.*: a poison message
+        push(client, keys, kind, json.dumps({"type": "order.created", "id": "big", "task": "x" * 200_000}))
         push(client, keys, kind, SAMPLE[kind](2))
         got = inputs(daemon, TRIGGER[kind], 2)
         expected = {
@@ -142,16 +144,18 @@ def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(
         assert got == expected[kind]
         status, dead = daemon.request("GET", "/v1/dead-letters")
         assert status == 200
-        (message,) = dead["messages"]
-        assert message["source_id"] == SOURCE[kind]
+        big, message = sorted(dead["messages"], key=lambda m: len(m["payload"]), reverse=True)
+        assert message["source_id"] == big["source_id"] == SOURCE[kind]
         assert "matched nothing" in message["reason"] and "not JSON" in message["reason"]
         assert message["payload"] == "\ufffd not json {"
+        assert big["reason"].startswith("the message body is 200") and "more than the 100000 allowed" in big["reason"]
+        assert len(big["payload"]) == 64 * 1024  # the raw payload, cut
         state = wait_for(lambda: (s := source_state(daemon, SOURCE[kind]))["messages"]["published"] == 2 and s)
-        assert state["messages"] == {"published": 2, "duplicate": 0, "dead_letter": 1}
+        assert state["messages"] == {"published": 2, "duplicate": 0, "dead_letter": 2}
         assert state["in_flight"] == 0 and state["last_error"] is None
         assert state["target"] == keys[kind]
         metrics = daemon.request("GET", "/metrics")[1]
-        assert f'triggerd_source_messages_total{{outcome="dead_letter",source="{SOURCE[kind]}"}} 1.0' in metrics
+        assert f'triggerd_source_messages_total{{outcome="dead_letter",source="{SOURCE[kind]}"}} 2.0' in metrics
         assert f'triggerd_source_up{{source="{SOURCE[kind]}"}} 1.0' in metrics
     # Everything was acknowledged: nothing pending in the group, nothing left being processed.
     if kind == "stream":

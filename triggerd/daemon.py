@@ -123,7 +123,7 @@ class Daemon:
             stack.push_async_callback(bus.stop)
 
             # After the bus, before the HTTP server; stopped before the bus (SPEC 5.4).
-            sources = Sources(bus, store, self.clock)
+            sources = Sources(bus, store, self.clock, max_message_bytes=settings.server.max_body_bytes)
             self.sources = sources
             await sources.start(configuration)
             stack.push_async_callback(sources.stop)

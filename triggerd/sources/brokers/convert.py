@@ -47,8 +47,17 @@ def message_context(message: Message, received_at: datetime) -> dict[str, Any]:
     }
 
 
-def to_event(source: SourceDefinition, message: Message, now: datetime) -> Event:
-    """The event a message becomes; raises Poison saying which key of `event:` failed and why."""
+def to_event(source: SourceDefinition, message: Message, now: datetime, max_bytes: int | None = None) -> Event:
+    """The event a message becomes; raises Poison saying which key of `event:` failed and why.
+
+    A body larger than max_bytes (the daemon passes server.max_body_bytes, the bound of a
+    webhook body) is poison before it is decoded, so a producer cannot make the loop parse
+    megabytes of JSON.
+    """
+    if max_bytes is not None and len(message.body) > max_bytes:
+        raise Poison(
+            f"the message body is {len(message.body)} bytes, more than the {max_bytes} allowed (max_body_bytes)"
+        )
     context = message_context(message, now)
     mapping = source.event
     kind = _value(mapping.type, context, "type", f"{source.id}.message")

@@ -82,8 +82,17 @@ def scrub(text: str, url: str) -> str:
 class SourceRunner:
     """One source's consumer loop; `start` it once, `stop` it once."""
 
-    def __init__(self, source: SourceDefinition, bus: EventBus, store: Store, clock: Clock, context: BrokerContext):
+    def __init__(
+        self,
+        source: SourceDefinition,
+        bus: EventBus,
+        store: Store,
+        clock: Clock,
+        context: BrokerContext,
+        max_message_bytes: int | None = None,
+    ):
         self.source = source
+        self.max_message_bytes = max_message_bytes
         self.bus = bus
         self.store = store
         self.clock = clock
@@ -174,7 +183,7 @@ class SourceRunner:
         try:
             now = self.clock.now()
             try:
-                event = to_event(self.source, message, now)
+                event = to_event(self.source, message, now, self.max_message_bytes)
             except Poison as exc:
                 dead = DeadMessage(
                     id="dlm_" + secrets.token_hex(10),
@@ -234,8 +243,16 @@ class SourceRunner:
 class Sources:
     """The daemon's sources: started after the bus, stopped before it (SPEC 5.4)."""
 
-    def __init__(self, bus: EventBus, store: Store, clock: Clock, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        store: Store,
+        clock: Clock,
+        instance: str | None = None,
+        max_message_bytes: int | None = None,
+    ) -> None:
         self.bus = bus
+        self.max_message_bytes = max_message_bytes
         self.store = store
         self.clock = clock
         self.context = BrokerContext(instance or instance_name(), store)
@@ -263,7 +280,7 @@ class Sources:
                     restarted += 1
         for source_id, source in wanted.items():
             if source_id not in self.runners:
-                runner = SourceRunner(source, self.bus, self.store, self.clock, self.context)
+                runner = SourceRunner(source, self.bus, self.store, self.clock, self.context, self.max_message_bytes)
                 runner.start()
                 self.runners[source_id] = runner
                 started += 1
