@@ -115,6 +115,14 @@ def test_validation_problems_are_located(write: Write, tmp_path: Path) -> None:
     ]
 
 
+def test_a_url_from_an_unset_variable_is_only_the_variables_warning(write: Write, tmp_path: Path) -> None:
+    path = str(write("orders.yaml", GOOD.replace('"redis://localhost:6379/0"', '"${REDIS_URL}"')))
+    assert found(load_dir(tmp_path)) == [(path, 4, "warning", "environment variable REDIS_URL is not set")]
+    assert found(load_dir(tmp_path, {"REDIS_URL": "http://x"})) == [
+        (path, 4, "error", "a redis-stream source's url starts with redis:// or rediss:// or unix:// (got http://)")
+    ]
+
+
 def test_a_missing_queues_extra_is_a_validation_error_naming_it(write: Write, tmp_path: Path) -> None:
     write("orders.yaml", GOOD)
     hide = "import sys; sys.modules['redis'] = None; sys.modules['redis.asyncio'] = None"
