@@ -208,6 +208,24 @@ def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(
         assert client.llen(keys["list"] + ":processing") == 0
 
 
+def test_a_poison_message_whose_ack_is_lost_is_one_dead_letter(
+    tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str]
+) -> None:
+    """The ack is refused (ACL) while the poison message goes round: stored, not acknowledged,
+    redelivered after the reconnect, stored again; it is kept once, and acknowledged once allowed."""
+    user, password = f"worker-{secrets.token_hex(3)}", secrets.token_hex(8)
+    client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-lrem"])
+    url = redis_server.url.replace("redis://", f"redis://{user}:{password}@")
+    with running_daemon(tmp_path, definitions(url, keys)) as daemon:
+        push(client, keys, "list", "poison")
+        wait_for(lambda: source_state(daemon, "tasks")["last_error"], what="the refused ack")
+        wait_for(lambda: daemon.log.read_text().count("is a dead letter") >= 2, what="the poison message twice")
+        client.acl_setuser(user, enabled=True, commands=["+lrem"])
+        wait_for(lambda: source_state(daemon, "tasks")["messages"]["dead_letter"] == 1, timeout=15, what="the ack")
+        assert len(daemon.request("GET", "/v1/dead-letters")[1]["messages"]) == 1
+    assert client.llen(keys["list"] + ":processing") == 0
+
+
 def test_the_broker_stopped_and_restarted_mid_stream_loses_nothing(
     tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str]
 ) -> None:

@@ -181,7 +181,8 @@ class Store(Protocol):
         ...
 
     async def add_dead_message(self, message: DeadMessage) -> None:
-        """Record a poison message (committed on return); the caller cuts the payload."""
+        """Record a poison message (committed on return), unless one with its id is recorded
+        (INSERT ... ON CONFLICT DO NOTHING); the caller cuts the payload."""
         ...
 
     async def dead_messages(self, limit: int = 100, source_id: str | None = None) -> list[DeadMessage]:

@@ -65,7 +65,7 @@ class SourceTables:
     async def add_dead_message(self, message: DeadMessage) -> None:
         await self._write(
             lambda c: c.execute(
-                "INSERT INTO dead_messages (id, source_id, reason, payload, headers, broker_id, received_at) "
+                "INSERT OR IGNORE INTO dead_messages (id, source_id, reason, payload, headers, broker_id, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     message.id,

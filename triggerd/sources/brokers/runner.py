@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
-import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
@@ -185,8 +185,11 @@ class SourceRunner:
             try:
                 event = to_event(self.source, message, now, self.max_message_bytes)
             except Poison as exc:
+                # One id per (source, broker id): a poison message redelivered because its ack
+                # was lost is recorded once.
+                digest = hashlib.sha256(f"{self.source.id}\0{message.broker_id}".encode()).hexdigest()
                 dead = DeadMessage(
-                    id="dlm_" + secrets.token_hex(10),
+                    id="dlm_" + digest[:24],
                     source_id=self.source.id,
                     reason=mask(str(exc)),
                     payload=message.body[:MAX_DEAD_PAYLOAD_BYTES],
