@@ -203,9 +203,9 @@ def test_schema_prints_the_shipped_schema(kind: str) -> None:
     assert schema == json.loads((REPO / "schemas" / f"{filename}.schema.json").read_text())
 
 
-def test_schema_without_argument_prints_all_three() -> None:
+def test_schema_without_argument_prints_all_of_them() -> None:
     proc = triggerd("schema")
-    assert sorted(json.loads(proc.stdout)) == ["agent", "settings", "trigger"]
+    assert sorted(json.loads(proc.stdout)) == ["agent", "settings", "source", "trigger"]
 
 
 def test_list_text_and_json(project: Path) -> None:

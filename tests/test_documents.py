@@ -130,14 +130,14 @@ def test_document_that_is_not_a_definition(write: Write, tmp_path: Path) -> None
             str(path),
             1,
             "error",
-            "a definition document has exactly one top-level key, 'trigger' or 'agent' (found: list)",
+            "a definition document has exactly one top-level key, 'trigger', 'agent' or 'source' (found: list)",
         )
     ]
 
 
 def test_empty_file_warns(write: Write, tmp_path: Path) -> None:
     path = write("empty.yaml", "# nothing yet\n")
-    assert found(load_dir(tmp_path)) == [(str(path), 1, "warning", "no trigger or agent in this file")]
+    assert found(load_dir(tmp_path)) == [(str(path), 1, "warning", "no trigger, agent or source in this file")]
 
 
 def test_schema_messages_locate_unknown_keys_and_wrong_types(write: Write, tmp_path: Path) -> None:

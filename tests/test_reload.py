@@ -91,7 +91,7 @@ def test_files_added_edited_broken_and_deleted(tmp_path: Path) -> None:
         wait_for(lambda: post(daemon, "/hooks/new", {"x": 4})[0] == 404, timeout=5)
         assert post(daemon, "/hooks/stable", {"v": 1})[0] == 202
         reloaded = [e for e in config_events(daemon) if e["type"] == "system.config.reloaded"]
-        assert reloaded[-1]["data"]["changes"] == "triggers +0 -1 ~0, agents +0 -0 ~0"  # type: ignore[index]
+        assert reloaded[-1]["data"]["changes"] == "triggers +0 -1 ~0, agents +0 -0 ~0, sources +0 -0 ~0"  # type: ignore[index]
 
 
 def test_an_editor_saving_through_a_temporary_file_and_rename(tmp_path: Path) -> None:

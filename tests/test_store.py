@@ -18,7 +18,7 @@ from triggerd.config.models import StoreSettings
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source, new_run_id
 from triggerd.store import open_store
-from triggerd.store.abc import Created
+from triggerd.store.abc import Created, DeadMessage
 from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.sqlite import SqliteStore
 
@@ -511,3 +511,45 @@ def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_i
     assert errors == ["store commit failed", "store read failed"]
     assert failure is not None and recovered is None
     assert stored == 2  # the run refused while the database was away was never acknowledged, nor stored
+
+
+def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
+    """SPEC 5.4's store side: an event id is seen until it expires, recorded with its windows in one
+    commit; a poison message is kept once however often it is redelivered; a source's cursor."""
+
+    async def scenario() -> None:
+        store = make_store(store_url)
+        await store.open()
+        window = ("counting", "", "fp", [{"id": "e1"}])
+        assert not await store.event_seen("orders", "e1", "2026-01-01T00:00:00.000Z")
+        await store.commit_event("orders", "e1", "2026-01-02T00:00:00.000Z", [window])
+        assert await store.event_seen("orders", "e1", "2026-01-01T12:00:00.000Z")
+        assert not await store.event_seen("orders", "e1", "2026-01-02T00:00:00.000Z")  # expired
+        assert not await store.event_seen("other", "e1", "2026-01-01T12:00:00.000Z")  # per source
+        assert await store.load_windows() == [window]
+        await store.commit_event("orders", "e1", "2026-01-03T00:00:00.000Z", [("counting", "", "fp", [])])
+        assert await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")  # a new expiry replaces the old
+        assert await store.load_windows() == []
+
+        poison = DeadMessage(
+            "orders:1-0", "orders", "body is not JSON", b"\xff{", {"k": "v"}, "1-0", "2026-01-01T00:00:01.000Z"
+        )
+        await store.add_dead_message(poison)
+        await store.add_dead_message(replace(poison, reason="again"))  # the same message redelivered
+        later = replace(poison, id="jobs:7", source_id="jobs", broker_id="7", received_at="2026-01-01T00:00:02.000Z")
+        await store.add_dead_message(later)
+        assert await store.dead_messages() == [later, poison]
+        assert await store.dead_messages(source_id="orders") == [poison]
+        assert await store.dead_messages(limit=1) == [later]
+
+        assert await store.source_cursor("feed") is None
+        await store.save_source_cursor("feed", "41", "2026-01-01T00:00:00.000Z")
+        await store.save_source_cursor("feed", "42", "2026-01-01T00:00:01.000Z")
+        assert await store.source_cursor("feed") == "42"
+
+        await store.prune("2026-01-01T00:00:02.000Z", "2026-01-04T00:00:00.000Z")
+        assert not await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")
+        assert await store.dead_messages() == [later]
+        await store.close()
+
+    asyncio.run(scenario())

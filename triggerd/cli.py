@@ -14,11 +14,12 @@ from triggerd.client import AdminClient, ClientError
 from triggerd.clock import isoformat
 from triggerd.conditions import SEVERITIES
 from triggerd.config.loader import LoadMode, LoadResult, load
-from triggerd.config.models import Trigger, TriggerType
+from triggerd.config.models import Configuration, Trigger, TriggerType
 from triggerd.config.problems import format_github, format_json, format_text
 from triggerd.config.schema import SchemaKind, schema_text
 from triggerd.config.settings import LOCAL_SETTINGS, SYSTEM_SETTINGS, default_settings_path
 from triggerd.runs import RunStatus
+from triggerd.sources.brokers.abc import target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -118,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         "triggerd test github-pr-review examples/github-pr-review --payload examples/github-pr-review/payload.json "
         '--header "X-GitHub-Event: pull_request"',
         "triggerd test error-analysis examples/error-analyzer --event examples/error-analyzer/events.json",
+        "triggerd test run-task examples/queue-worker --message examples/queue-worker/task.json --source tasks",
     )
     trial.add_argument("trigger_id", metavar="TRIGGER_ID", help="id of a webhook or event trigger")
     definitions(trial)
@@ -129,7 +131,18 @@ def _parser() -> argparse.ArgumentParser:
         help="file holding a sample event, or a JSON list of events, for an event trigger (default: none)",
     )
     trial.add_argument(
-        "--header", action="append", default=[], metavar='"K: V"', help="a request header; repeat for more"
+        "--message",
+        type=Path,
+        metavar="FILE",
+        help="file holding a broker message's body, tried through the source named by --source (SPEC 5.4)",
+    )
+    trial.add_argument("--source", metavar="ID", help="the source that delivers the --message")
+    trial.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar='"K: V"',
+        help="a request header, or a --message header; repeat for more",
     )
     trial.add_argument("--query", action="append", default=[], metavar="K=V", help="a query parameter; repeat for more")
     trial.add_argument(
@@ -291,15 +304,25 @@ def _list(args: argparse.Namespace) -> int:
         {"id": t.id, "type": str(t.type), "enabled": t.enabled, "agent": t.agent.id, "on": _fires_on(t)}
         for t in sorted(configuration.triggers.values(), key=lambda t: t.id)
     ]
+    sources: list[dict[str, Any]] = [
+        {"id": s.id, "kind": "source", "type": s.type, "enabled": s.enabled, "target": target(s)}
+        for s in sorted(configuration.sources.values(), key=lambda s: s.id)
+    ]
     if args.format == "json":
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + sources, indent=2))
     else:
-        header = {"id": "ID", "type": "TYPE", "enabled": "ENABLED", "agent": "AGENT", "on": "FIRES ON"}
-        table = [header, *({**r, "enabled": "yes" if r["enabled"] else "no"} for r in rows)]
-        widths = {k: max(len(str(r[k])) for r in table) for k in header}
-        for row in table:
-            print("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
+        _table({"id": "ID", "type": "TYPE", "enabled": "ENABLED", "agent": "AGENT", "on": "FIRES ON"}, rows)
+        if sources:
+            print()
+            _table({"id": "SOURCE", "type": "TYPE", "enabled": "ENABLED", "target": "CONSUMES"}, sources)
     return EXIT_INVALID if result.errors else EXIT_OK
+
+
+def _table(header: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    table = [header, *({**r, "enabled": "yes" if r["enabled"] else "no"} for r in rows)]
+    widths = {k: max(len(str(r[k])) for r in table) for k in header}
+    for row in table:
+        print("  ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
 
 
 def _next(args: argparse.Namespace) -> int:
@@ -372,6 +395,8 @@ def _test(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if trigger.type not in (TriggerType.WEBHOOK, TriggerType.EVENT):
         raise UsageError(f"trigger '{trigger.id}' is a {trigger.type} trigger; `test` takes webhook and event triggers")
+    if args.message is not None or args.source is not None:
+        return _test_message(args, configuration, trigger, headers)
     samples = {"--payload": args.payload, "--header": args.header, "--query": args.query, "--event": args.event}
     wrong = [
         flag for flag, given in samples.items() if given and (flag == "--event") != (trigger.type is TriggerType.EVENT)
@@ -400,6 +425,39 @@ def _test(args: argparse.Namespace) -> int:
         verify=args.verify,
         now=datetime.now(UTC),
     )
+    print("\n".join(trial.lines))
+    return EXIT_OK if trial.accepted else EXIT_INVALID
+
+
+def _test_message(
+    args: argparse.Namespace, configuration: Configuration, trigger: Trigger, headers: list[tuple[str, str]]
+) -> int:
+    """`test --message FILE --source ID`: a broker message through the source's mapping, then the trigger."""
+    from datetime import UTC, datetime
+
+    from triggerd.dryrun import try_message
+    from triggerd.sources.brokers.abc import BROKER_TYPES, Message, target
+
+    if args.message is None or args.source is None:
+        raise UsageError("--message FILE and --source ID go together")
+    for flag, given in (("--payload", args.payload), ("--query", args.query), ("--event", args.event)):
+        if given:
+            raise UsageError(f"{flag} does not apply with --message")
+    if trigger.type is not TriggerType.EVENT:
+        raise UsageError(f"--message does not apply to {trigger.type} trigger '{trigger.id}'")
+    source = configuration.sources.get(args.source)
+    if source is None:
+        known = ", ".join(sorted(configuration.sources)) or "none loaded"
+        raise UsageError(f"no source '{args.source}' is loaded (sources: {known})")
+    if not args.message.is_file():
+        raise UsageError(f"no such file: {args.message}")
+    message = Message(
+        broker_id="sample",
+        body=args.message.read_bytes(),
+        headers=dict(headers),
+        context={BROKER_TYPES[source.type].target: target(source)},
+    )
+    trial = try_message(configuration, trigger, source, message, datetime.now(UTC))
     print("\n".join(trial.lines))
     return EXIT_OK if trial.accepted else EXIT_INVALID
 

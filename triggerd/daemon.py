@@ -29,6 +29,7 @@ from triggerd.http.connections import raise_open_file_limit
 from triggerd.http.server import HttpServer
 from triggerd.logs import configure_logging
 from triggerd.metrics import METRICS
+from triggerd.sources.brokers.runner import Sources
 from triggerd.sources.bus import EventBus
 from triggerd.sources.events import Event, new_event_id
 from triggerd.sources.schedule import Scheduler
@@ -63,6 +64,7 @@ class Daemon:
         self.http: HttpServer | None = None
         self.bus: EventBus | None = None
         self.scheduler: Scheduler | None = None
+        self.sources: Sources | None = None
         self.reloads = {"applied": 0, "rejected": 0}
         self.applied: Applied | None = None
         self.last_reload: ReloadRecord | None = None
@@ -120,6 +122,12 @@ class Daemon:
             dispatcher.listener = bus.run_finished
             stack.push_async_callback(bus.stop)
 
+            # After the bus, before the HTTP server; stopped before the bus (SPEC 5.4).
+            sources = Sources(bus, store, self.clock, max_message_bytes=settings.server.max_body_bytes)
+            self.sources = sources
+            await sources.start(configuration)
+            stack.push_async_callback(sources.stop)
+
             scheduler = Scheduler(dispatcher, store, self.clock)
             await scheduler.start()
             stack.push_async_callback(scheduler.stop)
@@ -134,6 +142,7 @@ class Daemon:
                 events=bus,
                 reload=self.reload,
                 config=self.config_report,
+                sources=sources.report,
             )
             await http.start()
             stack.push_async_callback(http.stop)
@@ -163,6 +172,7 @@ class Daemon:
             self.notifier.stopping()
             stop_watching.set()
             await asyncio.wait([watcher], timeout=2)
+            await sources.stop()  # take no more messages; what is unacknowledged the brokers redeliver
             await scheduler.stop()
             grace = settings.limits.shutdown_grace_seconds
             log.info("draining: waiting up to %gs for %d running runs", grace, dispatcher.running)
@@ -233,6 +243,7 @@ class Daemon:
                     new.triggers,
                     new.agents,
                     new.files,
+                    new.sources,
                 )
             # The swap: no await between these lines, so no request sees a mix of old and new.
             self.configuration = new
@@ -243,6 +254,8 @@ class Daemon:
             scheduler.reconfigure()
             await bus.reconfigure(new)
             cancelled = await dispatcher.reconfigure(new)
+            if self.sources is not None:
+                await self.sources.reconfigure(new)
             self.reloads["applied"] += 1
             METRICS.reloads.labels("applied").inc()
             METRICS.config_valid.set(1)
@@ -314,8 +327,8 @@ def _difference(old: Configuration, new: Configuration) -> str:
         modified = sum(a[k].fingerprint != b[k].fingerprint for k in set(a) & set(b))
         return added, removed, modified
 
-    t, g = changed(old.triggers, new.triggers), changed(old.agents, new.agents)
-    return f"triggers +{t[0]} -{t[1]} ~{t[2]}, agents +{g[0]} -{g[1]} ~{g[2]}"
+    t, g, s = changed(old.triggers, new.triggers), changed(old.agents, new.agents), changed(old.sources, new.sources)
+    return f"triggers +{t[0]} -{t[1]} ~{t[2]}, agents +{g[0]} -{g[1]} ~{g[2]}, sources +{s[0]} -{s[1]} ~{s[2]}"
 
 
 def run_daemon(settings_path: Path | None) -> int:

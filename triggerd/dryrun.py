@@ -22,6 +22,7 @@ from triggerd.config.models import (
     CommandAgent,
     Configuration,
     Origin,
+    SourceDefinition,
     Trigger,
 )
 from triggerd.config.problems import Problem
@@ -29,6 +30,8 @@ from triggerd.errors import AuthFailure, MissingInput, PathTooBroad, TemplateErr
 from triggerd.http.auth import DELIVERY_HEADERS, Verified, Verifier
 from triggerd.mapping import build_input
 from triggerd.masking import mask
+from triggerd.sources.brokers.abc import Message, target
+from triggerd.sources.brokers.convert import Poison, message_context, to_event
 from triggerd.sources.bus import event_context, group_key
 from triggerd.sources.events import BadEvent, EventIndex, parse_events, source_matches
 from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_old, webhook_context
@@ -335,3 +338,32 @@ def _document_span(origin: Origin) -> tuple[int, int]:
         if node is not None and node.start_mark.line + 1 <= origin.line <= node.end_mark.line + 1:
             return node.start_mark.line + 1, node.end_mark.line + 1
     return origin.line, origin.line
+
+
+def try_message(
+    configuration: Configuration, trigger: Trigger, source: SourceDefinition, message: Message, now: datetime
+) -> Trial:
+    """A broker message as `source` would turn it into an event, then that event against the trigger.
+
+    A message that cannot become an event is what the daemon stores as a dead letter (and
+    acknowledges); the trial says so and is not accepted.
+    """
+    head = Trial(trigger)
+    head.step("broker", f"source {source.id}: {source.type} {target(source)} ({source.origin})")
+    head.step("message", f"{len(message.body)} bytes, id {message.broker_id}")
+    head.detail(literal(message_context(message, now)))
+    try:
+        event = to_event(source, message, now)
+    except Poison as exc:
+        head.step("dead letter", f"{exc}: the daemon stores the message as a dead letter and acknowledges it")
+        head.accepted = False
+        return head
+    head.step("event", literal(event.to_json()))
+    head.step(
+        "dedupe",
+        f"a redelivery of event id {event.id} within {source.dedupe_window:g}s fires nothing; "
+        f"its runs carry the idempotency key event:{source.id}:{event.id}",
+    )
+    trial = try_event(configuration, trigger, [event.to_json()], now)
+    trial.lines[:0] = head.lines
+    return trial

@@ -50,6 +50,20 @@ class Metrics:
             ["severity"],
             registry=r,
         )
+        # SPEC 5.4: per source; outcome is run (published, fired or not), duplicate, dead_letter
+        self.source_messages = Counter(
+            "triggerd_source_messages",
+            "Broker messages handled, by source and outcome",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.source_in_flight = Gauge(
+            "triggerd_source_in_flight", "Messages received and not yet acknowledged", ["source"], registry=r
+        )
+        self.source_up = Gauge("triggerd_source_up", "1 while the source is consuming, else 0", ["source"], registry=r)
+        self.source_lag = Gauge(
+            "triggerd_source_lag", "Messages waiting on the broker, where it reports them", ["source"], registry=r
+        )
 
     def watch(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
         """Read the dispatcher's gauges when scraped, rather than keeping copies in step."""

@@ -13,7 +13,7 @@ import difflib
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -21,10 +21,11 @@ from typing import Any
 
 from triggerd.config.agents import build_agent
 from triggerd.config.documents import Document, read_documents
-from triggerd.config.models import AnyAgent, Configuration, Settings, Trigger
+from triggerd.config.models import AnyAgent, Configuration, Settings, SourceDefinition, Trigger
 from triggerd.config.problems import Mark, Problem, Severity, problem_at, sort_key
 from triggerd.config.schema import SchemaKind, schema_problems
 from triggerd.config.settings import build_settings
+from triggerd.config.sources import KNOWN_PRODUCERS, build_source
 from triggerd.config.triggers import build_trigger, definition_id
 
 SETTINGS_NAMES = frozenset({"triggerd.yaml", "triggerd.yml"})
@@ -88,8 +89,8 @@ def load(
             else:
                 files.append(path)
     digests: dict[str, str] = {}
-    triggers, agents = _load_definitions(files, env, missing, problems, digests)
-    configuration = Configuration(settings, triggers, agents, tuple(files))
+    triggers, agents, sources = _load_definitions(files, env, missing, problems, digests)
+    configuration = Configuration(settings, triggers, agents, tuple(files), sources)
     return LoadResult(configuration, sorted(problems, key=sort_key), digests)
 
 
@@ -210,7 +211,7 @@ def _load_definitions(
     missing: Severity,
     problems: list[Problem],
     digests: dict[str, str],
-) -> tuple[dict[str, Trigger], dict[str, AnyAgent]]:
+) -> tuple[dict[str, Trigger], dict[str, AnyAgent], dict[str, SourceDefinition]]:
     definitions: list[_Loaded] = []
     for path in files:
         shown = display_path(path)
@@ -222,7 +223,9 @@ def _load_definitions(
         documents, file_problems = read_documents(path, shown, env, missing=missing, data=data)
         problems.extend(file_problems)
         if not documents and not file_problems:
-            problems.append(problem_at(shown, Mark(1, 1), "no trigger or agent in this file", "", Severity.WARNING))
+            problems.append(
+                problem_at(shown, Mark(1, 1), "no trigger, agent or source in this file", "", Severity.WARNING)
+            )
         for doc in documents:
             loaded = _build(doc, path.stem)
             problems.extend(doc.problems)
@@ -230,27 +233,39 @@ def _load_definitions(
                 definitions.append(loaded)
     agents = [item for item in definitions if item.kind == "agent"]
     triggers = [item for item in definitions if item.kind == "trigger"]
+    sources = [item for item in definitions if item.kind == "source"]
     _unique_ids(agents, problems)
     _unique_ids(triggers, problems)
+    _unique_ids(sources, problems)
     _known_agents(triggers, agents, problems)
     _unique_endpoints(triggers, problems)
+    _known_sources(triggers, sources, problems)
     return (
         {item.id: item.model for item in triggers if item.loads},
         {item.id: item.model for item in agents if item.loads},
+        {item.id: item.model for item in sources if item.loads},
     )
+
+
+_KINDS: dict[str, Callable[[Document, str], Any]] = {
+    "trigger": build_trigger,
+    "agent": build_agent,
+    "source": build_source,
+}
 
 
 def _build(doc: Document, stem: str) -> _Loaded | None:
     value = doc.value
-    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("trigger", "agent"):
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in _KINDS:
         found = ", ".join(map(str, value)) if isinstance(value, dict) else type(value).__name__
         doc.fail(
             "",
-            f"a definition document has exactly one top-level key, 'trigger' or 'agent' (found: {found or 'nothing'})",
+            "a definition document has exactly one top-level key, 'trigger', 'agent' or 'source' "
+            f"(found: {found or 'nothing'})",
         )
         return None
     kind = next(iter(value))
-    doc.problems.extend(schema_problems(doc, SchemaKind.TRIGGER if kind == "trigger" else SchemaKind.AGENT))
+    doc.problems.extend(schema_problems(doc, SchemaKind(kind)))
     body = value[kind]
     if not isinstance(body, dict) or not isinstance(body.get("id", ""), str):
         return None
@@ -259,7 +274,7 @@ def _build(doc: Document, stem: str) -> _Loaded | None:
         _checks_beside_schema_errors(doc, kind, ident)
         return _Loaded(doc, kind, ident, None)
     try:
-        model = build_trigger(doc, ident) if kind == "trigger" else build_agent(doc, ident)
+        model = _KINDS[kind](doc, ident)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # The schema should make this impossible; a bad file must still never crash the loader.
         doc.fail("", f"cannot load this {kind}: {exc.__class__.__name__}: {exc}")
@@ -277,7 +292,7 @@ def _checks_beside_schema_errors(doc: Document, kind: str, ident: str) -> None:
     named = [p.pointer for p in doc.problems if p.is_error]
     before = len(doc.problems)
     with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError, IndexError):
-        build_trigger(doc, ident) if kind == "trigger" else build_agent(doc, ident)
+        _KINDS[kind](doc, ident)
     found = doc.problems[before:]
     del doc.problems[before:]
     doc.problems.extend(p for p in found if not any(p.pointer == n or p.pointer.startswith(n + "/") for n in named))
@@ -337,3 +352,23 @@ def _unique_endpoints(triggers: list[_Loaded], problems: list[Problem]) -> None:
         message = f"{method} {endpoint} is already the endpoint of trigger '{other.id}' ({other.where})"
         problems.append(item.doc.problem(pointer, message))
         item.rejected = True
+
+
+def _known_sources(triggers: list[_Loaded], sources: list[_Loaded], problems: list[Problem]) -> None:
+    """A warning for an event trigger's event.source that no source or known producer could give:
+    a typo there would make the trigger silently never fire. Globs and /regex/ are left alone."""
+    known = {item.id for item in sources} | set(KNOWN_PRODUCERS)
+    for item in triggers:
+        event = item.body.get("event")
+        names = event.get("source") if isinstance(event, dict) else None
+        for index, name in enumerate(names if isinstance(names, list) else [names]):
+            if not isinstance(name, str) or name in known or any(c in name for c in "*?[/"):
+                continue
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            pointer = f"/trigger/event/source/{index}" if isinstance(names, list) else "/trigger/event/source"
+            message = (
+                f"event.source '{name}' names no source and no producer triggerd knows ({', '.join(KNOWN_PRODUCERS)})"
+            )
+            problems.append(
+                item.doc.problem(pointer, message + (f"; did you mean '{hint[0]}'?" if hint else ""), Severity.WARNING)
+            )

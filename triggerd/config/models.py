@@ -351,3 +351,48 @@ class Configuration:
     triggers: Mapping[str, Trigger]
     agents: Mapping[str, AnyAgent]
     files: tuple[Path, ...] = ()
+    sources: Mapping[str, SourceDefinition] = field(default_factory=dict)
+
+
+# --- sources (SPEC 5.4) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventField:
+    """One key of a source's `event:` mapping: a JSONPath on the message context, or a literal."""
+
+    path: JsonPath | None = None
+    literal: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventMapping:
+    """How a message becomes an event (SPEC 5.4); a key left out takes the SPEC's default."""
+
+    type: EventField | None = None
+    id: EventField | None = None
+    severity: EventField | None = None
+    time: EventField | None = None
+    data: EventField | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceDefinition:
+    """A `source` document: a broker whose messages become events.
+
+    `url` may carry credentials, so it is a Secret: only a broker module reveals it, and
+    whatever is shown of it goes through `triggerd.sources.brokers.abc.display_url`.
+    `options` holds the type's own keys (stream, group, start, field, claim_idle, list, queue,
+    subject, durable, headers...), with durations already in seconds.
+    """
+
+    id: str
+    type: str
+    url: Secret
+    enabled: bool
+    options: Mapping[str, Any]
+    event: EventMapping
+    max_in_flight: int = 16
+    dedupe_window: float = 86400.0
+    origin: Origin
+    fingerprint: str

@@ -21,6 +21,7 @@ class SchemaKind(StrEnum):
     SETTINGS = "settings"
     TRIGGER = "trigger"
     AGENT = "agent"
+    SOURCE = "source"
 
     @property
     def filename(self) -> str:

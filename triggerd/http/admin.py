@@ -29,6 +29,7 @@ SCHEDULES = web.AppKey("schedules", object)
 EVENTS = web.AppKey("events", object)
 RELOAD = web.AppKey("reload", object)
 CONFIG = web.AppKey("config", object)
+SOURCES = web.AppKey("sources", object)
 MAX_LIMIT = 1000
 
 
@@ -74,8 +75,10 @@ def add_admin_routes(
     events: EventBus | None = None,
     reload: Callable[[str], Awaitable[Any]] | None = None,
     config: Callable[[], dict[str, Any]] | None = None,
+    sources: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> None:
     app[DISPATCHER] = dispatcher
+    app[SOURCES] = sources or list
     app[EVENTS] = events
     app[RELOAD] = reload
     app[CONFIG] = config
@@ -96,6 +99,7 @@ def add_admin_routes(
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/sources", get_sources)
     app.router.add_get("/v1/openapi.json", get_openapi)
 
 
@@ -298,8 +302,16 @@ async def fire(request: web.Request) -> web.Response:
 
 async def dead_letters(request: web.Request) -> web.Response:
     _, limit, _ = _page(request)
-    runs = await _store_call(request.app[DISPATCHER].store.dead_letters(limit))
-    return json_response({"runs": [r.to_json() for r in runs]})
+    store = request.app[DISPATCHER].store
+    runs = await _store_call(store.dead_letters(limit))
+    messages = await _store_call(store.dead_messages(limit))
+    return json_response({"runs": [r.to_json() for r in runs], "messages": [m.to_json() for m in messages]})
+
+
+async def get_sources(request: web.Request) -> web.Response:
+    """SPEC 5.4: each source's state, messages by outcome, in flight and lag."""
+    sources: Any = request.app[SOURCES]
+    return json_response({"sources": sources()})
 
 
 async def post_events(request: web.Request) -> web.Response:

@@ -57,6 +57,37 @@ def openapi() -> dict[str, Any]:
     nullable_string = {"type": ["string", "null"]}
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "DeadMessage": {
+            "type": "object",
+            "required": ["id", "source_id", "reason", "payload", "headers", "broker_id", "received_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "source_id": {"type": "string"},
+                "reason": {"type": "string"},
+                "payload": {
+                    "type": "string",
+                    "description": "The raw body as UTF-8 (invalid bytes replaced), cut at 64 KiB",
+                },
+                "headers": {"type": "object"},
+                "broker_id": {"type": "string"},
+                "received_at": {"type": "string"},
+            },
+        },
+        "SourceState": {
+            "type": "object",
+            "required": ["id", "type", "target", "state", "since", "last_error", "messages", "in_flight", "lag"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string"},
+                "target": {"type": "string"},
+                "state": {"enum": ["connecting", "consuming", "down", "stopped"]},
+                "since": {"type": "string"},
+                "last_error": nullable_string,
+                "messages": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "in_flight": {"type": "integer"},
+                "lag": {"type": ["integer", "null"]},
+            },
+        },
         "Attempt": {
             "type": "object",
             "required": ["number", "started_at", "status"],
@@ -327,14 +358,28 @@ def openapi() -> dict[str, Any]:
         },
         "/v1/dead-letters": {
             "get": _operation(
-                "Final failures not yet replayed",
+                "Final failures not yet replayed, and broker messages that could not become events (SPEC 5.4)",
                 "200",
                 {
                     "type": "object",
-                    "required": ["runs"],
-                    "properties": {"runs": {"type": "array", "items": _ref("Run")}},
+                    "required": ["runs", "messages"],
+                    "properties": {
+                        "runs": {"type": "array", "items": _ref("Run")},
+                        "messages": {"type": "array", "items": _ref("DeadMessage")},
+                    },
                 },
                 parameters=PAGE,
+            )
+        },
+        "/v1/sources": {
+            "get": _operation(
+                "Each source's state (SPEC 5.4)",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["sources"],
+                    "properties": {"sources": {"type": "array", "items": _ref("SourceState")}},
+                },
             )
         },
         "/v1/events": {

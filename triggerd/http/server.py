@@ -42,6 +42,7 @@ class HttpServer:
         events: EventBus | None = None,
         reload: Reload | None = None,
         config: Callable[[], dict[str, Any]] | None = None,
+        sources: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
@@ -50,6 +51,7 @@ class HttpServer:
         self.events = events
         self.reload = reload
         self.config = config
+        self.sources = sources
         self.webhooks = WebhookHandler(dispatcher, settings, clock, accepting)
         self._runners: list[web.AppRunner] = []
         self.urls: list[str] = []
@@ -68,7 +70,9 @@ class HttpServer:
         app.router.add_get("/metrics", self.metrics)
         if admin:
             tokens = tuple(t.reveal() for t in self.settings.admin.tokens)
-            add_admin_routes(app, self.dispatcher, tokens, self.schedules, self.events, self.reload, self.config)
+            add_admin_routes(
+                app, self.dispatcher, tokens, self.schedules, self.events, self.reload, self.config, self.sources
+            )
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app

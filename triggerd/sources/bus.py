@@ -120,6 +120,38 @@ class EventBus:
                 await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
         return result
 
+    async def publish_once(self, event: Event, origin: str) -> Published | None:
+        """Publish an event from a broker source (SPEC 5.4), unless the store saw its id from that
+        source within the dedupe window: then None, and nothing fires.
+
+        Returns once every run it caused is committed and its id is recorded in the same commit
+        as the counting windows it changed. Its runs carry an idempotency key made of source and
+        id (see Event.dedupe_seconds): a crash between them and that commit leaves the id
+        unrecorded, and the redelivery finds the runs already there and counts nothing twice.
+        On a store failure the in-memory windows are put back as they were, so a retry of the
+        same event counts it once.
+        """
+        now = self.clock.now()
+        async with self._lock:
+            if await self.store.event_seen(event.source, event.id, isoformat(now)):
+                return None
+            METRICS.events.labels(origin).inc()
+            result = Published(event_ids=[event.id])
+            changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
+            before = dict(self._windows)
+            try:
+                await self._deliver(event, result, changed)
+                await self.store.commit_event(
+                    event.source,
+                    event.id,
+                    isoformat(now + timedelta(seconds=event.dedupe_seconds)),
+                    [(t, g, f, w) for (t, g), (f, w) in changed.items()],
+                )
+            except BaseException:
+                self._windows = before
+                raise
+        return result
+
     async def _deliver(
         self, event: Event, result: Published, changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]]
     ) -> None:
@@ -159,7 +191,15 @@ class EventBus:
         except (MissingInput, PathTooBroad) as exc:
             log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event.id})
             return
-        firing = Firing(trigger.id, trigger.agent.id, run_input, Source.EVENT, chain_depth=event.chain_depth + 1)
+        firing = Firing(
+            trigger.id,
+            trigger.agent.id,
+            run_input,
+            Source.EVENT,
+            idempotency_key=f"event:{event.source}:{event.id}" if event.dedupe_seconds > 0 else None,
+            dedupe_seconds=event.dedupe_seconds,
+            chain_depth=event.chain_depth + 1,
+        )
         submitted = await self.dispatcher.submit(firing)
         result.run_ids.append(submitted.run_id)
 

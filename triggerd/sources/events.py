@@ -33,6 +33,9 @@ class Event:
     data: Any = None
     severity: str | None = None
     chain_depth: int = 0
+    # > 0 for an event from a broker source (SPEC 5.4): the runs it causes carry an idempotency
+    # key made of its source and id, remembered this long, so a redelivery fires nothing twice.
+    dedupe_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -27,6 +27,31 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadMessage:
+    """A broker message that could not become an event (SPEC 5.4), kept for GET /v1/dead-letters."""
+
+    id: str
+    source_id: str
+    reason: str
+    payload: bytes  # the raw body, cut at 64 KiB
+    headers: Mapping[str, Any]
+    broker_id: str
+    received_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        text = self.payload.decode("utf-8", errors="replace")
+        return {
+            "id": self.id,
+            "source_id": self.source_id,
+            "reason": self.reason,
+            "payload": text,
+            "headers": dict(self.headers),
+            "broker_id": self.broker_id,
+            "received_at": self.received_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TriggerStats:
     runs: Mapping[str, int]
     last_run: Run | None
@@ -138,4 +163,36 @@ class Store(Protocol):
 
     async def prune(self, finished_before: str, now: str) -> int:
         """Delete final runs finished before the instant, and expired dedupe keys; returns runs deleted."""
+        ...
+
+    # --- sources (SPEC 5.4) ------------------------------------------------------
+    # Plain SQL: a table of seen event ids keyed (source_id, event_id) with an expiry, one of
+    # dead messages, one of cursors keyed by source id.
+
+    async def event_seen(self, source_id: str, event_id: str, now: str) -> bool:
+        """Whether commit_event recorded this event id of this source with an expiry after `now`."""
+        ...
+
+    async def commit_event(
+        self, source_id: str, event_id: str, expires_at: str, windows: list[tuple[str, str, str, Any]]
+    ) -> None:
+        """In one commit: record the event id of the source until `expires_at` (replacing an
+        expired record of it) and replace the counting windows as save_windows does."""
+        ...
+
+    async def add_dead_message(self, message: DeadMessage) -> None:
+        """Record a poison message (committed on return), unless one with its id is recorded
+        (INSERT ... ON CONFLICT DO NOTHING); the caller cuts the payload."""
+        ...
+
+    async def dead_messages(self, limit: int = 100, source_id: str | None = None) -> list[DeadMessage]:
+        """Poison messages, newest first, of one source or all."""
+        ...
+
+    async def source_cursor(self, source_id: str) -> str | None:
+        """The position saved for a source that keeps none on its broker (SSE's Last-Event-ID)."""
+        ...
+
+    async def save_source_cursor(self, source_id: str, cursor: str, at: str) -> None:
+        """Save the source's position, replacing the one before (committed on return)."""
         ...

@@ -81,4 +81,30 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE attempts ADD COLUMN pgid_start_ticks INTEGER",
         "ALTER TABLE attempts ADD COLUMN boot_id TEXT",
     ],
+    [
+        # Broker sources (SPEC 5.4): the event ids each source delivered, until their dedupe
+        # window ends (a redelivery fires nothing); poison messages; the position of a source
+        # whose broker keeps none (SSE's Last-Event-ID).
+        """CREATE TABLE source_events (
+            source_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (source_id, event_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE dead_messages (
+            id TEXT PRIMARY KEY,
+            source_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            headers TEXT,
+            broker_id TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX dead_messages_by_time ON dead_messages (received_at)",
+        """CREATE TABLE source_cursors (
+            source_id TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL,
+            saved_at TEXT NOT NULL
+        )""",
+    ],
 ]

@@ -79,4 +79,31 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at TIMESTAMPTZ NOT NULL)",
     ],
+    [
+        # Broker sources (SPEC 5.4): the event ids each source delivered, until their dedupe
+        # window ends (a redelivery fires nothing, whichever daemon receives it); poison
+        # messages; the position of a source whose broker keeps none (SSE's Last-Event-ID).
+        """CREATE TABLE source_events (
+            source_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            expires_at TEXT COLLATE "C" NOT NULL,
+            PRIMARY KEY (source_id, event_id)
+        )""",
+        "CREATE INDEX source_events_expiry ON source_events (expires_at)",
+        """CREATE TABLE dead_messages (
+            id TEXT PRIMARY KEY,
+            source_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            payload BYTEA NOT NULL,
+            headers TEXT,
+            broker_id TEXT NOT NULL,
+            received_at TEXT COLLATE "C" NOT NULL
+        )""",
+        "CREATE INDEX dead_messages_by_time ON dead_messages (received_at)",
+        """CREATE TABLE source_cursors (
+            source_id TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL,
+            saved_at TEXT COLLATE "C" NOT NULL
+        )""",
+    ],
 ]

@@ -26,6 +26,7 @@ from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
+from triggerd.store.postgres_sources import SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
@@ -58,7 +59,7 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-class PostgresStore:
+class PostgresStore(SourceTables):
     """A Store in a PostgreSQL database that several daemons may share (see triggerd.store.abc)."""
 
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: int = 10, wait_timeout: float = 5.0) -> None:
@@ -232,21 +233,7 @@ class PostgresStore:
         return await self._read(load)
 
     async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
-        async def save(conn: Conn) -> None:
-            for trigger_id, group, fingerprint, events in windows:
-                if events:
-                    await conn.execute(
-                        "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (trigger_id, group_key) DO UPDATE "
-                        "SET fingerprint = EXCLUDED.fingerprint, events = EXCLUDED.events",
-                        (trigger_id, group, fingerprint, dumps(events)),
-                    )
-                else:
-                    await conn.execute(
-                        "DELETE FROM event_windows WHERE trigger_id = %s AND group_key = %s", (trigger_id, group)
-                    )
-
-        await self._write(save)
+        await self._write(lambda conn: save_windows(conn, windows))
 
     async def get_run(self, run_id: str) -> Run | None:
         runs = await self._read(lambda c: _select_runs(c, "WHERE id = %s", (run_id,)))
@@ -378,6 +365,8 @@ class PostgresStore:
                 (finished_before,),
             )
             await conn.execute("DELETE FROM dedupe WHERE expires_at <= %s", (now,))
+            await conn.execute("DELETE FROM source_events WHERE expires_at <= %s", (now,))
+            await conn.execute("DELETE FROM dead_messages WHERE received_at < %s", (finished_before,))
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             await conn.execute(

@@ -40,6 +40,7 @@ from triggerd.store.rows import (
     loads,
     run_from_row,
 )
+from triggerd.store.sqlite_sources import SourceTables, save_windows
 
 T = TypeVar("T")
 _MAX_BATCH = 512
@@ -47,7 +48,7 @@ _STOP = object()
 _ROW_MARKS = "(" + ", ".join("?" * 19) + ")"
 
 
-class SqliteStore:
+class SqliteStore(SourceTables):
     """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
 
     def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL, busy_timeout: float = 10.0) -> None:
@@ -170,20 +171,7 @@ class SqliteStore:
         return await self._read(load)
 
     async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
-        def save(conn: sqlite3.Connection) -> None:
-            for trigger_id, group, fingerprint, events in windows:
-                if events:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO event_windows (trigger_id, group_key, fingerprint, events) "
-                        "VALUES (?, ?, ?, ?)",
-                        (trigger_id, group, fingerprint, dumps(events)),
-                    )
-                else:
-                    conn.execute(
-                        "DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ?", (trigger_id, group)
-                    )
-
-        await self._write(save)
+        await self._write(lambda conn: save_windows(conn, windows))
 
     async def get_run(self, run_id: str) -> Run | None:
         runs = await self._read(lambda c: _select_runs(c, "WHERE id = ?", (run_id,)))
@@ -317,6 +305,8 @@ class SqliteStore:
                 (finished_before,),
             ).rowcount
             conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM source_events WHERE expires_at <= ?", (now,))
+            conn.execute("DELETE FROM dead_messages WHERE received_at < ?", (finished_before,))
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             conn.execute(

@@ -1,0 +1,164 @@
+"""`redis-stream` sources (SPEC 5.4): a Redis stream read through a consumer group.
+
+Each daemon is one consumer of the group, named by its instance ("<host>:<pid>"), so several
+daemons share the entries, each handled by one. An entry is acknowledged (XACK) after the
+commit. Entries this consumer read and never acknowledged (a reconnect) are read again first
+(XREADGROUP from 0); entries left pending by a consumer that died (a crashed daemon: its name
+dies with its pid) are claimed after `claim_idle` with XAUTOCLAIM. A live consumer slower
+than claim_idle may lose an entry to another; the store's dedupe makes that fire nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from triggerd.clock import isoformat
+from triggerd.config.models import SourceDefinition
+from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, display_url
+
+BLOCK_MS = 1000  # one XREADGROUP waits this long, so claims are looked for while idle too
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0  # well above one blocking read, so a silent network partition ends in an error
+MAX_CLAIM_CHECK = 5.0  # look for idle entries of dead consumers at least this often
+
+
+def create(source: SourceDefinition, context: BrokerContext) -> RedisStream:
+    return RedisStream(source, context)
+
+
+def entry_time(entry_id: str) -> str | None:
+    """An entry id's milliseconds as an RFC 3339 instant (the broker's timestamp)."""
+    try:
+        millis = int(entry_id.split("-", 1)[0])
+    except ValueError:
+        return None
+    return isoformat(datetime.fromtimestamp(millis / 1000, UTC))
+
+
+def text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class RedisStream:
+    def __init__(self, source: SourceDefinition, context: BrokerContext) -> None:
+        self.source = source
+        self.url = source.url.reveal()
+        self.key = str(source.options["stream"])
+        self.group = str(source.options["group"])
+        self.start = str(source.options["start"])
+        self.field = str(source.options["field"]).encode()
+        self.claim_idle = float(source.options["claim_idle"])
+        self.consumer = context.instance
+        self.client: Redis | None = None
+
+    def _error(self, action: str, exc: BaseException) -> BrokerError:
+        return BrokerError(f"{action} on {display_url(self.url)} failed: {exc.__class__.__name__}: {exc}")
+
+    def _connected(self) -> Redis:
+        if self.client is None:
+            raise BrokerError("not connected")
+        return self.client
+
+    async def connect(self) -> None:
+        try:
+            self.client = Redis.from_url(
+                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True
+            )
+            await self.client.ping()
+        except (RedisError, OSError, ValueError) as exc:
+            raise self._error("connecting", exc) from None
+        try:
+            await self.client.xgroup_create(self.key, self.group, id=self.start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # the group exists: another daemon, or an earlier start
+                raise self._error(f"creating group {self.group!r} of stream {self.key!r}", exc) from None
+        except (RedisError, OSError) as exc:
+            raise self._error(f"creating group {self.group!r} of stream {self.key!r}", exc) from None
+
+    def _message(self, entry_id: Any, fields: Any) -> Message:
+        ident = text(entry_id)
+        fields = fields or {}
+        return Message(
+            broker_id=ident,
+            body=fields.get(self.field, b""),
+            headers={text(k): text(v) for k, v in fields.items() if k != self.field},
+            timestamp=entry_time(ident),
+            context={"stream": self.key},
+            handle=ident,
+        )
+
+    async def messages(self) -> AsyncIterator[Message]:
+        client = self._connected()
+        count = self.source.max_in_flight
+        try:
+            # What this consumer was given and never acknowledged (a connection lost mid-batch).
+            cursor = "0"
+            while True:
+                found: Any = await client.xreadgroup(self.group, self.consumer, {self.key: cursor}, count=count)
+                entries = found[0][1] if found else []
+                if not entries:
+                    break
+                for entry_id, fields in entries:
+                    if not fields:  # deleted from the stream while pending: nothing to handle
+                        await client.xack(self.key, self.group, entry_id)
+                        continue
+                    yield self._message(entry_id, fields)
+                cursor = text(entries[-1][0])
+            next_claim = 0.0
+            while True:
+                if time.monotonic() >= next_claim:
+                    async for message in self._claim(client, count):
+                        yield message
+                    next_claim = time.monotonic() + min(self.claim_idle, MAX_CLAIM_CHECK)
+                found = await client.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=count, block=BLOCK_MS)
+                for _stream, entries in found or []:
+                    for entry_id, fields in entries:
+                        yield self._message(entry_id, fields)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream or group was deleted: connect creates it again
+                raise self._error(f"reading group {self.group!r} of stream {self.key!r}", exc) from None
+            raise self._error("reading", exc) from None
+        except (RedisError, OSError) as exc:
+            raise self._error("reading", exc) from None
+
+    async def _claim(self, client: Redis, count: int) -> AsyncIterator[Message]:
+        """Entries idle longer than claim_idle in other consumers' pending lists, now ours."""
+        start = "0-0"
+        while True:
+            answer: Any = await client.xautoclaim(
+                self.key, self.group, self.consumer, int(self.claim_idle * 1000), start_id=start, count=count
+            )
+            start = text(answer[0])
+            for entry_id, fields in answer[1]:
+                if fields is None:  # deleted from the stream while pending: nothing to handle
+                    await client.xack(self.key, self.group, entry_id)
+                    continue
+                yield self._message(entry_id, fields)
+            if start == "0-0":
+                return
+
+    async def acknowledge(self, message: Message) -> None:
+        try:
+            await self._connected().xack(self.key, self.group, message.handle)
+        except (RedisError, OSError) as exc:
+            raise self._error("acknowledging", exc) from None
+
+    async def lag(self) -> int | None:
+        for group in await self._connected().xinfo_groups(self.key):
+            if text(group.get("name")) == self.group:
+                lag = group.get("lag")
+                return int(lag) if lag is not None else None
+        return None
+
+    async def close(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.aclose()
+            self.client = None

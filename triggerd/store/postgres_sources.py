@@ -1,0 +1,120 @@
+"""The PostgreSQL side of the store's source methods (SPEC 5.4): seen event ids, dead messages, cursors.
+
+A mixin of PostgresStore, the counterpart of store/sqlite_sources.py, on the tables of the
+"broker sources" migration (store/pg_migrations.py); it uses the store's writer (group commit)
+and read pool like every method. A redelivery seen by two daemons at once is decided by the
+primary key of source_events and of dead_messages, not by either daemon's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+
+from triggerd.store.abc import DeadMessage
+from triggerd.store.rows import dumps, loads
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+Operation = Callable[[Conn], Awaitable[T]]
+
+
+async def save_windows(conn: Conn, windows: list[tuple[str, str, str, Any]]) -> None:
+    """Replace counting windows inside the caller's transaction; an empty list deletes one."""
+    for trigger_id, group, fingerprint, events in windows:
+        if events:
+            await conn.execute(
+                "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (trigger_id, group_key) DO UPDATE "
+                "SET fingerprint = EXCLUDED.fingerprint, events = EXCLUDED.events",
+                (trigger_id, group, fingerprint, dumps(events)),
+            )
+        else:
+            await conn.execute(
+                "DELETE FROM event_windows WHERE trigger_id = %s AND group_key = %s", (trigger_id, group)
+            )
+
+
+class SourceTables:
+    """Store methods for broker sources; PostgresStore provides `_read` and `_write`."""
+
+    async def _read(self, operation: Operation[T]) -> T:
+        raise AssertionError("provided by PostgresStore")
+
+    async def _write(self, operation: Operation[T]) -> T:
+        raise AssertionError("provided by PostgresStore")
+
+    async def event_seen(self, source_id: str, event_id: str, now: str) -> bool:
+        async def seen(conn: Conn) -> bool:
+            cur = await conn.execute(
+                "SELECT 1 FROM source_events WHERE source_id = %s AND event_id = %s AND expires_at > %s",
+                (source_id, event_id, now),
+            )
+            return await cur.fetchone() is not None
+
+        return await self._read(seen)
+
+    async def commit_event(
+        self, source_id: str, event_id: str, expires_at: str, windows: list[tuple[str, str, str, Any]]
+    ) -> None:
+        async def commit(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO source_events (source_id, event_id, expires_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (source_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                (source_id, event_id, expires_at),
+            )
+            await save_windows(conn, windows)
+
+        await self._write(commit)
+
+    async def add_dead_message(self, message: DeadMessage) -> None:
+        async def add(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO dead_messages (id, source_id, reason, payload, headers, broker_id, received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (
+                    message.id,
+                    message.source_id,
+                    message.reason,
+                    message.payload,
+                    dumps(dict(message.headers)),
+                    message.broker_id,
+                    message.received_at,
+                ),
+            )
+
+        await self._write(add)
+
+    async def dead_messages(self, limit: int = 100, source_id: str | None = None) -> list[DeadMessage]:
+        where, params = ("WHERE source_id = %s", (source_id,)) if source_id is not None else ("", ())
+
+        async def select(conn: Conn) -> list[DeadMessage]:
+            cur = await conn.execute(
+                "SELECT id, source_id, reason, payload, headers, broker_id, received_at FROM dead_messages "
+                f"{where} ORDER BY received_at DESC, id DESC LIMIT %s",
+                (*params, limit),
+            )
+            rows = await cur.fetchall()
+            return [DeadMessage(i, s, r, bytes(p), loads(h) if h else {}, b, at) for i, s, r, p, h, b, at in rows]
+
+        return await self._read(select)
+
+    async def source_cursor(self, source_id: str) -> str | None:
+        async def cursor(conn: Conn) -> str | None:
+            cur = await conn.execute("SELECT cursor FROM source_cursors WHERE source_id = %s", (source_id,))
+            row = await cur.fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(cursor)
+
+    async def save_source_cursor(self, source_id: str, cursor: str, at: str) -> None:
+        async def save(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO source_cursors (source_id, cursor, saved_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (source_id) DO UPDATE SET cursor = EXCLUDED.cursor, saved_at = EXCLUDED.saved_at",
+                (source_id, cursor, at),
+            )
+
+        await self._write(save)
