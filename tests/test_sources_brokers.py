@@ -1,0 +1,267 @@
+"""amqp, nats and sse sources against a real RabbitMQ, a real NATS JetStream and a real aiohttp
+event-stream server, with real daemons (SPEC 5.4): a message becomes a run, a poison message a
+dead letter, a crash between the commit and the acknowledgement fires nothing twice, a broker
+restart loses nothing, and a reload that changes one source leaves every other type consuming."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import nats
+import pytest
+
+from tests.ack_hold import AMQP_ACK, NATS_ACK, AckHold
+from tests.harness import Daemon, running_daemon, wait_for
+from tests.servers import BrokerServer
+from tests.sse_server import SseServer
+from tests.test_sources_redis import consuming, inputs, runs, source_state
+
+STAMP = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SOURCE = {"amqp": "jobs", "nats": "orders", "sse": "feed"}
+
+
+class Amqp:
+    """A producer on the session's RabbitMQ, with a queue of this test's own."""
+
+    def __init__(self, server: BrokerServer) -> None:
+        self.url, self.broker = server.url, server
+        self.queue = f"jobs-{secrets.token_hex(4)}"
+
+    def source(self, url: str | None = None) -> str:
+        return f'type: amqp\n  url: "{url or self.url}"\n  queue: {self.queue}'
+
+    async def _publish(self, body: bytes) -> None:
+        connection = await aio_pika.connect(self.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            message = aio_pika.Message(
+                body, timestamp=STAMP, headers={"trace": "t-1"}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            )
+            await channel.default_exchange.publish(message, routing_key=self.queue)
+
+    def publish(self, body: str | bytes) -> None:
+        asyncio.run(self._publish(body.encode() if isinstance(body, str) else body))
+
+    async def _ready(self) -> int:
+        connection = await aio_pika.connect(self.url, timeout=10)
+        async with connection:
+            queue = await (await connection.channel()).declare_queue(self.queue, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+    def waiting(self) -> int:
+        """Messages ready in the queue (a dead consumer's unacknowledged ones come back here)."""
+        return asyncio.run(self._ready())
+
+
+class Nats:
+    """A producer on the session's NATS, with a JetStream stream of this test's own."""
+
+    def __init__(self, server: BrokerServer) -> None:
+        self.url, self.broker = server.url, server
+        tag = secrets.token_hex(4)
+        self.stream, self.prefix = f"ORDERS_{tag}", f"orders{tag}"
+        asyncio.run(self._call(lambda js: js.add_stream(name=self.stream, subjects=[f"{self.prefix}.>"])))
+
+    def source(self, url: str | None = None) -> str:
+        return (
+            f'type: nats\n  url: "{url or self.url}"\n  stream: {self.stream}\n'
+            f'  subject: "{self.prefix}.>"\n  ack_wait: 2s'
+        )
+
+    async def _call(self, action: Any) -> Any:
+        client = await nats.connect(self.url, connect_timeout=5, allow_reconnect=False)
+        try:
+            return await action(client.jetstream())
+        finally:
+            await client.close()
+
+    def publish(self, body: str | bytes) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        asyncio.run(self._call(lambda js: js.publish(f"{self.prefix}.eu", data, headers={"trace": "t-1"})))
+
+    def waiting(self) -> int:
+        """Messages delivered to the durable and not acknowledged."""
+        info = asyncio.run(self._call(lambda js: js.consumer_info(self.stream, "triggerd")))
+        return int(info.num_ack_pending)
+
+
+class Sse:
+    """The test's own event-stream server; each message an event with an id of its own."""
+
+    def __init__(self) -> None:
+        self.server = self.broker = SseServer()
+        self.url = self.server.url
+        self.count = 0
+
+    def source(self, url: str | None = None) -> str:
+        return f'type: sse\n  url: "{url or self.url}"\n  headers: {{X-Token: t-1}}'
+
+    def publish(self, body: str | bytes) -> None:
+        self.count += 1
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        self.server.push(text, event_id=str(self.count), kind="update")
+
+
+Producer = Amqp | Nats | Sse
+
+
+@pytest.fixture
+def producer(request: pytest.FixtureRequest) -> Iterator[Producer]:
+    kind = request.param
+    if kind == "amqp":
+        yield Amqp(request.getfixturevalue("rabbitmq_server"))
+    elif kind == "nats":
+        yield Nats(request.getfixturevalue("nats_server"))
+    else:
+        sse = Sse()
+        yield sse
+        sse.server.close()
+
+
+def kind_of(producer: Producer) -> str:
+    return {Amqp: "amqp", Nats: "nats", Sse: "sse"}[type(producer)]
+
+
+def definitions(*sources: tuple[str, str]) -> str:
+    """The echo agent, and for each (source id, its type's lines) the source and a trigger on it."""
+    docs = ["agent: {id: echo, type: command, command: [cat]}"]
+    for source_id, lines in sources:
+        docs.append(f"source:\n  id: {source_id}\n  {lines}\n  event:\n    type: $.body.type\n    id: $.body.id")
+        docs.append(
+            f"trigger:\n  id: on-{source_id}\n  type: event\n  event: {{pattern: 'job.*', source: {source_id}}}\n"
+            "  agent: {id: echo, input_mapping: {n: $.event.data.n, time: $.event.time}}"
+        )
+    return "\n---\n".join(docs) + "\n"
+
+
+def job(n: int) -> str:
+    return json.dumps({"type": "job.created", "id": f"j-{n}", "n": n})
+
+
+def numbers(daemon: Daemon, source_id: str, count: int, timeout: float = 15) -> list[int]:
+    return [i["n"] for i in inputs(daemon, f"on-{source_id}", count, timeout)]
+
+
+@pytest.mark.parametrize("producer", ["amqp", "nats", "sse"], indirect=True)
+def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(tmp_path: Path, producer: Producer) -> None:
+    kind = kind_of(producer)
+    source_id = SOURCE[kind]
+    with running_daemon(tmp_path, definitions((source_id, producer.source()))) as daemon:
+        consuming(daemon, source_id)
+        producer.publish(job(1))
+        producer.publish(b"\xff not json {")  # the mapping needs $.body.*: a poison message
+        producer.publish(job(2))
+        got = inputs(daemon, f"on-{source_id}", 2)
+        assert [i["n"] for i in got] == [1, 2]
+        if kind == "amqp":  # the message's timestamp property is the event's time
+            assert got[0]["time"] == "2026-01-02T03:04:05.000Z"
+        status, dead = daemon.request("GET", "/v1/dead-letters")
+        assert status == 200
+        (message,) = dead["messages"]
+        assert message["source_id"] == source_id
+        assert "matched nothing" in message["reason"] and "not JSON" in message["reason"]
+        assert message["payload"] == "\ufffd not json {"
+        expected_header = {"amqp": ("trace", "t-1"), "nats": ("trace", "t-1"), "sse": ("event", "update")}[kind]
+        assert message["headers"][expected_header[0]] == expected_header[1]
+        state = wait_for(lambda: (s := source_state(daemon, source_id))["messages"]["published"] == 2 and s)
+        assert state["messages"] == {"published": 2, "duplicate": 0, "dead_letter": 1}
+        assert state["in_flight"] == 0 and state["last_error"] is None
+        if not isinstance(producer, Sse):
+            wait_for(lambda: producer.waiting() == 0, what="every message acknowledged")
+    if isinstance(producer, Sse):  # acknowledged = the last event id saved, and sent when resuming
+        with sqlite3.connect(tmp_path / "state" / "triggerd.db") as db:
+            assert db.execute("SELECT cursor FROM source_cursors").fetchall() == [("3",)]
+
+
+@pytest.mark.parametrize("producer", ["amqp", "nats"], indirect=True)
+def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(tmp_path: Path, producer: Amqp | Nats) -> None:
+    """The daemon talks to the broker through a relay that drops its first acknowledgement and
+    everything after it; the daemon is SIGKILLed once the run is committed and the ack withheld,
+    and the next daemon gets the redelivery (RabbitMQ requeues, JetStream redelivers after ack_wait)."""
+    kind = kind_of(producer)
+    source_id = SOURCE[kind]
+    port = int(producer.url.rsplit(":", 1)[1].strip("/"))
+    hold = AckHold(port, AMQP_ACK if kind == "amqp" else NATS_ACK)
+    relayed = producer.url.replace(f":{port}", f":{hold.listen_port}")
+    try:
+        with running_daemon(tmp_path, definitions((source_id, producer.source(relayed)))) as daemon:
+            consuming(daemon, source_id)
+            producer.publish(job(1))
+            assert numbers(daemon, source_id, 1) == [1]
+            assert hold.held.wait(15), "the daemon acknowledged nothing"
+            daemon.stop(signal.SIGKILL)
+            if kind == "amqp":
+                wait_for(lambda: producer.waiting() == 1, what="the message requeued")
+            else:
+                assert producer.waiting() == 1
+            hold.withhold = False
+            daemon.start()
+            producer.publish(job(2))
+            assert numbers(daemon, source_id, 2) == [1, 2]  # 1 once, then 2
+            wait_for(lambda: source_state(daemon, source_id)["messages"]["duplicate"] == 1, what="the redelivery")
+            assert len(runs(daemon, f"on-{source_id}")) == 2
+            wait_for(lambda: producer.waiting() == 0, what="every message acknowledged")
+    finally:
+        hold.close()
+
+
+@pytest.mark.parametrize("producer", ["sse"], indirect=True)
+def test_sse_resumes_after_a_crash_before_the_cursor_was_saved(tmp_path: Path, producer: Sse) -> None:
+    """SSE's acknowledgement is saving the last event id; the state a SIGKILL between the commit
+    of event 2 and that save leaves (the cursor still at 1) is set in the store of a killed
+    daemon. The next daemon resumes with Last-Event-ID: 1, gets 2 again, and runs it once."""
+    with running_daemon(tmp_path, definitions(("feed", producer.source()))) as daemon:
+        consuming(daemon, "feed")
+        producer.publish(job(1))
+        producer.publish(job(2))
+        assert numbers(daemon, "feed", 2) == [1, 2]
+        database = tmp_path / "state" / "triggerd.db"
+
+        def cursor() -> str | None:
+            with sqlite3.connect(database) as db:
+                row = db.execute("SELECT cursor FROM source_cursors WHERE source_id = 'feed'").fetchone()
+                return row[0] if row else None
+
+        wait_for(lambda: cursor() == "2", what="the cursor saved")
+        daemon.stop(signal.SIGKILL)
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE source_cursors SET cursor = '1'")
+        daemon.start()
+        producer.publish(job(3))
+        assert numbers(daemon, "feed", 3) == [1, 2, 3]
+        wait_for(lambda: source_state(daemon, "feed")["messages"]["duplicate"] == 1, what="the repeated event")
+        assert producer.server.resumed_from[-1] == "1"
+        assert len(runs(daemon, "on-feed")) == 3
+        wait_for(lambda: cursor() == "3", what="the cursor saved")
+
+
+@pytest.mark.parametrize("producer", ["amqp", "nats", "sse"], indirect=True)
+def test_the_broker_stopped_and_restarted_mid_stream_loses_nothing(tmp_path: Path, producer: Producer) -> None:
+    kind = kind_of(producer)
+    source_id = SOURCE[kind]
+    with running_daemon(tmp_path, definitions((source_id, producer.source()))) as daemon:
+        consuming(daemon, source_id)
+        producer.publish(job(1))
+        producer.publish(job(2))
+        assert numbers(daemon, source_id, 2) == [1, 2]
+        producer.publish(job(3))  # handled or not when the broker goes: once either way
+        producer.broker.stop()
+        wait_for(lambda: source_state(daemon, source_id)["state"] == "down", timeout=30, what="down")
+        assert daemon.request("GET", "/readyz")[0] == 200  # a broker that is down never stops the daemon
+        producer.broker.start()
+        producer.publish(job(4))
+        producer.publish(job(5))
+        assert numbers(daemon, source_id, 5, timeout=60) == [1, 2, 3, 4, 5]
+        if not isinstance(producer, Sse):
+            wait_for(lambda: producer.waiting() == 0, timeout=30, what="every message acknowledged")
+        assert len(runs(daemon, f"on-{source_id}")) == 5
+
