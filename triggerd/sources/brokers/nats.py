@@ -98,9 +98,10 @@ class NatsSource:
             await js.add_consumer(self.stream, config)
             return
         config = info.config
-        if config.ack_policy is not AckPolicy.EXPLICIT:
+        policy = getattr(config.ack_policy, "value", config.ack_policy)  # the server's answer: a plain string
+        if policy != AckPolicy.EXPLICIT.value:
             raise BrokerError(
-                f"durable {self.durable!r} of stream {self.stream!r} acknowledges {config.ack_policy}, "
+                f"durable {self.durable!r} of stream {self.stream!r} acknowledges {policy!r}, "
                 "not explicit: a message could be acknowledged before its commit"
             )
         wanted = (self.subject, self.source.max_in_flight, self.ack_wait)
