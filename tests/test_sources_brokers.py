@@ -18,11 +18,14 @@ from typing import Any
 import aio_pika
 import nats
 import pytest
+import redis
 
 from tests.ack_hold import AMQP_ACK, NATS_ACK, AckHold
+from tests.conftest import Write, found, load_dir
 from tests.harness import Daemon, running_daemon, wait_for
 from tests.servers import BrokerServer
 from tests.sse_server import SseServer
+from tests.test_sources_config import cli
 from tests.test_sources_redis import consuming, inputs, runs, source_state
 
 STAMP = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -265,3 +268,98 @@ def test_the_broker_stopped_and_restarted_mid_stream_loses_nothing(tmp_path: Pat
             wait_for(lambda: producer.waiting() == 0, timeout=30, what="every message acknowledged")
         assert len(runs(daemon, f"on-{source_id}")) == 5
 
+
+def test_a_reload_that_changes_one_source_leaves_every_other_type_consuming(
+    tmp_path: Path, rabbitmq_server: BrokerServer, nats_server: BrokerServer, redis_server: BrokerServer
+) -> None:
+    amqp, stream, sse = Amqp(rabbitmq_server), Nats(nats_server), Sse()
+    tag = secrets.token_hex(4)
+    redis_lines = {
+        "log": f'type: redis-stream\n  url: "{redis_server.url}"\n  stream: log-{tag}\n  start: "0"',
+        "todo": f'type: redis-list\n  url: "{redis_server.url}"\n  list: todo-{tag}',
+    }
+    sources = {"jobs": amqp.source(), "orders": stream.source(), "feed": sse.source(), **redis_lines}
+    try:
+        with (
+            redis.Redis.from_url(redis_server.url, socket_timeout=10) as client,
+            running_daemon(tmp_path, definitions(*sources.items())) as daemon,
+        ):
+            before = {source_id: consuming(daemon, source_id) for source_id in sources}
+            sources["orders"] += "\n  max_in_flight: 4"
+            (tmp_path / "defs" / "all.yaml").write_text(definitions(*sources.items()))
+            status, answer = daemon.request("POST", "/v1/reload")
+            assert status == 200, answer
+            wait_for(lambda: source_state(daemon, "orders")["since"] != before["orders"]["since"], what="restart")
+            consuming(daemon, "orders")
+            for source_id, state in before.items():
+                if source_id != "orders":
+                    assert source_state(daemon, source_id)["since"] == state["since"], f"{source_id} was restarted"
+            for producer in (amqp, stream, sse):
+                producer.publish(job(1))
+            client.xadd(f"log-{tag}", {"body": job(1)})
+            client.lpush(f"todo-{tag}", job(1))
+            for source_id in sources:
+                assert numbers(daemon, source_id, 1) == [1], source_id
+            reloaded = [line for line in daemon.log_lines() if line["message"].startswith("reloaded")]
+            # the file watcher may reload before POST /v1/reload does: one of them restarted one source
+            assert [line["message"].split("sources ")[1][:8] for line in reloaded] in (
+                ["+0 -0 ~1"],
+                ["+0 -0 ~1", "+0 -0 ~0"],
+            )
+    finally:
+        sse.server.close()
+
+
+def test_the_types_keys_are_validated_with_their_defaults(write: Write, tmp_path: Path) -> None:
+    path = str(
+        write(
+            "brokers.yaml",
+            """\
+            source:
+              id: jobs
+              type: amqp
+              url: "amqp://localhost/"
+            ---
+            source:
+              id: orders
+              type: nats
+              url: "nats://localhost:4222"
+              subject: "orders.>"
+            ---
+            source:
+              id: feed
+              type: sse
+              url: "nats://localhost/events"
+            ---
+            source:
+              id: ok
+              type: nats
+              url: "nats://localhost:4222"
+              subject: "orders.>"
+              stream: ORDERS
+              ack_wait: 1m
+            """,
+        )
+    )
+    assert found(load_dir(tmp_path)) == [
+        (path, 2, "error", "missing required key 'queue'"),
+        (path, 7, "error", "missing required key 'stream'"),
+        (path, 15, "error", "a sse source's url starts with http:// or https:// (got nats://)"),
+    ]
+    write("brokers.yaml", "source: {id: ok, type: nats, url: 'nats://h', subject: a.b, stream: S}\n")
+    source = load_dir(tmp_path).configuration.sources["ok"]  # type: ignore[union-attr]
+    assert dict(source.options) == {"subject": "a.b", "stream": "S", "durable": "triggerd", "ack_wait": 30}
+
+
+@pytest.mark.parametrize(("kind", "package"), [("amqp", "aio_pika"), ("nats", "nats")])
+def test_a_missing_client_is_a_validation_error_naming_the_extra(
+    write: Write, tmp_path: Path, kind: str, package: str
+) -> None:
+    extra = {"amqp": "queue: q", "nats": "subject: a, stream: S"}[kind]
+    write("s.yaml", f"source: {{id: s, type: {kind}, url: '{kind}://localhost', {extra}}}\n")
+    proc = cli("validate", str(tmp_path), prelude=f"import sys; sys.modules[{package!r}] = None")
+    assert proc.returncode == 1
+    assert (
+        f"error: source type '{kind}' needs the Python package(s) {package}, "
+        "which the [queues] extra installs: pip install 'triggerd[queues]' (at /source/type)"
+    ) in proc.stdout
