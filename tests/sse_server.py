@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -22,6 +23,7 @@ class SseServer:
         self.retry_ms = retry_ms
         self.events: list[tuple[str | None, str]] = []  # (id, raw lines of the event)
         self.resumed_from: list[str | None] = []
+        self.requested_at: list[float] = []  # time.monotonic() of each request
         self.loop = asyncio.new_event_loop()
         self.changed: asyncio.Condition | None = None
         self.runner: web.AppRunner | None = None
@@ -34,6 +36,7 @@ class SseServer:
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         assert self.changed is not None
+        self.requested_at.append(time.monotonic())
         last = request.headers.get("Last-Event-ID")
         self.resumed_from.append(last)
         ids = [i for i, _ in self.events]
@@ -78,6 +81,10 @@ class SseServer:
 
     def stop(self) -> None:
         self._call(self._stop())
+
+    def push_raw(self, text: str, event_id: str | None = None) -> None:
+        """Bytes of the stream as given (`event_id` is what a resume from it skips to)."""
+        self._call(self._push(event_id, text))
 
     def push(self, data: str, event_id: str | None = None, kind: str | None = None) -> None:
         """One event: its `id:` and `event:` lines when given, its data split into data: lines."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ import redis
 
 from tests.ack_hold import AMQP_ACK, NATS_ACK, AckHold
 from tests.conftest import Write, found, load_dir
-from tests.harness import Daemon, running_daemon, wait_for
+from tests.harness import Daemon, running_daemon, wait_for, write_config
 from tests.servers import BrokerServer
 from tests.sse_server import SseServer
 from tests.test_sources_config import cli
@@ -363,3 +365,58 @@ def test_a_missing_client_is_a_validation_error_naming_the_extra(
         f"error: source type '{kind}' needs the Python package(s) {package}, "
         "which the [queues] extra installs: pip install 'triggerd[queues]' (at /source/type)"
     ) in proc.stdout
+
+
+def test_sse_parses_the_event_stream_format_and_honours_retry(tmp_path: Path) -> None:
+    """CR, LF and CRLF line ends, data on several lines, comments, an id without data (no event,
+    but the last event id moves), an event without an id (its last event id inherited); then the
+    server's `retry:` delays the reconnection after the server went away."""
+    server = SseServer(retry_ms=2000)
+    lines = 'type: sse\n  url: "' + server.url + '"'
+    try:
+        with running_daemon(tmp_path, definitions(("feed", lines))) as daemon:
+            consuming(daemon, "feed")
+            server.push_raw('id: a\revent: x\rdata: {"type": "job.created",\rdata:  "id": "j-1", "n": 1}\r\r', "a")
+            server.push_raw(": keepalive\nid: b\n\n", "b")
+            server.push_raw('data:{"type": "job.created", "id": "j-2", "n": 2}\r\n\r\n')
+            assert numbers(daemon, "feed", 2) == [1, 2]
+            with sqlite3.connect(tmp_path / "state" / "triggerd.db") as db:
+                wait_for(lambda: db.execute("SELECT cursor FROM source_cursors").fetchall() == [("b",)], what="b")
+            stopped = time.monotonic()
+            server.stop()
+            server.start()
+            wait_for(lambda: len(server.requested_at) == 2, timeout=15, what="the reconnection")
+            assert server.requested_at[1] - stopped >= 1.9  # retry: 2000, where the backoff starts at 0.5 s
+            assert server.resumed_from == [None, "b"]
+            server.push("{" + '"type": "job.created", "id": "j-3", "n": 3}', event_id="c")
+            assert numbers(daemon, "feed", 3) == [1, 2, 3]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("producer", ["amqp", "nats"], indirect=True)
+def test_two_daemons_are_competing_consumers(tmp_path: Path, producer: Amqp | Nats) -> None:
+    """Two daemons, one store each, one queue or one durable: each message is handled by one."""
+    source_id = SOURCE[kind_of(producer)]
+    defs = definitions((source_id, producer.source() + "\n  max_in_flight: 2"))
+    daemons = [
+        Daemon(root, write_config(root, defs), {"PATH": os.environ["PATH"]})
+        for root in (tmp_path / "a", tmp_path / "b")
+    ]
+    try:
+        for daemon in daemons:
+            daemon.start()
+            consuming(daemon, source_id)
+        for n in range(30):
+            producer.publish(job(n))
+
+        def handled() -> list[int]:
+            return [r["input"]["n"] for d in daemons for r in runs(d, f"on-{source_id}")]
+
+        wait_for(lambda: len(handled()) >= 30, timeout=30, what="30 runs in all")
+        assert sorted(handled()) == list(range(30))
+        assert all(runs(d, f"on-{source_id}") for d in daemons), "both consumers took a share"
+    finally:
+        for daemon in daemons:
+            if daemon.process is not None and daemon.process.poll() is None:
+                daemon.stop()
