@@ -367,7 +367,7 @@ def test_a_missing_client_is_a_validation_error_naming_the_extra(
     ) in proc.stdout
 
 
-def test_sse_parses_the_event_stream_format_and_honours_retry(tmp_path: Path) -> None:
+def test_sse_parses_the_event_stream_format_honours_retry_and_cuts_a_huge_event(tmp_path: Path) -> None:
     """CR, LF and CRLF line ends, data on several lines, comments, an id without data (no event,
     but the last event id moves), an event without an id (its last event id inherited); then the
     server's `retry:` delays the reconnection after the server went away."""
@@ -390,6 +390,14 @@ def test_sse_parses_the_event_stream_format_and_honours_retry(tmp_path: Path) ->
             assert server.resumed_from == [None, "b"]
             server.push("{" + '"type": "job.created", "id": "j-3", "n": 3}', event_id="c")
             assert numbers(daemon, "feed", 3) == [1, 2, 3]
+            server.push("x" * (17 * 1024 * 1024), event_id="d")  # cut at 16 MiB while read, then dead
+            server.push(job(4), event_id="e")
+            assert numbers(daemon, "feed", 4) == [1, 2, 3, 4]
+            (dead,) = daemon.request("GET", "/v1/dead-letters")[1]["messages"]
+            assert (
+                "the message body is 16777210 bytes, more than the 1048576 allowed"
+            )  # 16 MiB less "data: " in dead["reason"]
+            assert dead["broker_id"] == "d"
     finally:
         server.close()
 

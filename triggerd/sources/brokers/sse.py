@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +42,11 @@ CONNECT_TIMEOUT = 10.0
 # A stream silent this long is taken for a dead connection; servers send comments as keepalives
 # far more often than this.
 READ_TIMEOUT = 300.0
-MAX_EVENT_BYTES = 16 * 1024 * 1024  # one event's buffered lines; beyond, the server is misbehaving
+LINE_END = re.compile(r"\r\n|\r|\n")
+# What is kept of one line, and of one event's data; the rest is dropped, so the daemon never
+# buffers without end and the event still reaches the runner, which makes it a dead letter for its
+# size (above server.max_body_bytes, 1 MiB by default) rather than failing the stream at it forever.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 # The server's `retry:` and when the previous connection ended, by source id: a Broker lives for
 # one connection, and the wait belongs between two of them.
@@ -93,21 +98,26 @@ class Sse:
         assert self.response is not None
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         pending = ""
+        cut = False  # inside a line longer than MAX_EVENT_BYTES, whose rest is dropped
         async for chunk in self.response.content.iter_any():
-            pending += decoder.decode(chunk)
+            text = decoder.decode(chunk)
+            if cut:
+                first = LINE_END.search(text)
+                if first is None:
+                    continue
+                text, cut = text[first.start() :], False  # the line end stays: the cut line is yielded
+            pending += text
             start = 0
-            while True:
-                ends = [i for i in (pending.find("\r", start), pending.find("\n", start)) if i >= 0]
-                if not ends:
-                    break
-                end = min(ends)
-                if pending[end] == "\r" and end + 1 == len(pending):
+            for end in LINE_END.finditer(pending):
+                if end.group() == "\r" and end.end() == len(pending):
                     break  # a CR at the end of a chunk may be the first half of a CRLF
-                yield pending[start:end]
-                start = end + (2 if pending.startswith("\r\n", end) else 1)
+                yield pending[start : end.start()]
+                start = end.end()
             pending = pending[start:]
             if len(pending) > MAX_EVENT_BYTES:
-                raise BrokerError(f"a line of more than {MAX_EVENT_BYTES} bytes from {display_url(self.url)}")
+                # Keep the start, so the event is still one (a dead letter for its size), not a
+                # stream that fails at the same event on every reconnection.
+                pending, cut = pending[:MAX_EVENT_BYTES], True
 
     async def messages(self) -> AsyncIterator[Message]:
         last_id = self.saved or ""
@@ -127,10 +137,9 @@ class Sse:
                 name, _, value = line.partition(":")
                 value = value.removeprefix(" ")
                 if name == "data":
-                    data.append(value)
-                    size += len(value) + 1
-                    if size > MAX_EVENT_BYTES:
-                        raise BrokerError(f"an event of more than {MAX_EVENT_BYTES} bytes from {display_url(self.url)}")
+                    if size <= MAX_EVENT_BYTES:  # beyond, the event is a dead letter for its size anyway
+                        data.append(value)
+                        size += len(value) + 1
                 elif name == "event":
                     kind = value
                 elif name == "id" and "\0" not in value:
