@@ -44,17 +44,21 @@ class Amqp:
     def source(self, url: str | None = None) -> str:
         return f'type: amqp\n  url: "{url or self.url}"\n  queue: {self.queue}'
 
-    async def _publish(self, body: bytes) -> None:
+    async def _publish(self, body: bytes, message_id: str | None) -> None:
         connection = await aio_pika.connect(self.url, timeout=10)
         async with connection:
             channel = await connection.channel()
             message = aio_pika.Message(
-                body, timestamp=STAMP, headers={"trace": "t-1"}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                body,
+                timestamp=STAMP,
+                headers={"trace": "t-1"},
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message_id,
             )
             await channel.default_exchange.publish(message, routing_key=self.queue)
 
-    def publish(self, body: str | bytes) -> None:
-        asyncio.run(self._publish(body.encode() if isinstance(body, str) else body))
+    def publish(self, body: str | bytes, message_id: str | None = None) -> None:
+        asyncio.run(self._publish(body.encode() if isinstance(body, str) else body, message_id))
 
     async def _ready(self) -> int:
         connection = await aio_pika.connect(self.url, timeout=10)
@@ -89,9 +93,10 @@ class Nats:
         finally:
             await client.close()
 
-    def publish(self, body: str | bytes) -> None:
+    def publish(self, body: str | bytes, message_id: str | None = None) -> None:
         data = body.encode() if isinstance(body, str) else body
-        asyncio.run(self._call(lambda js: js.publish(f"{self.prefix}.eu", data, headers={"trace": "t-1"})))
+        headers = {"trace": "t-1", **({"Nats-Msg-Id": message_id} if message_id else {})}
+        asyncio.run(self._call(lambda js: js.publish(f"{self.prefix}.eu", data, headers=headers)))
 
     def waiting(self) -> int:
         """Messages delivered to the durable and not acknowledged."""
@@ -136,11 +141,13 @@ def kind_of(producer: Producer) -> str:
     return {Amqp: "amqp", Nats: "nats", Sse: "sse"}[type(producer)]
 
 
-def definitions(*sources: tuple[str, str]) -> str:
-    """The echo agent, and for each (source id, its type's lines) the source and a trigger on it."""
+def definitions(*sources: tuple[str, str], mapped_id: bool = True) -> str:
+    """The echo agent, and for each (source id, its type's lines) the source and a trigger on it.
+    mapped_id: the event id is the body's `id`; else the broker's message id."""
     docs = ["agent: {id: echo, type: command, command: [cat]}"]
     for source_id, lines in sources:
-        docs.append(f"source:\n  id: {source_id}\n  {lines}\n  event:\n    type: $.body.type\n    id: $.body.id")
+        mapping = "\n    id: $.body.id" if mapped_id else ""
+        docs.append(f"source:\n  id: {source_id}\n  {lines}\n  event:\n    type: $.body.type{mapping}")
         docs.append(
             f"trigger:\n  id: on-{source_id}\n  type: event\n  event: {{pattern: 'job.*', source: {source_id}}}\n"
             "  agent: {id: echo, input_mapping: {n: $.event.data.n, time: $.event.time}}"
@@ -175,8 +182,15 @@ def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(tmp_path: Pa
         assert message["source_id"] == source_id
         assert "matched nothing" in message["reason"] and "not JSON" in message["reason"]
         assert message["payload"] == "\ufffd not json {"
-        expected_header = {"amqp": ("trace", "t-1"), "nats": ("trace", "t-1"), "sse": ("event", "update")}[kind]
-        assert message["headers"][expected_header[0]] == expected_header[1]
+        headers = {
+            "amqp": {"trace": "t-1", "routing_key": getattr(producer, "queue", None), "delivery_mode": 2},
+            "nats": {"trace": "t-1"},
+            "sse": {"event": "update", "last_event_id": "2"},
+        }[kind]
+        assert {k: message["headers"].get(k) for k in headers} == headers
+        # aio-pika's publisher gives every message a random message_id when none is set: the broker id
+        poison_id = {"amqp": message["headers"].get("message_id"), "nats": "2", "sse": "2"}[kind]
+        assert message["broker_id"] == poison_id and poison_id  # the message_id, the stream sequence, the id
         state = wait_for(lambda: (s := source_state(daemon, source_id))["messages"]["published"] == 2 and s)
         assert state["messages"] == {"published": 2, "duplicate": 0, "dead_letter": 1}
         assert state["in_flight"] == 0 and state["last_error"] is None
@@ -187,20 +201,27 @@ def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(tmp_path: Pa
             assert db.execute("SELECT cursor FROM source_cursors").fetchall() == [("3",)]
 
 
+@pytest.mark.parametrize("mapped_id", [True, False], ids=["body-id", "broker-id"])
 @pytest.mark.parametrize("producer", ["amqp", "nats"], indirect=True)
-def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(tmp_path: Path, producer: Amqp | Nats) -> None:
+def test_a_crash_after_the_commit_and_before_the_ack_fires_nothing_twice(
+    tmp_path: Path, producer: Amqp | Nats, mapped_id: bool
+) -> None:
     """The daemon talks to the broker through a relay that drops its first acknowledgement and
     everything after it; the daemon is SIGKILLed once the run is committed and the ack withheld,
-    and the next daemon gets the redelivery (RabbitMQ requeues, JetStream redelivers after ack_wait)."""
+    and the next daemon gets the redelivery (RabbitMQ requeues, JetStream redelivers after ack_wait).
+
+    broker-id: no event.id, so the redelivery is recognised by the broker's id (the AMQP
+    message_id property, the JetStream stream sequence)."""
     kind = kind_of(producer)
     source_id = SOURCE[kind]
     port = int(producer.url.rsplit(":", 1)[1].strip("/"))
     hold = AckHold(port, AMQP_ACK if kind == "amqp" else NATS_ACK)
     relayed = producer.url.replace(f":{port}", f":{hold.listen_port}")
     try:
-        with running_daemon(tmp_path, definitions((source_id, producer.source(relayed)))) as daemon:
+        defs = definitions((source_id, producer.source(relayed)), mapped_id=mapped_id)
+        with running_daemon(tmp_path, defs) as daemon:
             consuming(daemon, source_id)
-            producer.publish(job(1))
+            producer.publish(job(1), message_id="m-1" if kind == "amqp" and not mapped_id else None)
             assert numbers(daemon, source_id, 1) == [1]
             assert hold.held.wait(15), "the daemon acknowledged nothing"
             daemon.stop(signal.SIGKILL)
