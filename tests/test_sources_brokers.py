@@ -449,3 +449,27 @@ def test_two_daemons_are_competing_consumers(tmp_path: Path, producer: Amqp | Na
         for daemon in daemons:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.stop()
+
+
+@pytest.mark.parametrize("producer", ["amqp", "nats", "sse"], indirect=True)
+def test_a_source_that_cannot_consume_is_down_with_a_precise_error_and_no_password(
+    tmp_path: Path, producer: Producer
+) -> None:
+    """A refused login (amqp), a stream that does not exist (nats), an endpoint that is not an
+    event stream (sse): the source is down saying why, the daemon serves on, no password shows."""
+    kind = kind_of(producer)
+    source_id = SOURCE[kind]
+    password = secrets.token_hex(8)
+    broken = {
+        "amqp": producer.source(producer.url.replace("guest:guest@", f"guest:{password}@")),
+        "nats": producer.source().replace(f"stream: {getattr(producer, 'stream', '')}", "stream: NOPE"),
+        "sse": producer.source(producer.url.replace("/events", f"/nothing?token={password}")),
+    }[kind]
+    with running_daemon(tmp_path, definitions((source_id, broken))) as daemon:
+        state = wait_for(lambda: (s := source_state(daemon, source_id))["last_error"] and s, timeout=20)
+        assert state["state"] in ("down", "connecting")
+        expected = {"amqp": "ACCESS_REFUSED", "nats": "stream not found", "sse": "HTTP 404"}[kind]
+        assert expected in state["last_error"], state["last_error"]
+        assert daemon.request("GET", "/readyz")[0] == 200
+        assert password not in json.dumps(daemon.request("GET", "/v1/sources")[1])
+    assert password not in daemon.log.read_text()
