@@ -24,6 +24,7 @@ class SseServer:
         self.events: list[tuple[str | None, str]] = []  # (id, raw lines of the event)
         self.resumed_from: list[str | None] = []
         self.requested_at: list[float] = []  # time.monotonic() of each request
+        self.request_headers: list[dict[str, str]] = []
         self.loop = asyncio.new_event_loop()
         self.changed: asyncio.Condition | None = None
         self.runner: web.AppRunner | None = None
@@ -37,6 +38,7 @@ class SseServer:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         assert self.changed is not None
         self.requested_at.append(time.monotonic())
+        self.request_headers.append(dict(request.headers))
         last = request.headers.get("Last-Event-ID")
         self.resumed_from.append(last)
         ids = [i for i, _ in self.events]

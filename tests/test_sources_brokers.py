@@ -194,9 +194,15 @@ def test_a_message_becomes_a_run_and_a_poison_message_a_dead_letter(tmp_path: Pa
         state = wait_for(lambda: (s := source_state(daemon, source_id))["messages"]["published"] == 2 and s)
         assert state["messages"] == {"published": 2, "duplicate": 0, "dead_letter": 1}
         assert state["in_flight"] == 0 and state["last_error"] is None
+        if kind != "sse":  # polled every 5 s from the start; an event stream reports none
+            wait_for(lambda: source_state(daemon, source_id)["lag"] == 0, timeout=12, what="lag 0")
+        else:
+            assert state["lag"] is None
         if not isinstance(producer, Sse):
             wait_for(lambda: producer.waiting() == 0, what="every message acknowledged")
-    if isinstance(producer, Sse):  # acknowledged = the last event id saved, and sent when resuming
+    if isinstance(producer, Sse):  # the definition's headers are sent; acknowledged = the last id saved
+        assert producer.server.request_headers[0]["X-Token"] == "t-1"
+        assert producer.server.request_headers[0]["Accept"] == "text/event-stream"
         with sqlite3.connect(tmp_path / "state" / "triggerd.db") as db:
             assert db.execute("SELECT cursor FROM source_cursors").fetchall() == [("3",)]
 
