@@ -479,3 +479,27 @@ def test_a_source_that_cannot_consume_is_down_with_a_precise_error_and_no_passwo
         assert daemon.request("GET", "/readyz")[0] == 200
         assert password not in json.dumps(daemon.request("GET", "/v1/sources")[1])
     assert password not in daemon.log.read_text()
+
+
+@pytest.mark.parametrize("producer", ["amqp"], indirect=True)
+def test_an_amqp_queue_deleted_under_the_consumer_is_declared_again(tmp_path: Path, producer: Amqp) -> None:
+    async def delete() -> None:
+        connection = await aio_pika.connect(producer.url, timeout=10)
+        async with connection:
+            await (await connection.channel()).queue_delete(producer.queue)
+
+    def declared() -> bool:
+        try:
+            return producer.waiting() == 0
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+
+    with running_daemon(tmp_path, definitions(("jobs", producer.source()))) as daemon:
+        consuming(daemon, "jobs")
+        asyncio.run(delete())
+        failed = wait_for(lambda: (s := source_state(daemon, "jobs"))["last_error"] and s, what="the cancel")
+        assert "cancelled the consumer of queue" in failed["last_error"]
+        wait_for(declared, timeout=15, what="the queue declared again")
+        consuming(daemon, "jobs")
+        producer.publish(job(1))
+        assert numbers(daemon, "jobs", 1) == [1]

@@ -131,8 +131,13 @@ class Amqp:
         def closed(_sender: Any, exc: BaseException | None) -> None:
             inbox.put_nowait(exc or ConnectionError("the channel was closed"))
 
+        async def cancelled(_frame: Any) -> None:  # the queue was deleted: connect declares it again
+            inbox.put_nowait(ConnectionError(f"the broker cancelled the consumer of queue {self.name!r}"))
+
         self.channel.close_callbacks.add(closed)
         try:
+            underlay = await self.channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(cancelled)
             await self.queue.consume(deliver, no_ack=False, consumer_tag=self.tag)
         except ERRORS as exc:
             raise self._error(f"consuming queue {self.name!r}", exc) from None
