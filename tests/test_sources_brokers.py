@@ -503,3 +503,15 @@ def test_an_amqp_queue_deleted_under_the_consumer_is_declared_again(tmp_path: Pa
         consuming(daemon, "jobs")
         producer.publish(job(1))
         assert numbers(daemon, "jobs", 1) == [1]
+
+
+@pytest.mark.parametrize("producer", ["nats"], indirect=True)
+def test_a_nats_durable_deleted_under_the_consumer_is_created_again(tmp_path: Path, producer: Nats) -> None:
+    with running_daemon(tmp_path, definitions(("orders", producer.source()))) as daemon:
+        consuming(daemon, "orders")
+        asyncio.run(producer._call(lambda js: js.delete_consumer(producer.stream, "triggerd")))
+        wait_for(lambda: source_state(daemon, "orders")["last_error"], timeout=15, what="the loss noticed")
+        consuming(daemon, "orders")
+        producer.publish(job(1))
+        assert numbers(daemon, "orders", 1) == [1]
+        assert producer.waiting() == 0

@@ -133,11 +133,21 @@ class NatsSource:
             try:
                 batch = await self.pull.fetch(self.source.max_in_flight, timeout=FETCH_WAIT)
             except NatsTimeout:  # nothing arrived within the pull's wait
+                await self._still_there()
                 continue
             except ERRORS as exc:
                 raise self._error(f"pulling from durable {self.durable!r}", exc) from None
             for msg in batch:
                 yield self._message(msg)
+
+    async def _still_there(self) -> None:
+        """A pull on a durable that was deleted just expires; ask for it while idle, so a deleted
+        durable is a connection error (connect creates it again) rather than silence forever."""
+        assert self.pull is not None
+        try:
+            await self.pull.consumer_info()
+        except ERRORS as exc:
+            raise self._error(f"looking up durable {self.durable!r} of stream {self.stream!r}", exc) from None
 
     async def acknowledge(self, message: Message) -> None:
         msg: Msg = message.handle
