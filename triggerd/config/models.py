@@ -87,6 +87,8 @@ class StoreSettings:
     url: str
     retention: float = 30 * 86400.0
     sync: SyncLevel = SyncLevel.NORMAL
+    instance: str = ""  # this daemon's name among those sharing the store; "" means host:pid
+    lease: float = 30.0  # a claimed run's lease, renewed every third of it (SPEC 10)
 
 
 @dataclass(frozen=True, slots=True)

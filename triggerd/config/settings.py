@@ -113,6 +113,8 @@ def build_settings(
             url=store_url(store.get("url"), base_dir, env),
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
+            instance=store.get("instance", ""),
+            lease=doc.duration("/store/lease", store.get("lease", "30s")) if doc else 30.0,
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),
         limits=Limits(

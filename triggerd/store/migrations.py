@@ -81,4 +81,25 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE attempts ADD COLUMN pgid_start_ticks INTEGER",
         "ALTER TABLE attempts ADD COLUMN boot_id TEXT",
     ],
+    [
+        # Claims and leases (SPEC 10): the daemon running a run and until when its lease holds; a
+        # cancel asked by another daemon. A running run left from before has no lease: the first
+        # claim takes it over, as a restart resumed it before.
+        "ALTER TABLE runs ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_until TEXT",
+        "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
+        "CREATE INDEX runs_pending ON runs (trigger_id, id) WHERE status = 'pending'",
+        "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
+        "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            pid INTEGER,
+            pid_start_ticks INTEGER,
+            boot_id TEXT
+        ) WITHOUT ROWID""",
+    ],
 ]
