@@ -17,23 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from functools import partial
-from hashlib import sha256
 from typing import Any
 
 from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
-from triggerd.agents.process_group import boot_id, end_if_ours, identify_self, is_ours
+from triggerd.agents.process_group import end_if_ours
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
+from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
@@ -50,7 +48,7 @@ from triggerd.runs import (
     Source,
     new_run_id,
 )
-from triggerd.store.abc import Instance, Interrupted, Loaded, Store, TriggerLoad
+from triggerd.store.abc import Interrupted, Store, TriggerLoad
 
 log = logging.getLogger("triggerd.dispatch")
 STORE_RETRY_SECONDS = 1.0
@@ -94,28 +92,6 @@ class Job:
 
     def __post_init__(self) -> None:
         self.log_extra = {"run_id": self.run_id, "trigger_id": self.trigger.id, "agent_id": self.agent.id}
-
-
-def default_instance() -> str:
-    """host:pid, the instance name of a daemon whose settings name none (SPEC 10)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def loaded(configuration: Configuration) -> Loaded:
-    """What a claim needs to know of the loaded definitions."""
-    return Loaded(
-        {t.id: (t.max_concurrent, t.retry.max_attempts) for t in configuration.triggers.values()},
-        {a.id: a.max_concurrent for a in configuration.agents.values()},
-    )
-
-
-def fingerprint(configuration: Configuration) -> str:
-    """One digest of every loaded definition: daemons sharing a store should show the same."""
-    digest = sha256()
-    for kind, items in (("trigger", configuration.triggers), ("agent", configuration.agents)):
-        for key in sorted(items):
-            digest.update(f"{kind}:{key}:{items[key].fingerprint}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +145,7 @@ class Dispatcher:
         waiting for the lease. Process groups their interrupted command attempts left running
         are ended before any retry starts (claim_runs reports them).
         """
-        now = isoformat(self.clock.now())
-        dead = [instance.id for instance in await self.store.instances() if self._is_dead(instance)]
-        await self.store.register_instance(
-            Instance(self.instance, self.address, now, fingerprint(self.configuration), now, identify_self())
-        )
-        await self.store.expire_claims(dead, now)
+        await register(self.store, self.instance, self.address, self.configuration, self.clock, self.leases.lease)
         unfinished = await self.store.unfinished_runs()
         for run in unfinished:
             if run.status is RunStatus.CANCELLED:  # cancelled by a shutdown: resumed on the next start (SPEC 8)
@@ -182,25 +153,7 @@ class Dispatcher:
         self.state = DispatcherState.RUNNING
         await self._claim()
         self._tender = asyncio.create_task(self._tend(), name="dispatch-tend")
-        await self._warn_if_definitions_differ()
         return len(unfinished)
-
-    def _is_dead(self, instance: Instance) -> bool:
-        if instance.id == self.instance:
-            return True  # a daemon of this name was running before this start: this is its next life
-        process = instance.process
-        return process is not None and process.boot_id == boot_id() and not is_ours(process)
-
-    async def _warn_if_definitions_differ(self) -> None:
-        mine = fingerprint(self.configuration)
-        others = [i for i in await self.store.instances() if i.id != self.instance and i.fingerprint != mine]
-        for other in others:
-            log.warning(
-                "daemon %s shares this store with other definitions (fingerprint %s, here %s)",
-                other.id,
-                other.fingerprint,
-                mine,
-            )
 
     async def drain(self, grace: float) -> None:
         """Stop claiming runs, let running ones finish within `grace`, cancel the rest (reason shutdown)."""

@@ -96,6 +96,7 @@ def add_admin_routes(
     app.router.add_post("/v1/events", post_events)
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_get("/v1/config", get_config)
+    app.router.add_get("/v1/instances", list_instances)
     app.router.add_get("/v1/openapi.json", get_openapi)
 
 
@@ -300,6 +301,12 @@ async def dead_letters(request: web.Request) -> web.Response:
     _, limit, _ = _page(request)
     runs = await _store_call(request.app[DISPATCHER].store.dead_letters(limit))
     return json_response({"runs": [r.to_json() for r in runs]})
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    """SPEC 10: the daemons sharing the store, with when each started and was last seen."""
+    instances = await _store_call(request.app[DISPATCHER].store.instances())
+    return json_response({"instances": [i.to_json() for i in instances]})
 
 
 async def post_events(request: web.Request) -> web.Response:

@@ -57,6 +57,17 @@ def openapi() -> dict[str, Any]:
     nullable_string = {"type": ["string", "null"]}
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "Instance": {
+            "type": "object",
+            "required": ["id", "address", "started", "last_seen", "fingerprint"],
+            "properties": {
+                "id": {"type": "string"},
+                "address": {"type": "string"},
+                "started": {"type": "string", "format": "date-time"},
+                "last_seen": {"type": "string", "format": "date-time"},
+                "fingerprint": {"type": "string", "description": "Of the daemon's loaded definitions"},
+            },
+        },
         "Attempt": {
             "type": "object",
             "required": ["number", "started_at", "status"],
@@ -352,6 +363,17 @@ def openapi() -> dict[str, Any]:
                 "The running configuration: its files, the problems of what it left out, when it was applied",
                 "200",
                 _ref("Config"),
+            )
+        },
+        "/v1/instances": {
+            "get": _operation(
+                "The daemons sharing the store (SPEC 10): id, address, started, last seen",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {"instances": {"type": "array", "items": _ref("Instance")}},
+                },
             )
         },
         "/v1/openapi.json": {"get": _operation("This description", "200", {"type": "object"})},
