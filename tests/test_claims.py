@@ -55,9 +55,10 @@ def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_ev
             await store.create_run(run)
         a = await store.claim_runs("A", at(1), at(31), 1, LOADED)
         assert [r.id for r in a.runs] == [t_runs[0].id]  # the limit this daemon passed: oldest first
+        assert a.pending is None  # counted only when asked
         assert a.runs[0].status is RunStatus.RUNNING
         assert [(x.number, x.status, x.started_at) for x in a.runs[0].attempts] == [(1, RunStatus.RUNNING, at(1))]
-        b = await store.claim_runs("B", at(2), at(32), 10, LOADED)
+        b = await store.claim_runs("B", at(2), at(32), 10, LOADED, count_pending=True)
         # trigger t allows 2 running (one is A's), agent b allows 1; nobody loads "not-loaded"
         assert sorted(r.id for r in b.runs) == sorted([t_runs[1].id, u_runs[0].id])
         assert b.pending == 4

@@ -130,6 +130,7 @@ class Dispatcher:
         self._reserved: Counter[str] = Counter()
         self._pending = 0  # pending runs in the store, as of the last claim
         self._wanted = False
+        self._polled = False
         self._claimer: asyncio.Task[None] | None = None
         self._wake: asyncio.TimerHandle | None = None
         self._tender: asyncio.Task[None] | None = None
@@ -376,20 +377,27 @@ class Dispatcher:
 
     # --- claiming -----------------------------------------------------------------
 
-    def wake(self) -> None:
-        """Look for runs to claim now: a firing, a run that ended, a retry due, a poll, a NOTIFY."""
+    def wake(self, *, poll: bool = False) -> None:
+        """Look for runs to claim now: a firing, a run that ended, a retry due, a poll, a NOTIFY.
+
+        While every slot of this daemon is taken, only a poll goes to the store (to take expired
+        leases over): a firing or a NOTIFY then waits for a run here to end.
+        """
         if self.state is not DispatcherState.RUNNING:
             return
         self._wanted = True
+        self._polled |= poll
         if self._claimer is None or self._claimer.done():
             self._claimer = asyncio.create_task(self._claim_while_wanted(), name="dispatch-claim")
 
     async def _claim_while_wanted(self) -> None:
         while self._wanted and self.state is DispatcherState.RUNNING:
             self._wanted = False
-            await self._claim()
+            polled, self._polled = self._polled, False
+            if polled or len(self._running) < self.global_limit:
+                await self._claim(polled)
 
-    async def _claim(self) -> None:
+    async def _claim(self, polled: bool = True) -> None:
         """One claim: take over expired leases, claim what the limits allow, start it."""
         free = self.global_limit - len(self._running)
         configuration, claimed_at = self.configuration, self.clock.monotonic()
@@ -397,12 +405,18 @@ class Dispatcher:
             self._loaded = (configuration, loaded(configuration))
         try:
             claims = await self.store.claim_runs(
-                self.instance, isoformat(self.clock.now()), self.leases.lease_until(), max(free, 0), self._loaded[1]
+                self.instance,
+                isoformat(self.clock.now()),
+                self.leases.lease_until(),
+                max(free, 0),
+                self._loaded[1],
+                count_pending=polled,
             )
         except StoreError as exc:
             log.error("cannot claim runs: %s", exc)
             return  # the next poll tries again
-        self._pending = claims.pending
+        if claims.pending is not None:
+            self._pending = claims.pending
         jobs = []
         for run in claims.runs:
             trigger = configuration.triggers[run.trigger_id]
@@ -439,7 +453,7 @@ class Dispatcher:
             now = self.clock.monotonic()
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
-                self.wake()
+                self.wake(poll=True)
             await asyncio.sleep(min(self.leases.every / 3, POLL_SECONDS))
 
     def _wake_at(self, due: float) -> None:

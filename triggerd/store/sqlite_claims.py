@@ -82,8 +82,10 @@ class SqliteClaims:
 
         return await self._write(expire)
 
-    async def claim_runs(self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
-        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded))
+    async def claim_runs(
+        self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
+    ) -> Claims:
+        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded, count_pending))
 
     async def renew_leases(self: _Io, instance: str, run_ids: Sequence[str], now: str, lease_until: str) -> Renewal:
         ids = list(run_ids)
@@ -128,19 +130,25 @@ class SqliteClaims:
 
     async def trigger_load(self: _Io, trigger_id: str) -> TriggerLoad:
         def load(conn: sqlite3.Connection) -> TriggerLoad:
-            # Three probes of the partial indexes, each bounded by this trigger's runs in flight.
-            running, pending, oldest = conn.execute(
-                "SELECT (SELECT count(*) FROM runs WHERE status = 'running' AND trigger_id = ?), "
-                "(SELECT count(*) FROM runs WHERE status = 'pending' AND trigger_id = ?), "
-                "(SELECT min(id) FROM runs WHERE status = 'running' AND trigger_id = ?)",
-                (trigger_id, trigger_id, trigger_id),
+            # Probes of the partial indexes only, each bounded by this trigger's runs in flight (the
+            # planner would otherwise walk every run the trigger ever had for the oldest running one).
+            running, oldest = conn.execute(
+                "SELECT count(*), min(id) FROM runs INDEXED BY runs_running "
+                "WHERE status = 'running' AND trigger_id = ?",
+                (trigger_id,),
+            ).fetchone()
+            (pending,) = conn.execute(
+                "SELECT count(*) FROM runs INDEXED BY runs_pending WHERE status = 'pending' AND trigger_id = ?",
+                (trigger_id,),
             ).fetchone()
             return TriggerLoad(running, pending, oldest)
 
         return await self._read(load)
 
 
-def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
+def _claim(
+    conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, count_pending: bool
+) -> Claims:
     interrupted = _take_over(conn, now, loaded)
     claimed: list[str] = []
     if limit > 0:
@@ -196,11 +204,14 @@ def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, 
     for i in range(0, len(claimed), _CHUNK):
         chunk = claimed[i : i + _CHUNK]
         runs.extend(_select_runs(conn, f"WHERE id IN ({_marks(chunk)}) ORDER BY id", chunk))
-    next_due, pending = conn.execute(
-        "SELECT (SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
-        "AND next_attempt_at > ?), (SELECT count(*) FROM runs WHERE status = 'pending')",
+    (next_due,) = conn.execute(
+        "SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
+        "AND next_attempt_at > ?",
         (now,),
     ).fetchone()
+    pending = None
+    if count_pending:  # a walk of every pending run: only when asked (a poll), not at every claim
+        (pending,) = conn.execute("SELECT count(*) FROM runs WHERE status = 'pending'").fetchone()
     return Claims(runs, interrupted, next_due, pending)
 
 
