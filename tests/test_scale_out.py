@@ -16,7 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import Write, found
 from tests.harness import Daemon, free_port, http, pid_alive, wait_for
+from triggerd.config.loader import LoadMode, load
 
 PY = sys.executable
 LEASE = 2.0
@@ -146,3 +148,14 @@ def test_a_cancel_through_one_daemon_stops_a_run_on_the_other_and_a_killed_daemo
     assert (instant(first["finished_at"]) - killed_at).total_seconds() >= LEASE / 2
     assert instant(second["started_at"]) >= instant(first["finished_at"])
     assert park_gone  # the taker ended the first attempt's process group (same machine)
+
+
+def test_a_lease_under_a_second_is_a_problem_at_its_line_and_the_lease_defaults_to_30s(write: Write) -> None:
+    short = write("triggerd.yaml", 'store:\n  instance: "a"\n  lease: 0\n')
+    assert [p for p in found(load(short, mode=LoadMode.VALIDATE, env={})) if p[2] == "error"] == [
+        (str(short), 3, "error", "must be at least 1s: a lease is renewed every third of it")
+    ]
+    plain = write("plain.yaml", "logging: {level: info}\n")
+    configuration = load(plain, mode=LoadMode.VALIDATE, env={}).configuration
+    assert configuration is not None
+    assert (configuration.settings.store.instance, configuration.settings.store.lease) == ("", 30.0)

@@ -87,6 +87,20 @@ def build_settings(
             return default
         return seconds
 
+    def lease(pointer: str, value: object) -> float:
+        """A claim's lease (SPEC 10): renewed every third of it, so below 1s renewals would be all there is."""
+        if doc is None:
+            return 30.0
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            doc.fail(pointer, str(exc))
+            return 30.0
+        if seconds < 1:
+            doc.fail(pointer, "must be at least 1s: a lease is renewed every third of it")
+            return 30.0
+        return seconds
+
     server_listen = listen("/server/listen", server.get("listen", "127.0.0.1:8080"))
     admin_listen = listen("/admin/listen", admin["listen"]) if admin.get("listen") else None
     # An empty token (say ${TOKEN:-} with TOKEN unset) would let anyone in: it is no token.
@@ -114,7 +128,7 @@ def build_settings(
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
             instance=store.get("instance", ""),
-            lease=doc.duration("/store/lease", store.get("lease", "30s")) if doc else 30.0,
+            lease=lease("/store/lease", store.get("lease", "30s")),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),
         limits=Limits(

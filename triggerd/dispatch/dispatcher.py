@@ -164,6 +164,8 @@ class Dispatcher:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        if self._claimer is not None:  # a claim under way: what it claims is drained like the rest
+            await asyncio.gather(self._claimer, return_exceptions=True)
         tasks = [job.task for job in self._running.values() if job.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=grace)  # leases are still renewed meanwhile
@@ -175,8 +177,6 @@ class Dispatcher:
             self._tender.cancel()
             await asyncio.gather(self._tender, return_exceptions=True)
             self._tender = None
-        if self._claimer is not None:
-            await asyncio.gather(self._claimer, return_exceptions=True)
         await self.leases.stop()
         self.state = DispatcherState.STOPPED
         await self.pool.close()
