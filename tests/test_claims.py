@@ -55,10 +55,9 @@ def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_ev
             await store.create_run(run)
         a = await store.claim_runs("A", at(1), at(31), 1, LOADED)
         assert [r.id for r in a.runs] == [t_runs[0].id]  # the limit this daemon passed: oldest first
-        assert a.pending is None  # counted only when asked
         assert a.runs[0].status is RunStatus.RUNNING
         assert [(x.number, x.status, x.started_at) for x in a.runs[0].attempts] == [(1, RunStatus.RUNNING, at(1))]
-        b = await store.claim_runs("B", at(2), at(32), 10, LOADED, count_pending=True)
+        b = await store.claim_runs("B", at(2), at(32), 10, LOADED)
         # trigger t allows 2 running (one is A's), agent b allows 1; nobody loads "not-loaded"
         assert sorted(r.id for r in b.runs) == sorted([t_runs[1].id, u_runs[0].id])
         assert b.pending == 4
@@ -131,6 +130,10 @@ def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_hol
         assert dict(renewal.cancel) == {running.id: "replaced"}
         assert await store.request_cancel(pending.id, "requested", at(5)) is RunStatus.CANCELLED  # left alone
         assert await store.request_cancel("no-such-run", "requested", at(5)) is None
+        assert (await store.trigger_load("u")).pending == 0
+        await store.create_run(new_run("u", "b"))
+        assert await store.prune(at(59), at(59)) == 1  # the cancelled run: the pending one stays counted
+        assert ((await store.trigger_load("u")).pending, (await store.trigger_load("t")).running) == (1, 1)
 
     with_store(tmp_path, scenario)
 
@@ -148,5 +151,9 @@ def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(tmp_path:
         assert (early.runs, early.next_due) == ([], at(7))
         due = await store.claim_runs("B", at(7), at(37), 10, LOADED)
         assert [[x.number for x in r.attempts] for r in due.runs] == [[1, 2]]
+        assert (await store.trigger_load("t")).running == 1
+        await store.end_attempt(run.id, 2, status=RunStatus.COMPLETED, error=None, at=at(8), then=RunStatus.COMPLETED)
+        load = await store.trigger_load("t")  # kept by the store's triggers through every change of status
+        assert (load.running, load.pending, load.oldest_running) == (0, 0, None)
 
     with_store(tmp_path, scenario)

@@ -86,7 +86,7 @@ class Claims:
     runs: list[Run]  # claimed, oldest first; each one's last attempt is the one just started
     interrupted: list[Interrupted]  # attempts taken over from expired leases
     next_due: str | None  # the earliest retry not yet due (a wake-up to set), None if none
-    pending: int | None  # with count_pending: pending runs in the store after the claim (the queue depth)
+    pending: int  # pending runs in the store after the claim (the queue depth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +229,7 @@ class Store(Protocol):
         """
         ...
 
-    async def claim_runs(
-        self, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
-    ) -> Claims:
+    async def claim_runs(self, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
         """Take over expired leases, then claim up to `limit` due pending runs, oldest first, in one transaction.
 
         Takeover: every `running` run of a loaded trigger whose lease ended at or before `now`
@@ -245,8 +243,7 @@ class Store(Protocol):
         `running`, claimed by `instance` until `lease_until`, with a new attempt started at `now`
         (the attempt is part of the claim: no separate start_attempt). Claims serialize: two
         daemons claiming at once never together exceed a limit (SQLite: BEGIN IMMEDIATE;
-        PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED). With
-        `count_pending`, Claims.pending counts the pending runs (a walk of them all: the poll asks).
+        PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED).
         """
         ...
 
@@ -271,7 +268,11 @@ class Store(Protocol):
         ...
 
     async def trigger_load(self, trigger_id: str) -> TriggerLoad:
-        """The trigger's running and pending runs across every daemon (for overlap and max_queued)."""
+        """The trigger's running and pending runs across every daemon (for overlap and max_queued).
+
+        Called for every firing: it must not cost more with a longer queue (SQLite keeps the
+        counts in a table maintained by triggers on runs).
+        """
         ...
 
     async def trigger_stats(self) -> dict[str, TriggerStats]:

@@ -82,10 +82,8 @@ class SqliteClaims:
 
         return await self._write(expire)
 
-    async def claim_runs(
-        self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
-    ) -> Claims:
-        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded, count_pending))
+    async def claim_runs(self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
+        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded))
 
     async def renew_leases(self: _Io, instance: str, run_ids: Sequence[str], now: str, lease_until: str) -> Renewal:
         ids = list(run_ids)
@@ -130,15 +128,14 @@ class SqliteClaims:
 
     async def trigger_load(self: _Io, trigger_id: str) -> TriggerLoad:
         def load(conn: sqlite3.Connection) -> TriggerLoad:
-            # Probes of the partial indexes only, each bounded by this trigger's runs in flight (the
-            # planner would otherwise walk every run the trigger ever had for the oldest running one).
-            running, oldest = conn.execute(
-                "SELECT count(*), min(id) FROM runs INDEXED BY runs_running "
-                "WHERE status = 'running' AND trigger_id = ?",
-                (trigger_id,),
+            # One row kept by triggers on runs (migration 6), and the trigger's running runs only
+            # (bounded by its max_concurrent) for the oldest: never a walk of the queue.
+            row = conn.execute(
+                "SELECT running, pending FROM trigger_load WHERE trigger_id = ?", (trigger_id,)
             ).fetchone()
-            (pending,) = conn.execute(
-                "SELECT count(*) FROM runs INDEXED BY runs_pending WHERE status = 'pending' AND trigger_id = ?",
+            running, pending = row if row is not None else (0, 0)
+            (oldest,) = conn.execute(
+                "SELECT min(id) FROM runs INDEXED BY runs_running WHERE status = 'running' AND trigger_id = ?",
                 (trigger_id,),
             ).fetchone()
             return TriggerLoad(running, pending, oldest)
@@ -146,9 +143,7 @@ class SqliteClaims:
         return await self._read(load)
 
 
-def _claim(
-    conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, count_pending: bool
-) -> Claims:
+def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
     interrupted = _take_over(conn, now, loaded)
     claimed: list[str] = []
     if limit > 0:
@@ -204,14 +199,11 @@ def _claim(
     for i in range(0, len(claimed), _CHUNK):
         chunk = claimed[i : i + _CHUNK]
         runs.extend(_select_runs(conn, f"WHERE id IN ({_marks(chunk)}) ORDER BY id", chunk))
-    (next_due,) = conn.execute(
-        "SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
-        "AND next_attempt_at > ?",
+    next_due, pending = conn.execute(
+        "SELECT (SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
+        "AND next_attempt_at > ?), (SELECT COALESCE(sum(pending), 0) FROM trigger_load)",
         (now,),
     ).fetchone()
-    pending = None
-    if count_pending:  # a walk of every pending run: only when asked (a poll), not at every claim
-        (pending,) = conn.execute("SELECT count(*) FROM runs WHERE status = 'pending'").fetchone()
     return Claims(runs, interrupted, next_due, pending)
 
 
