@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,13 @@ def test_webhooks_to_both_daemons_run_once_each_and_max_concurrent_holds_across_
     daemons = [start_daemon(tmp_path, "a", definitions), start_daemon(tmp_path, "b", definitions)]
     try:
         accepted: dict[str, str] = {}
-        for i, daemon in zip(range(12), itertools.cycle(daemons), strict=False):
+        # Paced, then in a burst: paced, each firing finds the trigger idle and the daemon it came
+        # to claims it (runs spread over both); in the burst both claim while the other runs.
+        for i, daemon in zip(range(16), itertools.cycle(daemons), strict=False):
             status, answer = http("POST", f"{daemon.url}/webhooks/hook", {"n": i})
             assert status == 202, answer
             accepted[answer["run_id"]] = daemon.url
+            time.sleep(0.4 if i < 6 else 0)
         a, b = daemons
         runs = [b.wait_run(run_id, timeout=30) for run_id in accepted]
         status, listed = a.request("GET", "/v1/instances")
@@ -76,6 +80,7 @@ def test_webhooks_to_both_daemons_run_once_each_and_max_concurrent_holds_across_
     assert all(r["status"] == "completed" for r in runs)
     assert all(len(r["attempts"]) == 1 for r in runs)  # each ran once, on one daemon
     assert claims[0].isdisjoint(claims[1]) and claims[0] | claims[1] == set(accepted)
+    assert claims[0] and claims[1]  # both daemons ran runs of the trigger
     spans = sorted((instant(r["started_at"]), instant(r["finished_at"])) for r in runs)
     for (_, earlier_end), (later_start, _) in itertools.pairwise(spans):
         assert later_start >= earlier_end  # max_concurrent 1: never two at once, whichever daemon ran them

@@ -241,10 +241,12 @@ class Dispatcher:
             status: RunStatus
             reason: str | None
             victim: str | None
+            load = TriggerLoad(0, 0, None)
             if skip:
                 status, reason, victim = RunStatus.SKIPPED, skip, None
             else:
-                status, reason, victim = self._admission(trigger, await self.store.trigger_load(trigger.id))
+                load = await self.store.trigger_load(trigger.id)
+                status, reason, victim = self._admission(trigger, load)
             now = isoformat(self.clock.now())
             run = Run(
                 id=new_run_id(),
@@ -283,7 +285,10 @@ class Dispatcher:
             if victim is not None:
                 with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
                     await self._request_cancel(victim, CancelReason.REPLACED)
-            self.wake()
+            elif load.running < trigger.max_concurrent:
+                # It may start now. (Else a run of the trigger ending, here or on another daemon,
+                # wakes the daemon it ends on: a claim now would find the trigger full.)
+                self.wake()
         return Submitted(run.id, trigger.id, status)
 
     def _admission(self, trigger: Trigger, load: TriggerLoad) -> tuple[RunStatus, str | None, str | None]:
