@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -30,7 +29,8 @@ from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
 from triggerd.agents.process_group import end_if_ours
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
-from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
+from triggerd.config.models import AnyAgent, Configuration, Trigger
+from triggerd.dispatch.admission import Admission, Decision
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.retry import backoff_delay
@@ -44,11 +44,10 @@ from triggerd.runs import (
     Run,
     RunOutcome,
     RunStatus,
-    SkipReason,
     Source,
     new_run_id,
 )
-from triggerd.store.abc import Interrupted, Store, TriggerLoad
+from triggerd.store.abc import Interrupted, Store
 
 log = logging.getLogger("triggerd.dispatch")
 STORE_RETRY_SECONDS = 1.0
@@ -127,7 +126,7 @@ class Dispatcher:
         self._loaded = (configuration, loaded(configuration))
         self._trigger_ids = set(configuration.triggers)  # as of the last reconfigure (the daemon swaps first)
         self._running: dict[str, Job] = {}
-        self._reserved: Counter[str] = Counter()
+        self.admission = Admission(store, self.clock)
         self._pending = 0  # pending runs in the store, as of the last claim
         self._wanted = False
         self._polled = False
@@ -236,17 +235,11 @@ class Dispatcher:
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        self._reserved[trigger.id] += 1
+        self.admission.reserve(trigger.id)
+        stored_pending = False
         try:
-            status: RunStatus
-            reason: str | None
-            victim: str | None
-            load = TriggerLoad(0, 0, None)
-            if skip:
-                status, reason, victim = RunStatus.SKIPPED, skip, None
-            else:
-                load = await self.store.trigger_load(trigger.id)
-                status, reason, victim = self._admission(trigger, load)
+            decision = Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger)
+            status = decision.status
             now = isoformat(self.clock.now())
             run = Run(
                 id=new_run_id(),
@@ -256,7 +249,7 @@ class Dispatcher:
                 input=dict(firing.input),
                 source=firing.source,
                 created_at=now,
-                reason=reason,
+                reason=decision.reason,
                 nominal_time=firing.nominal_time,
                 idempotency_key=firing.idempotency_key,
                 replay_of=firing.replay_of,
@@ -264,8 +257,9 @@ class Dispatcher:
                 finished_at=now if status.is_final else None,
             )
             created = await self.store.create_run(run, firing.dedupe_seconds, now)
+            stored_pending = status is RunStatus.PENDING and not created.duplicate
         finally:
-            self._reserved[trigger.id] -= 1
+            self.admission.release(trigger.id, stored_pending)
         if created.duplicate:
             return Submitted(created.run_id, trigger.id, None, duplicate=True)
         log.info(
@@ -282,29 +276,14 @@ class Dispatcher:
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
         if status is RunStatus.PENDING:
-            if victim is not None:
+            if decision.victim is not None:
                 with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
-                    await self._request_cancel(victim, CancelReason.REPLACED)
-            elif load.running < trigger.max_concurrent:
+                    await self._request_cancel(decision.victim, CancelReason.REPLACED)
+            elif decision.may_start:
                 # It may start now. (Else a run of the trigger ending, here or on another daemon,
                 # wakes the daemon it ends on: a claim now would find the trigger full.)
                 self.wake()
         return Submitted(run.id, trigger.id, status)
-
-    def _admission(self, trigger: Trigger, load: TriggerLoad) -> tuple[RunStatus, str | None, str | None]:
-        """Pending, or skipped with a reason; for overlap replace, the running run to cancel.
-
-        Counted over every daemon's runs (the store's) and the firings of this daemon still
-        being stored: `max_queued` bounds the runs of the trigger beyond its max_concurrent.
-        """
-        in_flight = load.running + load.pending + self._reserved[trigger.id] - 1  # less this firing itself
-        if trigger.overlap is Overlap.SKIP and in_flight >= trigger.max_concurrent:
-            return RunStatus.SKIPPED, str(SkipReason.OVERLAP), None
-        if trigger.overlap is Overlap.QUEUE and in_flight >= trigger.max_concurrent + trigger.max_queued:
-            return RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL), None
-        if trigger.overlap is Overlap.REPLACE and load.running >= trigger.max_concurrent:
-            return RunStatus.PENDING, None, load.oldest_running
-        return RunStatus.PENDING, None, None
 
     # --- cancel and replay ------------------------------------------------------
 
@@ -435,6 +414,7 @@ class Dispatcher:
             )
             self._running[job.run_id] = job
             self.leases.add(job.run_id, claimed_at)
+            self.admission.forget(run.trigger_id)
             jobs.append(job)
         if claims.interrupted:
             await self._end_interrupted_processes(claims.interrupted)
@@ -477,6 +457,7 @@ class Dispatcher:
 
     def _finished(self, job: Job, _: object = None) -> None:
         self._running.pop(job.run_id, None)
+        self.admission.forget(job.trigger.id)
         self.leases.remove(job.run_id)
         self.wake()
 
