@@ -12,6 +12,7 @@ from typing import TypeVar
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Instance, Loaded
 from triggerd.store.sqlite import SqliteStore
+from triggerd.store.sqlite_claims import _SCAN_CAP
 
 T = TypeVar("T")
 SEQUENCE = itertools.count()
@@ -155,5 +156,19 @@ def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(tmp_path:
         await store.end_attempt(run.id, 2, status=RunStatus.COMPLETED, error=None, at=at(8), then=RunStatus.COMPLETED)
         load = await store.trigger_load("t")  # kept by the store's triggers through every change of status
         assert (load.running, load.pending, load.oldest_running) == (0, 0, None)
+
+    with_store(tmp_path, scenario)
+
+
+def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tmp_path: Path) -> None:
+    async def scenario(store: SqliteStore) -> None:
+        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(2)))
+        assert len((await store.claim_runs("A", at(1), at(31), 10, LOADED)).runs) == 2  # t is at its limit
+        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(_SCAN_CAP + 50)))
+        behind = new_run("u", "b")
+        await store.create_run(behind)
+        claims = await store.claim_runs("B", at(2), at(32), 10, LOADED)
+        assert [r.id for r in claims.runs] == [behind.id]
+        assert claims.pending == _SCAN_CAP + 50
 
     with_store(tmp_path, scenario)

@@ -18,6 +18,7 @@ from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, T
 
 T = TypeVar("T")
 _CHUNK = 400
+_SCAN_CAP = 2048  # pending runs a claim walks in order before it asks trigger by trigger
 
 
 class _Io(Protocol):
@@ -154,34 +155,7 @@ def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, 
         ):
             by_trigger[trigger_id] += count
             by_agent[agent_id] += count
-        candidates: list[tuple[str, str, str]] = []
-        for trigger_id in _pending_triggers(conn):
-            limits = loaded.triggers.get(trigger_id)
-            room = 0 if limits is None else min(limits[0] - by_trigger[trigger_id], limit)
-            if room <= 0:
-                continue
-            candidates.extend(
-                (run_id, trigger_id, agent_id)
-                for run_id, agent_id in conn.execute(
-                    "SELECT id, agent_id FROM runs WHERE status = 'pending' AND trigger_id = ? "
-                    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
-                    (trigger_id, now, room),
-                )
-            )
-        candidates.sort()
-        for run_id, trigger_id, agent_id in candidates:
-            if len(claimed) >= limit:
-                break
-            if agent_id not in loaded.agents:
-                continue
-            cap = loaded.agents[agent_id]
-            if cap is not None and by_agent[agent_id] >= cap:
-                continue
-            if by_trigger[trigger_id] >= loaded.triggers[trigger_id][0]:
-                continue
-            by_agent[agent_id] += 1
-            by_trigger[trigger_id] += 1
-            claimed.append(run_id)
+        claimed = _choose(conn, now, limit, loaded, by_trigger, by_agent)
         for run_id in claimed:
             conn.execute(
                 "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), next_attempt_at = NULL, "
@@ -205,6 +179,59 @@ def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, 
         (now,),
     ).fetchone()
     return Claims(runs, interrupted, next_due, pending)
+
+
+def _choose(
+    conn: sqlite3.Connection, now: str, limit: int, loaded: Loaded, by_trigger: Counter[str], by_agent: Counter[str]
+) -> list[str]:
+    """Up to `limit` due pending runs, oldest first, within the trigger and agent limits (counts updated).
+
+    The pending runs are walked in id order, which costs what a claim takes when most of them may
+    start (a burst of many triggers' firings). When the walk passes _SCAN_CAP runs held back by a
+    limit (a long queue of one busy trigger), each trigger with room is asked for its own oldest
+    runs instead, so that runs behind such a queue are never starved.
+    """
+    chosen: list[tuple[str, str, str]] = []
+
+    def take(run: tuple[str, str, str]) -> bool:
+        _, trigger_id, agent_id = run
+        limits = loaded.triggers.get(trigger_id)
+        if limits is None or agent_id not in loaded.agents or by_trigger[trigger_id] >= limits[0]:
+            return False
+        cap = loaded.agents[agent_id]
+        if cap is not None and by_agent[agent_id] >= cap:
+            return False
+        by_trigger[trigger_id] += 1
+        by_agent[agent_id] += 1
+        chosen.append(run)
+        return len(chosen) >= limit
+
+    walk = conn.execute(
+        "SELECT id, trigger_id, agent_id FROM runs INDEXED BY runs_queue WHERE status = 'pending' "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
+        (now, _SCAN_CAP + limit),
+    ).fetchall()
+    if any(take(run) for run in walk) or len(walk) < _SCAN_CAP + limit:
+        return [run_id for run_id, _, _ in chosen]  # filled, or every due pending run was seen
+    for _, trigger_id, agent_id in chosen:  # ask trigger by trigger, from the counts before the walk
+        by_trigger[trigger_id] -= 1
+        by_agent[agent_id] -= 1
+    chosen.clear()
+    candidates: list[tuple[str, str, str]] = []
+    for trigger_id in _pending_triggers(conn):
+        limits = loaded.triggers.get(trigger_id)
+        room = 0 if limits is None else min(limits[0] - by_trigger[trigger_id], limit)
+        if room > 0:
+            candidates.extend(
+                (run_id, trigger_id, agent_id)
+                for run_id, agent_id in conn.execute(
+                    "SELECT id, agent_id FROM runs WHERE status = 'pending' AND trigger_id = ? "
+                    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
+                    (trigger_id, now, room),
+                )
+            )
+    any(take(run) for run in sorted(candidates))
+    return [run_id for run_id, _, _ in chosen]
 
 
 def _pending_triggers(conn: sqlite3.Connection) -> list[str]:
