@@ -12,7 +12,6 @@ from typing import TypeVar
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Instance, Loaded
 from triggerd.store.sqlite import SqliteStore
-from triggerd.store.sqlite_claims import _SCAN_CAP
 
 T = TypeVar("T")
 SEQUENCE = itertools.count()
@@ -164,11 +163,11 @@ def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tm
     async def scenario(store: SqliteStore) -> None:
         await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(2)))
         assert len((await store.claim_runs("A", at(1), at(31), 10, LOADED)).runs) == 2  # t is at its limit
-        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(_SCAN_CAP + 50)))
+        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(3000)))
         behind = new_run("u", "b")
         await store.create_run(behind)
         claims = await store.claim_runs("B", at(2), at(32), 10, LOADED)
         assert [r.id for r in claims.runs] == [behind.id]
-        assert claims.pending == _SCAN_CAP + 50
+        assert claims.pending == 3000
 
     with_store(tmp_path, scenario)

@@ -89,7 +89,6 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE runs ADD COLUMN lease_until TEXT",
         "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
         "CREATE INDEX runs_queue ON runs (id) WHERE status = 'pending'",
-        "CREATE INDEX runs_pending ON runs (trigger_id, id) WHERE status = 'pending'",
         "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
         "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
         # Each trigger's runs in flight, kept by triggers on runs, so that overlap admission reads

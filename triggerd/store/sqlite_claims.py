@@ -18,7 +18,6 @@ from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, T
 
 T = TypeVar("T")
 _CHUNK = 400
-_SCAN_CAP = 2048  # pending runs a claim walks in order before it asks trigger by trigger
 
 
 class _Io(Protocol):
@@ -186,62 +185,34 @@ def _choose(
 ) -> list[str]:
     """Up to `limit` due pending runs, oldest first, within the trigger and agent limits (counts updated).
 
-    The pending runs are walked in id order, which costs what a claim takes when most of them may
-    start (a burst of many triggers' firings). When the walk passes _SCAN_CAP runs held back by a
-    limit (a long queue of one busy trigger), each trigger with room is asked for its own oldest
-    runs instead, so that runs behind such a queue are never starved.
+    One walk of the pending runs in id order, in which SQLite itself passes over the runs of
+    triggers and agents already at their limit (few: no more than the runs running), so a long
+    queue held back by a limit costs C, not Python, and a burst costs what it claims.
     """
-    chosen: list[tuple[str, str, str]] = []
-
-    def take(run: tuple[str, str, str]) -> bool:
-        _, trigger_id, agent_id = run
-        limits = loaded.triggers.get(trigger_id)
-        if limits is None or agent_id not in loaded.agents or by_trigger[trigger_id] >= limits[0]:
-            return False
-        cap = loaded.agents[agent_id]
-        if cap is not None and by_agent[agent_id] >= cap:
-            return False
-        by_trigger[trigger_id] += 1
-        by_agent[agent_id] += 1
-        chosen.append(run)
-        return len(chosen) >= limit
-
+    full_triggers = [t for t, n in by_trigger.items() if t in loaded.triggers and n >= loaded.triggers[t][0]]
+    full_agents = [a for a, n in by_agent.items() if (cap := loaded.agents.get(a)) is not None and n >= cap]
+    if len(full_triggers) >= len(loaded.triggers) or len(full_agents) >= len(loaded.agents):
+        return []  # nothing this daemon loads may start
+    chosen: list[str] = []
     walk = conn.execute(
         "SELECT id, trigger_id, agent_id FROM runs INDEXED BY runs_queue WHERE status = 'pending' "
-        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
-        (now, _SCAN_CAP + limit),
-    ).fetchall()
-    if any(take(run) for run in walk) or len(walk) < _SCAN_CAP + limit:
-        return [run_id for run_id, _, _ in chosen]  # filled, or every due pending run was seen
-    for _, trigger_id, agent_id in chosen:  # ask trigger by trigger, from the counts before the walk
-        by_trigger[trigger_id] -= 1
-        by_agent[agent_id] -= 1
-    chosen.clear()
-    candidates: list[tuple[str, str, str]] = []
-    for trigger_id in _pending_triggers(conn):
-        limits = loaded.triggers.get(trigger_id)
-        room = 0 if limits is None else min(limits[0] - by_trigger[trigger_id], limit)
-        if room > 0:
-            candidates.extend(
-                (run_id, trigger_id, agent_id)
-                for run_id, agent_id in conn.execute(
-                    "SELECT id, agent_id FROM runs WHERE status = 'pending' AND trigger_id = ? "
-                    "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
-                    (trigger_id, now, room),
-                )
-            )
-    any(take(run) for run in sorted(candidates))
-    return [run_id for run_id, _, _ in chosen]
-
-
-def _pending_triggers(conn: sqlite3.Connection) -> list[str]:
-    """The triggers with pending runs: a skip-scan of the pending index, one probe per trigger."""
-    rows = conn.execute(
-        "WITH RECURSIVE t(id) AS (SELECT min(trigger_id) FROM runs WHERE status = 'pending' "
-        "UNION ALL SELECT (SELECT min(trigger_id) FROM runs WHERE status = 'pending' AND trigger_id > t.id) "
-        "FROM t WHERE t.id IS NOT NULL) SELECT id FROM t WHERE id IS NOT NULL"
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+        f"AND trigger_id NOT IN ({_marks(full_triggers)}) AND agent_id NOT IN ({_marks(full_agents)}) ORDER BY id",
+        (now, *full_triggers, *full_agents),
     )
-    return [trigger_id for (trigger_id,) in rows]
+    for run_id, trigger_id, agent_id in walk:
+        limits = loaded.triggers.get(trigger_id)
+        if limits is None or agent_id not in loaded.agents or by_trigger[trigger_id] >= limits[0]:
+            continue  # not loaded here, or filled by this claim
+        cap = loaded.agents[agent_id]
+        if cap is not None and by_agent[agent_id] >= cap:
+            continue
+        by_trigger[trigger_id] += 1
+        by_agent[agent_id] += 1
+        chosen.append(run_id)
+        if len(chosen) >= limit:
+            break
+    return chosen
 
 
 def _take_over(conn: sqlite3.Connection, now: str, loaded: Loaded) -> list[Interrupted]:
