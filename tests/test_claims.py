@@ -130,10 +130,17 @@ def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_hol
         assert dict(renewal.cancel) == {running.id: "replaced"}
         assert await store.request_cancel(pending.id, "requested", at(5)) is RunStatus.CANCELLED  # left alone
         assert await store.request_cancel("no-such-run", "requested", at(5)) is None
+        # its holder dies before its next renewal: whoever takes it over ends it cancelled, not retried
+        taken = await store.claim_runs("B", at(40), at(70), 0, LOADED)
+        assert [(i.run_id, i.retried) for i in taken.interrupted] == [(running.id, False)]
+        ended = await store.get_run(running.id)
+        assert ended is not None
+        assert (ended.status, ended.reason) == (RunStatus.CANCELLED, "replaced")
+        assert ended.attempts[-1].error == "interrupted"
         assert (await store.trigger_load("u")).pending == 0
         await store.create_run(new_run("u", "b"))
-        assert await store.prune(at(59), at(59)) == 1  # the cancelled run: the pending one stays counted
-        assert ((await store.trigger_load("u")).pending, (await store.trigger_load("t")).running) == (1, 1)
+        assert await store.prune(at(39), at(59)) == 1  # the cancelled pending run; the pending one stays counted
+        assert ((await store.trigger_load("u")).pending, (await store.trigger_load("t")).running) == (1, 0)
 
     with_store(tmp_path, scenario)
 

@@ -192,7 +192,7 @@ class Dispatcher:
             while pending := await self.store.list_runs(trigger_id=trigger_id, status=RunStatus.PENDING, limit=500):
                 for run in pending:
                     at = isoformat(self.clock.now())
-                    if await self.store.request_cancel(run.id, CancelReason.TRIGGER_REMOVED, at) is RunStatus.CANCELLED:
+                    if await self.store.request_cancel(run.id, CancelReason.TRIGGER_REMOVED, at) is RunStatus.PENDING:
                         cancelled += 1
                         log.info(
                             "pending run cancelled: its trigger was removed",

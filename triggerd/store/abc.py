@@ -235,7 +235,8 @@ class Store(Protocol):
         Takeover: every `running` run of a loaded trigger whose lease ended at or before `now`
         (or that has no lease: a run from before claims existed) has its open attempt closed
         `failed`, error "interrupted"; the run becomes pending again (due now) if fewer than the
-        trigger's retry.max_attempts attempts failed, else `failed` for good, a dead letter.
+        trigger's retry.max_attempts attempts failed, else `failed` for good, a dead letter; a run
+        another daemon asked to cancel (request_cancel) ends `cancelled` with that reason instead.
 
         Claim: pending runs due by `now` (next_attempt_at unset or past) whose trigger and agent
         are in `loaded`, oldest first, skipping a run whose trigger or agent is at its

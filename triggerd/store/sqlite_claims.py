@@ -218,11 +218,12 @@ def _choose(
 def _take_over(conn: sqlite3.Connection, now: str, loaded: Loaded) -> list[Interrupted]:
     """End the open attempts of loaded triggers' runs whose lease expired, as interrupted (see claim_runs)."""
     expired = conn.execute(
-        "SELECT id, trigger_id FROM runs WHERE status = 'running' AND (lease_until IS NULL OR lease_until <= ?)",
+        "SELECT id, trigger_id, cancel_requested FROM runs WHERE status = 'running' "
+        "AND (lease_until IS NULL OR lease_until <= ?)",
         (now,),
     ).fetchall()
     interrupted = []
-    for run_id, trigger_id in expired:
+    for run_id, trigger_id, cancel in expired:
         limits = loaded.triggers.get(trigger_id)
         if limits is None:
             continue  # left for a daemon that knows its retry policy
@@ -237,15 +238,21 @@ def _take_over(conn: sqlite3.Connection, now: str, loaded: Loaded) -> list[Inter
         release = "claimed_by = NULL, lease_until = NULL, cancel_requested = NULL"
         if open_attempt is None:  # claimed, but no attempt recorded: nothing was lost
             conn.execute(f"UPDATE runs SET status = 'pending', {release} WHERE id = ?", (run_id,))
-            continue
+            continue  # (a cancel request on it is dropped with the claim: rare enough, and it can be asked again)
         number, pgid, ticks, boot = open_attempt
         conn.execute(
             "UPDATE attempts SET finished_at = ?, status = 'failed', error = 'interrupted' "
             "WHERE run_id = ? AND number = ?",
             (now, run_id, number),
         )
-        retried = failures + 1 < limits[1]
-        if retried:
+        retried = cancel is None and failures + 1 < limits[1]
+        if cancel is not None:  # its holder died before it could stop it: the cancel stands
+            conn.execute(
+                f"UPDATE runs SET status = 'cancelled', finished_at = ?, reason = ?, next_attempt_at = NULL, {release} "
+                "WHERE id = ?",
+                (now, cancel, run_id),
+            )
+        elif retried:
             conn.execute(
                 f"UPDATE runs SET status = 'pending', error = 'interrupted', next_attempt_at = NULL, {release} "
                 "WHERE id = ?",
