@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from triggerd.agents.process_group import identify_self
+from triggerd.dispatch.instances import default_instance, is_dead
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Instance, Loaded
 from triggerd.store.sqlite import SqliteStore
@@ -178,3 +180,21 @@ def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tm
         assert claims.pending == 3000
 
     with_store(tmp_path, scenario)
+
+
+def test_the_dead_are_a_previous_life_a_gone_process_here_and_this_hosts_default_names_from_a_past_boot() -> None:
+    me = identify_self()
+    assert me is not None
+    gone = ProcessGroup(me.pgid, me.start_ticks + 1, me.boot_id)  # this pid, but started at another time
+    past_boot = ProcessGroup(me.pgid, me.start_ticks, "another-boot")
+    host = default_instance().rsplit(":", 1)[0]
+
+    def instance(name: str, process: ProcessGroup | None) -> Instance:
+        return Instance(name, "127.0.0.1:1", at(0), "f", at(0), process)
+
+    assert is_dead(instance("me", None), "me")
+    assert not is_dead(instance("alive", me), "me")
+    assert is_dead(instance("gone", gone), "me")
+    assert is_dead(instance(f"{host}:4242", past_boot), "me")
+    assert not is_dead(instance("elsewhere:4242", past_boot), "me")  # another machine: its lease tells
+    assert not is_dead(instance("named", None), "me")

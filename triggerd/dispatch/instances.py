@@ -2,9 +2,10 @@
 
 A daemon starting registers itself, and makes the claims of daemons it knows to be dead expire
 at once, so that their runs are taken over now rather than after their lease: its own previous
-life (the same instance name), and daemons of this machine whose process is gone (same boot,
-and no process with the recorded pid and start time). A daemon on another machine is known dead
-only by its lease running out.
+life (the same instance name), daemons of this machine whose process is gone (same boot, and no
+process with the recorded pid and start time), and daemons named by default (host:pid) after
+this host that ran before its last reboot. A daemon on another machine is known dead only by its
+lease running out.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def is_dead(instance: Instance, me: str) -> bool:
     if instance.id == me:
         return True  # a daemon of this name ran before this start: this is its next life
     process = instance.process
-    return process is not None and process.boot_id == boot_id() and not is_ours(process)
+    if process is None:
+        return False
+    if process.boot_id != boot_id():
+        # Another machine, or this one before a reboot: only the default name (host:pid) tells.
+        return instance.id.startswith(f"{socket.gethostname()}:")
+    return not is_ours(process)
 
 
 async def register(
