@@ -59,7 +59,7 @@ def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_ev
         assert [r.id for r in a.runs] == [t_runs[0].id]  # the limit this daemon passed: oldest first
         assert a.runs[0].status is RunStatus.RUNNING
         assert [(x.number, x.status, x.started_at) for x in a.runs[0].attempts] == [(1, RunStatus.RUNNING, at(1))]
-        b = await store.claim_runs("B", at(2), at(32), 10, LOADED)
+        b = await store.claim_runs("B", at(2), at(32), 10, LOADED, count_pending=True)
         # trigger t allows 2 running (one is A's), agent b allows 1; nobody loads "not-loaded"
         assert sorted(r.id for r in b.runs) == sorted([t_runs[1].id, u_runs[0].id])
         assert b.pending == 4
@@ -175,7 +175,7 @@ def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tm
         await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(3000)))
         behind = new_run("u", "b")
         await store.create_run(behind)
-        claims = await store.claim_runs("B", at(2), at(32), 10, LOADED)
+        claims = await store.claim_runs("B", at(2), at(32), 10, LOADED, count_pending=True)
         assert [r.id for r in claims.runs] == [behind.id]
         assert claims.pending == 3000
 

@@ -379,9 +379,9 @@ class Dispatcher:
             self._wanted = False
             polled, self._polled = self._polled, False
             if polled or len(self._running) < self.global_limit:
-                await self._claim()
+                await self._claim(count_pending=polled)
 
-    async def _claim(self) -> None:
+    async def _claim(self, *, count_pending: bool = True) -> None:
         """One claim: take over expired leases, claim what the limits allow, start it."""
         free = self.global_limit - len(self._running)
         configuration, claimed_at = self.configuration, self.clock.monotonic()
@@ -394,11 +394,13 @@ class Dispatcher:
                 self.leases.lease_until(),
                 max(free, 0),
                 self._loaded[1],
+                count_pending=count_pending,
             )
         except StoreError as exc:
             log.error("cannot claim runs: %s", exc)
             return  # the next poll tries again
-        self._pending = claims.pending
+        if claims.pending is not None:
+            self._pending = claims.pending
         jobs = []
         for run in claims.runs:
             trigger = configuration.triggers[run.trigger_id]

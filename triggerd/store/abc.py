@@ -86,7 +86,7 @@ class Claims:
     runs: list[Run]  # claimed, oldest first; each one's last attempt is the one just started
     interrupted: list[Interrupted]  # attempts taken over from expired leases
     next_due: str | None  # the earliest retry not yet due (a wake-up to set), None if none
-    pending: int  # pending runs in the store after the claim (the queue depth)
+    pending: int | None  # with count_pending: the pending runs in the store after the claim (queue depth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +229,9 @@ class Store(Protocol):
         """
         ...
 
-    async def claim_runs(self, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
+    async def claim_runs(
+        self, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
+    ) -> Claims:
         """Take over expired leases, then claim up to `limit` due pending runs, oldest first, in one transaction.
 
         Takeover: every `running` run of a loaded trigger whose lease ended at or before `now`
@@ -244,7 +246,8 @@ class Store(Protocol):
         `running`, claimed by `instance` until `lease_until`, with a new attempt started at `now`
         (the attempt is part of the claim: no separate start_attempt). Claims serialize: two
         daemons claiming at once never together exceed a limit (SQLite: BEGIN IMMEDIATE;
-        PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED).
+        PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED). With
+        `count_pending` (the poll asks), Claims.pending counts the pending runs.
         """
         ...
 

@@ -82,8 +82,10 @@ class SqliteClaims:
 
         return await self._write(expire)
 
-    async def claim_runs(self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
-        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded))
+    async def claim_runs(
+        self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
+    ) -> Claims:
+        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded, count_pending))
 
     async def renew_leases(self: _Io, instance: str, run_ids: Sequence[str], now: str, lease_until: str) -> Renewal:
         ids = list(run_ids)
@@ -143,7 +145,9 @@ class SqliteClaims:
         return await self._read(load)
 
 
-def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded) -> Claims:
+def _claim(
+    conn: sqlite3.Connection, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, count_pending: bool
+) -> Claims:
     interrupted = _take_over(conn, now, loaded)
     claimed: list[str] = []
     if limit > 0:
@@ -172,11 +176,14 @@ def _claim(conn: sqlite3.Connection, instance: str, now: str, lease_until: str, 
     for i in range(0, len(claimed), _CHUNK):
         chunk = claimed[i : i + _CHUNK]
         runs.extend(_select_runs(conn, f"WHERE id IN ({_marks(chunk)}) ORDER BY id", chunk))
-    next_due, pending = conn.execute(
-        "SELECT (SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
-        "AND next_attempt_at > ?), (SELECT COALESCE(sum(pending), 0) FROM trigger_load)",
+    (next_due,) = conn.execute(
+        "SELECT min(next_attempt_at) FROM runs WHERE status = 'pending' AND next_attempt_at IS NOT NULL "
+        "AND next_attempt_at > ?",
         (now,),
     ).fetchone()
+    pending = None
+    if count_pending:  # a row per trigger: with thousands of triggers, not at every claim
+        (pending,) = conn.execute("SELECT COALESCE(sum(pending), 0) FROM trigger_load").fetchone()
     return Claims(runs, interrupted, next_due, pending)
 
 
