@@ -64,7 +64,7 @@ def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_ev
         assert sorted(r.id for r in b.runs) == sorted([t_runs[1].id, u_runs[0].id])
         assert b.pending == 4
         assert (await store.claim_runs("C", at(3), at(33), 10, LOADED)).runs == []
-        load = await store.trigger_load("t")
+        load = (await store.trigger_loads(["t"]))["t"]
         assert (load.running, load.pending, load.oldest_running) == (2, 2, t_runs[0].id)
 
     with_store(tmp_path, scenario)
@@ -139,10 +139,11 @@ def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_hol
         assert ended is not None
         assert (ended.status, ended.reason) == (RunStatus.CANCELLED, "replaced")
         assert ended.attempts[-1].error == "interrupted"
-        assert (await store.trigger_load("u")).pending == 0
+        assert ((await store.trigger_loads(["u"]))["u"]).pending == 0
         await store.create_run(new_run("u", "b"))
         assert await store.prune(at(39), at(59)) == 1  # the cancelled pending run; the pending one stays counted
-        assert ((await store.trigger_load("u")).pending, (await store.trigger_load("t")).running) == (1, 0)
+        loads = await store.trigger_loads(["u", "t", "u"])
+        assert (loads["u"].pending, loads["t"].running, sorted(loads)) == (1, 0, ["t", "u"])
 
     with_store(tmp_path, scenario)
 
@@ -160,9 +161,9 @@ def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(tmp_path:
         assert (early.runs, early.next_due) == ([], at(7))
         due = await store.claim_runs("B", at(7), at(37), 10, LOADED)
         assert [[x.number for x in r.attempts] for r in due.runs] == [[1, 2]]
-        assert (await store.trigger_load("t")).running == 1
+        assert ((await store.trigger_loads(["t"]))["t"]).running == 1
         await store.end_attempt(run.id, 2, status=RunStatus.COMPLETED, error=None, at=at(8), then=RunStatus.COMPLETED)
-        load = await store.trigger_load("t")  # kept by the store's triggers through every change of status
+        load = (await store.trigger_loads(["t"]))["t"]  # kept by the store's triggers through every change of status
         assert (load.running, load.pending, load.oldest_running) == (0, 0, None)
 
     with_store(tmp_path, scenario)

@@ -1,6 +1,6 @@
 """Overlap admission (SPEC 3, 5.2, 10): is a firing stored `pending`, or `skipped`, and whom does it replace?
 
-Counted over every daemon sharing the store (`Store.trigger_load`), plus this daemon's
+Counted over every daemon sharing the store (`Store.trigger_loads`), plus this daemon's
 firings still being decided or stored (`reserved`). A read per firing would cost a store round
 trip on the path of every webhook, so a load read recently is reused, with this daemon's
 firings stored pending since the read began counted on top, as long as that total stays below
@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
 
 from triggerd.clock import Clock
 from triggerd.config.models import Overlap, Trigger
+from triggerd.errors import StoreError
 from triggerd.runs import RunStatus, SkipReason
 from triggerd.store.abc import Store, TriggerLoad
 
@@ -50,7 +50,9 @@ class Admission:
         self._stored: Counter[str] = Counter()  # firings stored pending, by trigger, ever
         self._epoch: Counter[str] = Counter()  # runs claimed or ended here, by trigger, ever
         self._known: dict[str, _Known] = {}
-        self._reads: dict[str, asyncio.Future[TriggerLoad]] = {}
+        self._reads: dict[str, asyncio.Future[TriggerLoad]] = {}  # by trigger, until its read answers
+        self._wanted: dict[str, tuple[float, int, int]] = {}  # for the next read: when asked, stored, epoch
+        self._reader: asyncio.Task[None] | None = None
 
     async def decide(self, trigger: Trigger) -> Decision:
         """Call between reserve() and release() of the same firing."""
@@ -95,21 +97,32 @@ class Admission:
         self._known.pop(trigger_id, None)
 
     async def _read(self, trigger_id: str) -> TriggerLoad:
-        """The store's load; firings that come while a read is under way share it (each counts
-        the others through `reserved`, since none of them is stored before it answers)."""
+        """The store's load of the trigger. Firings that come while a read is under way wait for
+        the next one, which reads every trigger they asked for at once (a burst of schedule
+        slots of many triggers costs a few reads, not one each); firings of one trigger share
+        its read (each counts the others through `reserved`, since none is stored before it)."""
         reading = self._reads.get(trigger_id)
         if reading is None:
-            reading = asyncio.ensure_future(self.store.trigger_load(trigger_id))
+            reading = asyncio.get_running_loop().create_future()
             self._reads[trigger_id] = reading
-            began = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
-            reading.add_done_callback(partial(self._read_done, trigger_id, began))
+            self._wanted[trigger_id] = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read_batches(), name="admission-read")
         return await asyncio.shield(reading)
 
-    def _read_done(self, trigger_id: str, began: tuple[float, int, int], reading: asyncio.Future[TriggerLoad]) -> None:
-        if self._reads.get(trigger_id) is reading:
-            del self._reads[trigger_id]
-        if reading.cancelled() or reading.exception() is not None:
-            return  # each sharer reports a failed read itself
-        at, stored, epoch = began
-        if epoch == self._epoch[trigger_id]:
-            self._known[trigger_id] = _Known(at, reading.result(), stored)
+    async def _read_batches(self) -> None:
+        while self._wanted:
+            wanted, self._wanted = self._wanted, {}
+            try:
+                loads = await self.store.trigger_loads(list(wanted))
+            except StoreError as exc:
+                for trigger_id in wanted:
+                    self._settle(trigger_id).set_exception(exc)  # each sharer reports it
+                continue
+            for trigger_id, (at, stored, epoch) in wanted.items():
+                if epoch == self._epoch[trigger_id]:
+                    self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+                self._settle(trigger_id).set_result(loads[trigger_id])
+
+    def _settle(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
+        return self._reads.pop(trigger_id)

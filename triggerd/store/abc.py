@@ -271,11 +271,11 @@ class Store(Protocol):
         """
         ...
 
-    async def trigger_load(self, trigger_id: str) -> TriggerLoad:
-        """The trigger's running and pending runs across every daemon (for overlap and max_queued).
+    async def trigger_loads(self, trigger_ids: Sequence[str]) -> dict[str, TriggerLoad]:
+        """Each trigger's running and pending runs across every daemon (for overlap and max_queued).
 
-        Called for every firing: it must not cost more with a longer queue (SQLite keeps the
-        counts in a table maintained by triggers on runs).
+        Read for the firings under way, many triggers at once: it must not cost more with a
+        longer queue (SQLite keeps the counts in a table maintained by triggers on runs).
         """
         ...
 

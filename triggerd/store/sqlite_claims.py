@@ -128,19 +128,31 @@ class SqliteClaims:
 
         return await self._write(cancel)
 
-    async def trigger_load(self: _Io, trigger_id: str) -> TriggerLoad:
-        def load(conn: sqlite3.Connection) -> TriggerLoad:
-            # One row kept by triggers on runs (migration 6), and the trigger's running runs only
-            # (bounded by its max_concurrent) for the oldest: never a walk of the queue.
-            row = conn.execute(
-                "SELECT running, pending FROM trigger_load WHERE trigger_id = ?", (trigger_id,)
-            ).fetchone()
-            running, pending = row if row is not None else (0, 0)
-            (oldest,) = conn.execute(
-                "SELECT min(id) FROM runs INDEXED BY runs_running WHERE status = 'running' AND trigger_id = ?",
-                (trigger_id,),
-            ).fetchone()
-            return TriggerLoad(running, pending, oldest)
+    async def trigger_loads(self: _Io, trigger_ids: Sequence[str]) -> dict[str, TriggerLoad]:
+        ids = list(dict.fromkeys(trigger_ids))
+
+        def load(conn: sqlite3.Connection) -> dict[str, TriggerLoad]:
+            # One row per trigger kept by triggers on runs (migration 6), and the triggers' running
+            # runs only (bounded by their max_concurrent) for the oldest: never a walk of a queue.
+            counts: dict[str, tuple[int, int]] = {}
+            oldest: dict[str, str] = {}
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                counts.update(
+                    (t, (r, p))
+                    for t, r, p in conn.execute(
+                        f"SELECT trigger_id, running, pending FROM trigger_load WHERE trigger_id IN ({_marks(chunk)})",
+                        chunk,
+                    )
+                )
+                oldest.update(
+                    conn.execute(
+                        "SELECT trigger_id, min(id) FROM runs INDEXED BY runs_running WHERE status = 'running' "
+                        f"AND trigger_id IN ({_marks(chunk)}) GROUP BY trigger_id",
+                        chunk,
+                    )
+                )
+            return {t: TriggerLoad(*counts.get(t, (0, 0)), oldest.get(t)) for t in ids}
 
         return await self._read(load)
 
