@@ -2,7 +2,9 @@
 
 Baseline, measured in the same run: spawning the same command N times directly with
 asyncio at the same concurrency. Prints runs/s for both, the ratio, and the time from
-fire to finish (the run's created_at to finished_at, as the store recorded them).
+fire to finish (the run's created_at to finished_at, as the store recorded them), and the
+daemon's CPU time per run over the saturated phase (less sensitive than rates to other load on
+the machine).
 
     .venv/bin/python bench/dispatch.py [--fires 2000] [--concurrency 16] [--sync normal|full]
 """
@@ -103,6 +105,12 @@ async def paced(url: str, fires: int, rate: float) -> list[float]:
         return await finished_runs(session, url, ids)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fires", type=int, default=2000)
@@ -134,7 +142,9 @@ def main() -> None:
         try:
             wait_port(port)
             direct = asyncio.run(baseline(args.fires, args.concurrency))
+            cpu_before = cpu_seconds(daemon.pid)
             accepted, finished, latencies = asyncio.run(through_daemon(url, args.fires, args.concurrency))
+            cpu_per_run = (cpu_seconds(daemon.pid) - cpu_before) / args.fires
             unloaded = sorted(asyncio.run(paced(url, 200, 50.0)))
         finally:
             daemon.terminate()
@@ -149,6 +159,7 @@ def main() -> None:
     print(f"daemon: fires accepted        {accepted:8.0f} /s  (202 after commit)")
     print(f"daemon: runs finished         {finished:8.0f} runs/s")
     print(f"ratio daemon / baseline       {finished / direct:8.2f}")
+    print(f"daemon CPU per run            {cpu_per_run * 1e6:8.0f} us (saturated phase, fire to finish)")
     print(
         f"fire -> finish, saturated     p50 {p(0.5) * 1000:7.1f} ms   p99 {p(0.99) * 1000:7.1f} ms   "
         f"mean {statistics.fmean(latencies) * 1000:7.1f} ms"
