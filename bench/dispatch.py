@@ -2,7 +2,9 @@
 
 Baseline, measured in the same run: spawning the same command N times directly with
 asyncio at the same concurrency. Prints runs/s for both, the ratio, and the time from
-fire to finish (the run's created_at to finished_at, as the store recorded them).
+fire to finish (the run's created_at to finished_at, as the store recorded them), and the
+daemons' CPU time per run over the saturated phase (less sensitive than rates to other load on
+the machine).
 
 With `--store postgresql` the same fires then go, in the same run, to daemons on a throwaway
 PostgreSQL server (bench/postgres.py); with `--daemons N`, to N daemons sharing it, each fire
@@ -114,10 +116,17 @@ async def paced(urls: list[str], fires: int, rate: float) -> list[float]:
         return await finished_runs(session, urls[0], ids)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Figures:
     accepted: float
     finished: float
+    cpu_per_run: float  # every daemon's, over the saturated phase
     latencies: list[float]
     unloaded: list[float]
 
@@ -144,13 +153,15 @@ def through_store(root: Path, store: str, daemons: int, args: argparse.Namespace
             processes.append(start_daemon(folder, {**os.environ}))
         for port in ports:
             wait_port(port)
+        cpu_before = sum(cpu_seconds(process.pid) for process in processes)
         accepted, finished, latencies = asyncio.run(through_daemon(urls, args.fires, clients))
+        cpu_per_run = (sum(cpu_seconds(process.pid) for process in processes) - cpu_before) / args.fires
         unloaded = asyncio.run(paced(urls, 200, 50.0))
     finally:
         for process in processes:
             process.terminate()
             process.wait(30)
-    return Figures(accepted, finished, sorted(latencies), sorted(unloaded))
+    return Figures(accepted, finished, cpu_per_run, sorted(latencies), sorted(unloaded))
 
 
 def main() -> None:
@@ -186,6 +197,7 @@ def main() -> None:
         print(f"  fires accepted              {f.accepted:8.0f} /s  (202 after commit)")
         print(f"  runs finished               {f.finished:8.0f} runs/s")
         print(f"  ratio daemon / baseline     {f.finished / direct:8.2f}")
+        print(f"  daemon CPU per run          {f.cpu_per_run * 1e6:8.0f} us (saturated phase, fire to finish)")
         print(
             f"  fire -> finish, saturated   p50 {p(0.5, f.latencies):7.1f} ms   p99 {p(0.99, f.latencies):7.1f} ms   "
             f"mean {statistics.fmean(f.latencies) * 1000:7.1f} ms"

@@ -129,6 +129,8 @@ def test_a_removed_triggers_queued_runs_are_cancelled_and_its_running_run_finish
         daemon.wait_run(ids[0], {"running"})
         (tmp_path / "defs" / "busy.yaml").unlink()
         runs = [daemon.wait_run(i) for i in ids]
+        reloads = [line["message"] for line in daemon.log_lines() if line["message"].startswith("reloaded")]
+    assert reloads[-1].endswith("; 2 queued runs of removed triggers cancelled")
     assert [(r["status"], r["reason"]) for r in runs] == [
         ("completed", None),
         ("cancelled", "trigger_removed"),

@@ -58,6 +58,15 @@ def identify(pid: int, parent: int | None = None) -> ProcessGroup | None:
     return ProcessGroup(pgid=pid, start_ticks=int(fields[19]), boot_id=boot_id())
 
 
+def identify_self() -> ProcessGroup | None:
+    """This process in the same form (its pid as `pgid`): a daemon registers it, so that another
+    daemon of this machine can tell, with is_ours, whether it has died (SPEC 10)."""
+    fields = _stat(os.getpid())
+    if fields is None:
+        return None
+    return ProcessGroup(pgid=os.getpid(), start_ticks=int(fields[19]), boot_id=boot_id())
+
+
 def is_ours(group: ProcessGroup) -> bool:
     """Whether the group's leader is still the process recorded: same pid, start time and boot.
 

@@ -87,8 +87,8 @@ class StoreSettings:
     url: str
     retention: float = 30 * 86400.0
     sync: SyncLevel = SyncLevel.NORMAL
-    instance: str = ""  # this daemon's name among those sharing a PostgreSQL store (SPEC 10)
-    lease: float = 30.0  # a claimed run's lease, renewed while it runs (SPEC 10)
+    instance: str = ""  # this daemon's name among those sharing the store; "" means host:pid
+    lease: float = 30.0  # a claimed run's lease, renewed every third of it (SPEC 10)
     pool_size: int = 10  # PostgreSQL connections for reads
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -126,17 +125,17 @@ def build_settings(
             return default
         return seconds
 
-    def lease(value: object) -> float:
-        """A duration longer than 0: a claim that expires at once would let every daemon take the run."""
+    def lease(pointer: str, value: object) -> float:
+        """A claim's lease (SPEC 10): renewed every third of it, so below 1s renewals would be all there is."""
         if doc is None:
             return 30.0
         try:
             seconds = parse_duration(value)
         except DurationError as exc:
-            doc.fail("/store/lease", str(exc))
+            doc.fail(pointer, str(exc))
             return 30.0
-        if seconds <= 0:
-            doc.fail("/store/lease", "must be longer than 0s: a lease of 0 would expire as soon as a run is claimed")
+        if seconds < 1:
+            doc.fail(pointer, "must be at least 1s: a lease is renewed every third of it")
             return 30.0
         return seconds
 
@@ -166,8 +165,8 @@ def build_settings(
             url=store_url(store.get("url"), base_dir, env),
             retention=doc.duration("/store/retention", store.get("retention", "30d")) if doc else 30 * 86400.0,
             sync=SyncLevel(store.get("sync", "normal")),
-            instance=store.get("instance") or f"{socket.gethostname()}:{os.getpid()}",
-            lease=lease(store.get("lease", "30s")),
+            instance=store.get("instance", ""),
+            lease=lease("/store/lease", store.get("lease", "30s")),
             pool_size=store.get("pool_size", 10),
         ),
         definitions=tuple(raw.get("definitions", DEFAULT_DEFINITIONS)),

@@ -23,10 +23,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "redis-stream": {"stream": None, "group": "triggerd", "start": "$", "field": "body", "claim_idle": "5m"},
     "redis-list": {"list": None},
     "amqp": {"queue": None},
-    "nats": {"subject": None, "stream": None, "durable": "triggerd"},
+    "nats": {"subject": None, "stream": None, "durable": "triggerd", "ack_wait": "30s"},
     "sse": {"headers": {}},
 }
-DURATIONS = ("claim_idle",)
+DURATIONS = ("claim_idle", "ack_wait")
 KNOWN_PRODUCERS = ("system", "agents", "api", "cli")  # SPEC 5.3: sources of events triggerd itself names
 
 

@@ -1,31 +1,38 @@
 """The dispatcher: turns firings into runs and runs into records.
 
-Each run the dispatcher holds is a Job, either queued (pending, perhaps waiting
-for a retry's backoff) or running. Running a job is acquire / execute / record:
-the limits are taken before the task starts and given back when it ends; the
-attempt itself is an inner task, so that a timeout, a cancel or a shutdown stops
-the agent while the outer task stays free to record what happened.
+The store decides which run starts where (SPEC 10): a firing is stored `pending`, and a
+daemon *claims* due pending runs from the store, within the trigger and agent limits counted
+over every daemon sharing it and this daemon's own `limits.max_concurrent_runs`. A claim
+starts the run's attempt and takes a lease that leases.py renews while it runs. Claims are
+looked for when a firing is submitted here, when a run here ends, when a retry falls due, on a
+poll (the fallback correctness relies on) and whenever `wake()` is called (a NOTIFY listener).
+
+Each claimed run is a Job. The attempt is an inner task, so that a timeout, a cancel, a
+shutdown or a lost lease stops the agent while the outer task stays free to record what
+happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
 from triggerd.agents.process_group import end_if_ours
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
-from triggerd.config.models import AnyAgent, Configuration, Overlap, Trigger
-from triggerd.dispatch.limits import RunningCounts
-from triggerd.dispatch.queue import RunQueue
+from triggerd.config.models import AnyAgent, Configuration, Trigger
+from triggerd.dispatch.admission import Admission, Decision
+from triggerd.dispatch.instances import default_instance, loaded, register
+from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.masking import mask, mask_value
@@ -37,14 +44,15 @@ from triggerd.runs import (
     Run,
     RunOutcome,
     RunStatus,
-    SkipReason,
     Source,
     new_run_id,
 )
-from triggerd.store.abc import Store
+from triggerd.store.abc import Interrupted, Store
 
 log = logging.getLogger("triggerd.dispatch")
 STORE_RETRY_SECONDS = 1.0
+POLL_SECONDS = 1.0  # how often the store is asked for runs nobody woke this daemon for
+LEASE_LOST = "lease_lost"  # why a run's attempt was stopped here: another daemon may take it over
 
 
 class DispatcherState(Enum):
@@ -65,32 +73,24 @@ class Submitted:
 
 @dataclass(eq=False)
 class Job:
-    """A run this dispatcher holds, with the definitions it runs under (fixed when it was taken)."""
+    """A run this daemon claimed, with the definitions it runs under (fixed when it was claimed)."""
 
     run_id: str
     trigger: Trigger
     agent: AnyAgent
     input: Mapping[str, Any]
-    attempts: int = 0
+    attempt: int  # the number of the attempt the claim started
     failures: int = 0
-    not_before: float = 0.0
+    started_at: str | None = None  # the run's first start, for the duration metric
     task: asyncio.Task[None] | None = None
     attempt_task: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
+    lost: bool = False  # the lease was lost: another daemon records this attempt, not this one
     chain_depth: int = 0
-    started: float | None = None  # monotonic time of the first attempt's start, for the duration metric
     log_extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log_extra = {"run_id": self.run_id, "trigger_id": self.trigger.id, "agent_id": self.agent.id}
-
-    @property
-    def lane(self) -> str:
-        return self.trigger.id
-
-    @property
-    def pool(self) -> str:
-        return self.agent.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,70 +118,92 @@ class Dispatcher:
         self.pool = pool or AgentPool(self._process_started)
         self.rng = rng or random.Random()
         self.state = DispatcherState.STOPPED
-        self.counts = RunningCounts(configuration.settings.limits.max_concurrent_runs)
-        self._queue: RunQueue[Job] = RunQueue()
+        settings = configuration.settings
+        self.instance = settings.store.instance or default_instance()
+        self.address = str(settings.server.listen)
+        self.global_limit = settings.limits.max_concurrent_runs
+        self.leases = LeaseKeeper(store, self.instance, settings.store.lease, self.clock, self._lost, self._cancelled)
+        self._loaded = (configuration, loaded(configuration))
+        self._trigger_ids = set(configuration.triggers)  # as of the last reconfigure (the daemon swaps first)
         self._running: dict[str, Job] = {}
-        self._reserved: Counter[str] = Counter()
+        self.admission = Admission(store, self.clock)
+        self._pending = 0  # pending runs in the store, as of the last claim
+        self._wanted = False
+        self._polled = False
+        self._claimer: asyncio.Task[None] | None = None
         self._wake: asyncio.TimerHandle | None = None
+        self._tender: asyncio.Task[None] | None = None
         self.listener: Callable[[RunOutcome], None] | None = None  # told of every run that ends for good
 
     # --- lifecycle ------------------------------------------------------------
 
     async def start(self) -> int:
-        """Resume what the store says was unfinished (SPEC 5.2), then start dispatching; returns runs resumed.
+        """Register this daemon, recover what a crash left (SPEC 5.2, 10), start claiming; returns runs resumed.
 
-        Process groups that interrupted command attempts left running are ended first, so that
-        no retry runs beside the attempt it repeats.
+        Claims of this instance's previous life (the same instance name) and of daemons of this
+        machine whose process is gone expire at once: a restart takes their runs over without
+        waiting for the lease. Process groups their interrupted command attempts left running
+        are ended before any retry starts (claim_runs reports them).
         """
-        resumed = 0
+        await register(self.store, self.instance, self.address, self.configuration, self.clock, self.leases.lease)
         unfinished = await self.store.unfinished_runs()
-        await self._end_interrupted_processes(unfinished)
         for run in unfinished:
-            resumed += await self._resume(run)
+            if run.status is RunStatus.CANCELLED:  # cancelled by a shutdown: resumed on the next start (SPEC 8)
+                await self.store.requeue(run.id)
         self.state = DispatcherState.RUNNING
-        self._pump()
-        return resumed
+        await self._claim()
+        self._tender = asyncio.create_task(self._tend(), name="dispatch-tend")
+        return len(unfinished)
 
     async def drain(self, grace: float) -> None:
-        """Stop starting runs, let running ones finish within `grace`, cancel the rest (reason shutdown)."""
+        """Stop claiming runs, let running ones finish within `grace`, cancel the rest (reason shutdown)."""
         if self.state is DispatcherState.STOPPED and not self._running:
             return
         self.state = DispatcherState.DRAINING
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        if self._claimer is not None:  # a claim under way: what it claims is drained like the rest
+            await asyncio.gather(self._claimer, return_exceptions=True)
         tasks = [job.task for job in self._running.values() if job.task is not None]
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=grace)
+            _, late = await asyncio.wait(tasks, timeout=grace)  # leases are still renewed meanwhile
             for job in list(self._running.values()):
                 self._stop_attempt(job, CancelReason.SHUTDOWN)
             if late:
                 await asyncio.wait(late)
+        if self._tender is not None:
+            self._tender.cancel()
+            await asyncio.gather(self._tender, return_exceptions=True)
+            self._tender = None
+        await self.leases.stop()
         self.state = DispatcherState.STOPPED
         await self.pool.close()
 
     async def reconfigure(self, configuration: Configuration) -> int:
-        """Take a new configuration: running runs keep their definitions; queued runs of removed
-        triggers are cancelled (reason trigger_removed). Returns how many were cancelled."""
+        """Take a new configuration: running runs keep their definitions; pending runs of triggers this
+        reload removed are cancelled (reason trigger_removed). Returns how many were cancelled."""
+        removed = self._trigger_ids - set(configuration.triggers)
+        self._trigger_ids = set(configuration.triggers)
         self.configuration = configuration
-        self.counts.global_limit = configuration.settings.limits.max_concurrent_runs
-        orphans = [job for job in self._queue if job.trigger.id not in configuration.triggers]
-        for job in orphans:
-            self._queue.remove(job.run_id)
-        for job in orphans:
-            await self.store.finish_run(
-                job.run_id,
-                RunStatus.CANCELLED,
-                at=isoformat(self.clock.now()),
-                reason=str(CancelReason.TRIGGER_REMOVED),
-            )
-            log.info("queued run cancelled: its trigger was removed", extra=job.log_extra)
-        self._pump()
-        return len(orphans)
+        self.global_limit = configuration.settings.limits.max_concurrent_runs
+        cancelled = 0
+        for trigger_id in sorted(removed):
+            while pending := await self.store.list_runs(trigger_id=trigger_id, status=RunStatus.PENDING, limit=500):
+                for run in pending:
+                    at = isoformat(self.clock.now())
+                    if await self.store.request_cancel(run.id, CancelReason.TRIGGER_REMOVED, at) is RunStatus.PENDING:
+                        cancelled += 1
+                        log.info(
+                            "pending run cancelled: its trigger was removed",
+                            extra={"run_id": run.id, "trigger_id": run.trigger_id, "agent_id": run.agent_id},
+                        )
+        self.wake()
+        return cancelled
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._pending
 
     @property
     def running(self) -> int:
@@ -205,36 +227,39 @@ class Dispatcher:
         return await self.submit(Firing(trigger.id, trigger.agent.id, merged, Source.MANUAL))
 
     async def submit(self, firing: Firing, skip: str | None = None) -> Submitted:
-        """Record a run for the firing (committed before this returns) and queue it.
+        """Record a run for the firing (committed before this returns) and look for runs to claim.
 
-        With `skip`, the run is recorded `skipped` with that reason and never queued
+        With `skip`, the run is recorded `skipped` with that reason and never runs
         (a schedule slot missed during downtime, say).
         """
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        status, reason, victim = (RunStatus.SKIPPED, skip, None) if skip else self._admission(trigger)
-        now = isoformat(self.clock.now())
-        run = Run(
-            id=new_run_id(),
-            trigger_id=trigger.id,
-            agent_id=agent.id,
-            status=status,
-            input=dict(firing.input),
-            source=firing.source,
-            created_at=now,
-            reason=reason,
-            nominal_time=firing.nominal_time,
-            idempotency_key=firing.idempotency_key,
-            replay_of=firing.replay_of,
-            chain_depth=firing.chain_depth,
-            finished_at=now if status.is_final else None,
-        )
-        self._reserved[trigger.id] += 1
+        self.admission.reserve(trigger.id)
+        stored_pending = False
         try:
+            decision = Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger)
+            status = decision.status
+            now = isoformat(self.clock.now())
+            run = Run(
+                id=new_run_id(),
+                trigger_id=trigger.id,
+                agent_id=agent.id,
+                status=status,
+                input=dict(firing.input),
+                source=firing.source,
+                created_at=now,
+                reason=decision.reason,
+                nominal_time=firing.nominal_time,
+                idempotency_key=firing.idempotency_key,
+                replay_of=firing.replay_of,
+                chain_depth=firing.chain_depth,
+                finished_at=now if status.is_final else None,
+            )
             created = await self.store.create_run(run, firing.dedupe_seconds, now)
+            stored_pending = status is RunStatus.PENDING and not created.duplicate
         finally:
-            self._reserved[trigger.id] -= 1
+            self.admission.release(trigger.id, stored_pending)
         if created.duplicate:
             return Submitted(created.run_id, trigger.id, None, duplicate=True)
         log.info(
@@ -251,48 +276,60 @@ class Dispatcher:
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
         if status is RunStatus.PENDING:
-            self._enqueue(Job(run.id, trigger, agent, run.input, chain_depth=firing.chain_depth))
-            if victim is not None:
-                self._stop_attempt(victim, CancelReason.REPLACED)
-            self._pump()
+            if decision.victim is not None:
+                with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
+                    await self._request_cancel(decision.victim, CancelReason.REPLACED)
+            elif decision.may_start:
+                # It may start now. (Else a run of the trigger ending, here or on another daemon,
+                # wakes the daemon it ends on: a claim now would find the trigger full.)
+                self.wake()
         return Submitted(run.id, trigger.id, status)
-
-    def _admission(self, trigger: Trigger) -> tuple[RunStatus, str | None, Job | None]:
-        """Pending, or skipped with a reason; for overlap replace, the running job to cancel."""
-        running = [job for job in self._running.values() if job.trigger.id == trigger.id]
-        queued = self._queue.count(trigger.id)
-        in_flight = len(running) + queued + self._reserved[trigger.id]
-        if trigger.overlap is Overlap.SKIP and in_flight >= trigger.max_concurrent:
-            return RunStatus.SKIPPED, str(SkipReason.OVERLAP), None
-        if (
-            trigger.overlap is Overlap.QUEUE
-            and len(running) >= trigger.max_concurrent
-            and queued + self._reserved[trigger.id] >= trigger.max_queued
-        ):
-            return RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL), None
-        if trigger.overlap is Overlap.REPLACE and len(running) >= trigger.max_concurrent:
-            return RunStatus.PENDING, None, running[0]
-        return RunStatus.PENDING, None, None
 
     # --- cancel and replay ------------------------------------------------------
 
     async def cancel(self, run_id: str, reason: CancelReason = CancelReason.REQUESTED) -> Run:
-        """Cancel a pending or running run and return it as recorded; Conflict if it has finished."""
-        if self._queue.remove(run_id) is not None:
-            await self.store.finish_run(run_id, RunStatus.CANCELLED, at=isoformat(self.clock.now()), reason=reason)
-        elif run_id in self._running:
-            job = self._running[run_id]
-            self._stop_attempt(job, reason)
-            if job.task is not None:
-                await asyncio.shield(job.task)
-        else:
-            run = await self.store.get_run(run_id)
-            if run is None:
-                raise NotFound(f"run '{run_id}' does not exist")
-            raise Conflict(f"run '{run_id}' is {run.status}; only pending or running runs can be cancelled")
+        """Cancel a pending or running run, whichever daemon holds it, and return it as recorded;
+        Conflict if it has finished.
+
+        A run another daemon runs is flagged in the store; its daemon stops it at its next lease
+        renewal, and this waits for that up to one lease.
+        """
+        before = await self._request_cancel(run_id, reason)
+        if before is None:
+            raise NotFound(f"run '{run_id}' does not exist")
+        if before.is_final:
+            raise Conflict(f"run '{run_id}' is {before}; only pending or running runs can be cancelled")
+        job = self._running.get(run_id)
+        if job is not None and job.task is not None:
+            await asyncio.shield(job.task)
+        elif before is RunStatus.RUNNING:
+            deadline = self.clock.monotonic() + self.leases.lease
+            while self.clock.monotonic() < deadline:
+                run = await self.store.get_run(run_id)
+                if run is not None and run.status.is_final:
+                    break
+                await asyncio.sleep(0.05)
         run = await self.store.get_run(run_id)
         assert run is not None
         return run
+
+    async def _request_cancel(self, run_id: str, reason: str) -> RunStatus | None:
+        """Stop a run held here at once; otherwise record the request in the store (SPEC 10).
+
+        Returns the status the run had before (None: no such run): a pending one is cancelled
+        now, a running one flagged for the daemon that holds it, a finished one left alone.
+        """
+        job = self._running.get(run_id)
+        if job is not None:
+            self._stop_attempt(job, reason)
+            return RunStatus.RUNNING
+        before = await self.store.request_cancel(run_id, reason, isoformat(self.clock.now()))
+        if before is RunStatus.PENDING:
+            log.info("pending run cancelled (%s)", reason, extra={"run_id": run_id})
+        job = self._running.get(run_id)  # claimed here while the request was on its way
+        if job is not None and before is RunStatus.RUNNING:
+            self._stop_attempt(job, reason)
+        return before
 
     async def replay(self, run_id: str) -> Submitted:
         """A new run with the same input, replay_of set; the original must have finished."""
@@ -304,29 +341,108 @@ class Dispatcher:
         trigger, _ = self._definitions(run.trigger_id)
         return await self.submit(Firing(trigger.id, trigger.agent.id, run.input, Source.REPLAY, replay_of=run.id))
 
-    def _enqueue(self, job: Job) -> None:
-        self._queue.push(job, self.clock.monotonic())
-
     def _stop_attempt(self, job: Job, reason: str) -> None:
         job.cancel_reason = job.cancel_reason or reason
         if job.attempt_task is not None:
             job.attempt_task.cancel()
 
-    # --- running ----------------------------------------------------------------
+    def _lost(self, run_id: str) -> None:
+        """The lease keeper could not renew this run's lease in time: stop it, record nothing."""
+        job = self._running.get(run_id)
+        if job is not None:
+            job.lost = True
+            self._stop_attempt(job, LEASE_LOST)
 
-    def _pump(self) -> None:
-        """Start every queued job the limits allow, oldest first; wake up again for the next backoff."""
+    def _cancelled(self, run_id: str, reason: str) -> None:
+        """Another daemon asked to cancel a run held here."""
+        job = self._running.get(run_id)
+        if job is not None:
+            self._stop_attempt(job, reason)
+
+    # --- claiming -----------------------------------------------------------------
+
+    def wake(self, *, poll: bool = False) -> None:
+        """Look for runs to claim now: a firing, a run that ended, a retry due, a poll, a NOTIFY.
+
+        While every slot of this daemon is taken, only a poll goes to the store (to take expired
+        leases over): a firing or a NOTIFY then waits for a run here to end.
+        """
         if self.state is not DispatcherState.RUNNING:
             return
-        self._queue.start_ready(
-            self.clock.monotonic(), check=lambda job: self.counts.verdict(job.trigger, job.agent), start=self._start
-        )
-        next_due = self._queue.next_due()
-        if next_due is not None:
-            self._wake_at(next_due)
+        self._wanted = True
+        self._polled |= poll
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.create_task(self._claim_while_wanted(), name="dispatch-claim")
+
+    async def _claim_while_wanted(self) -> None:
+        while self._wanted and self.state is DispatcherState.RUNNING:
+            self._wanted = False
+            polled, self._polled = self._polled, False
+            if polled or len(self._running) < self.global_limit:
+                await self._claim(count_pending=polled)
+
+    async def _claim(self, *, count_pending: bool = True) -> None:
+        """One claim: take over expired leases, claim what the limits allow, start it."""
+        free = self.global_limit - len(self._running)
+        configuration, claimed_at = self.configuration, self.clock.monotonic()
+        if self._loaded[0] is not configuration:  # a reload swapped it in: claim by the new definitions
+            self._loaded = (configuration, loaded(configuration))
+        try:
+            claims = await self.store.claim_runs(
+                self.instance,
+                isoformat(self.clock.now()),
+                self.leases.lease_until(),
+                max(free, 0),
+                self._loaded[1],
+                count_pending=count_pending,
+            )
+        except StoreError as exc:
+            log.error("cannot claim runs: %s", exc)
+            return  # the next poll tries again
+        if claims.pending is not None:
+            self._pending = claims.pending
+        jobs = []
+        for run in claims.runs:
+            trigger = configuration.triggers[run.trigger_id]
+            job = Job(
+                run.id,
+                trigger,
+                configuration.agents[run.agent_id],
+                run.input,
+                attempt=run.attempts[-1].number,
+                failures=run.failures,
+                started_at=run.started_at,
+                chain_depth=run.chain_depth,
+            )
+            self._running[job.run_id] = job
+            self.leases.add(job.run_id, claimed_at)
+            self.admission.forget(run.trigger_id)
+            jobs.append(job)
+        if claims.interrupted:
+            await self._end_interrupted_processes(claims.interrupted)
+        for job in jobs:
+            log.info("run claimed (attempt %d)", job.attempt, extra=job.log_extra)
+            job.task = asyncio.create_task(self._execute(job), name=f"run-{job.run_id}")
+            job.task.add_done_callback(partial(self._finished, job))
+        if claims.next_due is not None:
+            wait = (parse_instant(claims.next_due) - self.clock.now()).total_seconds()
+            self._wake_at(self.clock.monotonic() + max(wait, 0.0))
+        if jobs and len(jobs) == free:
+            self._wanted = True  # every free slot was filled: more may be due once one frees
+
+    async def _tend(self) -> None:
+        """Renew leases (leases.py) and poll the store for runs nobody woke this daemon for."""
+        next_poll = 0.0
+        while True:
+            self.leases.tick()
+            now = self.clock.monotonic()
+            if now >= next_poll:
+                next_poll = now + POLL_SECONDS
+                self.wake(poll=True)
+            await asyncio.sleep(min(self.leases.every / 3, POLL_SECONDS))
 
     def _wake_at(self, due: float) -> None:
-        """Pump again at monotonic time `due`, unless a wake-up no later than that is already set."""
+        """Wake up at monotonic time `due`, unless a wake-up no later than that is already set."""
         loop = asyncio.get_running_loop()
         when = loop.time() + max(due - self.clock.monotonic(), 0.0)
         if self._wake is not None:
@@ -337,42 +453,29 @@ class Dispatcher:
 
     def _woken(self) -> None:
         self._wake = None
-        self._pump()
+        self.wake()
 
-    def _start(self, job: Job) -> None:
-        self.counts.add(job.trigger, job.agent)
-        self._running[job.run_id] = job
-        job.task = asyncio.create_task(self._execute(job), name=f"run-{job.run_id}")
-        job.task.add_done_callback(lambda _: self._finished(job))
+    # --- running ----------------------------------------------------------------
 
-    def _finished(self, job: Job) -> None:
-        self.counts.remove(job.trigger, job.agent)
+    def _finished(self, job: Job, _: object = None) -> None:
         self._running.pop(job.run_id, None)
-        self._queue.release(job.trigger.id)
-        self._pump()
+        self.admission.forget(job.trigger.id)
+        self.leases.remove(job.run_id)
+        self.wake()
 
     async def _execute(self, job: Job) -> None:
-        number = job.attempts + 1
-        try:
-            await self.store.start_attempt(job.run_id, number, isoformat(self.clock.now()))
-        except StoreError as exc:
-            log.error("cannot record the start of an attempt: %s", exc, extra=job.log_extra)
-            self._requeue(job, STORE_RETRY_SECONDS)
-            return
-        job.attempts = number
-        if job.started is None:
-            job.started = self.clock.monotonic()
-        outcome = await self._attempt(job, number)
-        while True:
+        outcome = await self._attempt(job, job.attempt)
+        while not job.lost:
             try:
-                await self._record(job, number, outcome)
+                await self._record(job, job.attempt, outcome)
                 return
             except StoreError as exc:
-                log.error("cannot record the outcome of attempt %d: %s", number, exc, extra=job.log_extra)
+                log.error("cannot record the outcome of attempt %d: %s", job.attempt, exc, extra=job.log_extra)
                 if self.state is not DispatcherState.RUNNING:
-                    return  # the run stays 'running' in the store: the next start resumes it as interrupted
+                    return  # the run stays 'running' in the store: its lease expires and it is taken over
             # A full disk or a lock clears: keep the outcome (and the run's slot) until the store takes it.
             await asyncio.sleep(STORE_RETRY_SECONDS)
+        log.warning("attempt %d stopped: its lease was lost", job.attempt, extra=job.log_extra)
 
     async def _attempt(self, job: Job, number: int) -> _Outcome:
         if job.cancel_reason is not None:
@@ -419,7 +522,7 @@ class Dispatcher:
             if outcome.retryable and job.failures < job.trigger.retry.max_attempts:
                 then, retry_in = RunStatus.PENDING, backoff_delay(job.trigger.retry, job.failures, self.rng)
         now = self.clock.now()
-        await self.store.end_attempt(
+        recorded = await self.store.end_attempt(
             job.run_id,
             number,
             status=outcome.status,
@@ -432,11 +535,15 @@ class Dispatcher:
             next_attempt_at=isoformat(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
             dead_letter=then in (RunStatus.FAILED, RunStatus.TIMED_OUT),
         )
+        if not recorded:
+            log.warning("attempt %d ended after another daemon took the run over", number, extra=job.log_extra)
+            return
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
         if then is not RunStatus.PENDING:
             METRICS.runs.labels(job.trigger.id, str(then)).inc()
-            if job.started is not None:
-                METRICS.run_duration.labels(job.trigger.id).observe(self.clock.monotonic() - job.started)
+            if job.started_at is not None:
+                elapsed = (now - parse_instant(job.started_at)).total_seconds()
+                METRICS.run_duration.labels(job.trigger.id).observe(max(elapsed, 0.0))
         if then in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT) and self.listener is not None:
             self.listener(
                 RunOutcome(
@@ -457,20 +564,13 @@ class Dispatcher:
             log.warning(
                 "attempt %d %s: %s; retry in %.1fs", number, outcome.status, outcome.error, retry_in, extra=extra
             )
-            self._requeue(job, retry_in)
+            self._wake_at(self.clock.monotonic() + retry_in)  # any daemon may claim the retry
         elif then is RunStatus.COMPLETED:
             log.info("run completed", extra=extra)
         elif then is RunStatus.CANCELLED:
             log.info("run cancelled (%s)", outcome.error, extra=extra)
         else:
             log.error("run %s: %s", then, outcome.error, extra=extra)
-
-    def _requeue(self, job: Job, delay: float) -> None:
-        job.not_before = self.clock.monotonic() + delay
-        job.task = None
-        self._enqueue(job)
-        if self.state is DispatcherState.RUNNING:
-            self._wake_at(job.not_before)
 
     # --- resume after a stop or a crash -------------------------------------------
 
@@ -487,73 +587,21 @@ class Dispatcher:
                 extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
             )
 
-    async def _end_interrupted_processes(self, runs: list[Run]) -> None:
-        """End the process groups interrupted command attempts left running, before any is retried (SPEC 5.2).
+    async def _end_interrupted_processes(self, interrupted: list[Interrupted]) -> None:
+        """End the process groups attempts taken over left running, before any is retried (SPEC 5.2).
 
         Only a group whose leader is still the recorded process (same pid, start time and boot)
-        is signalled: a pid since reused by another process, or one from before a reboot, is not.
+        is signalled: a pid since reused by another process, one from before a reboot, or one
+        on another machine, is not.
         """
-        interrupted = [
-            (run, attempt.number, attempt.process)
-            for run in runs
-            for attempt in run.attempts
-            if attempt.finished_at is None and attempt.process is not None
-        ]
-        ended = await asyncio.gather(*(end_if_ours(process) for _, _, process in interrupted))
-        for (run, number, process), how in zip(interrupted, ended, strict=True):
+        found = [(attempt, attempt.process) for attempt in interrupted if attempt.process is not None]
+        ended = await asyncio.gather(*(end_if_ours(process) for _, process in found))
+        for (attempt, process), how in zip(found, ended, strict=True):
             if how is not None:
                 log.warning(
                     "process group %d of interrupted attempt %d was still running: %s",
                     process.pgid,
-                    number,
+                    attempt.number,
                     how,
-                    extra={"run_id": run.id, "trigger_id": run.trigger_id, "agent_id": run.agent_id},
+                    extra={"run_id": attempt.run_id},
                 )
-
-    async def _resume(self, run: Run) -> int:
-        try:
-            trigger, agent = self._definitions(run.trigger_id)
-        except NotFound:
-            await self.store.finish_run(
-                run.id,
-                RunStatus.CANCELLED,
-                at=isoformat(self.clock.now()),
-                reason=str(CancelReason.TRIGGER_REMOVED),
-            )
-            return 0
-        job = Job(
-            run.id,
-            trigger,
-            agent,
-            run.input,
-            attempts=len(run.attempts),
-            failures=run.failures,
-            chain_depth=run.chain_depth,
-        )
-        now = isoformat(self.clock.now())
-        if run.status is RunStatus.RUNNING:
-            open_attempts = [a for a in run.attempts if a.finished_at is None]
-            number = open_attempts[-1].number if open_attempts else len(run.attempts)
-            job.failures += 1
-            if job.failures >= trigger.retry.max_attempts:
-                await self.store.end_attempt(
-                    run.id,
-                    number,
-                    status=RunStatus.FAILED,
-                    error="interrupted",
-                    at=now,
-                    then=RunStatus.FAILED,
-                    dead_letter=True,
-                )
-                return 0
-            await self.store.end_attempt(
-                run.id, number, status=RunStatus.FAILED, error="interrupted", at=now, then=RunStatus.PENDING
-            )
-        elif run.status is RunStatus.CANCELLED:
-            await self.store.requeue(run.id)
-        elif run.next_attempt_at is not None:
-            wait = (parse_instant(run.next_attempt_at) - self.clock.now()).total_seconds()
-            job.not_before = self.clock.monotonic() + max(wait, 0.0)
-        self._enqueue(job)
-        log.info("run resumed (was %s)", run.status, extra=job.log_extra)
-        return 1

@@ -100,6 +100,7 @@ def add_admin_routes(
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_get("/v1/config", get_config)
     app.router.add_get("/v1/sources", get_sources)
+    app.router.add_get("/v1/instances", list_instances)
     app.router.add_get("/v1/openapi.json", get_openapi)
 
 
@@ -312,6 +313,12 @@ async def get_sources(request: web.Request) -> web.Response:
     """SPEC 5.4: each source's state, messages by outcome, in flight and lag."""
     sources: Any = request.app[SOURCES]
     return json_response({"sources": sources()})
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    """SPEC 10: the daemons sharing the store, with when each started and was last seen."""
+    instances = await _store_call(request.app[DISPATCHER].store.instances())
+    return json_response({"instances": [i.to_json() for i in instances]})
 
 
 async def post_events(request: web.Request) -> web.Response:

@@ -88,6 +88,17 @@ def openapi() -> dict[str, Any]:
                 "lag": {"type": ["integer", "null"]},
             },
         },
+        "Instance": {
+            "type": "object",
+            "required": ["id", "address", "started", "last_seen", "fingerprint"],
+            "properties": {
+                "id": {"type": "string"},
+                "address": {"type": "string"},
+                "started": {"type": "string", "format": "date-time"},
+                "last_seen": {"type": "string", "format": "date-time"},
+                "fingerprint": {"type": "string", "description": "Of the daemon's loaded definitions"},
+            },
+        },
         "Attempt": {
             "type": "object",
             "required": ["number", "started_at", "status"],
@@ -397,6 +408,17 @@ def openapi() -> dict[str, Any]:
                 "The running configuration: its files, the problems of what it left out, when it was applied",
                 "200",
                 _ref("Config"),
+            )
+        },
+        "/v1/instances": {
+            "get": _operation(
+                "The daemons sharing the store (SPEC 10): id, address, started, last seen",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {"instances": {"type": "array", "items": _ref("Instance")}},
+                },
             )
         },
         "/v1/openapi.json": {"get": _operation("This description", "200", {"type": "object"})},

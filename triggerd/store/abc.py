@@ -7,11 +7,19 @@ Rules every implementation keeps:
 - Methods are coroutines and never block the event loop.
 - A failure raises StoreError and leaves the store as it was before the call.
 - Times are RFC 3339 UTC strings as `triggerd.clock.isoformat` writes them.
+
+Claims and leases (SPEC 10): a run is *claimed* by one daemon (an instance) when its attempt
+starts, with a lease the daemon renews while the run goes on. A `running` run always has a
+claim; a `pending` run never has one. Whoever finds a lease expired takes the run over: its
+open attempt ends `failed`, error "interrupted", and the run is retried if attempts remain.
+Limits (a trigger's and an agent's max_concurrent) are counted at claim time over the runs
+every daemon sharing the store has claimed. docs/scale-out.md ("Claims and leases") gives the
+PostgreSQL statements each method is meant to run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,6 +63,72 @@ class DeadMessage:
 class TriggerStats:
     runs: Mapping[str, int]
     last_run: Run | None
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A daemon sharing the store (GET /v1/instances)."""
+
+    id: str
+    address: str  # where its HTTP server listens, as configured
+    started_at: str
+    fingerprint: str  # of its loaded definitions: daemons that differ are warned about
+    last_seen: str
+    process: ProcessGroup | None = None  # its own process (pid, start ticks, boot): tells a dead one on this machine
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "address": self.address,
+            "started": self.started_at,
+            "last_seen": self.last_seen,
+            "fingerprint": self.fingerprint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a claiming daemon has loaded: only runs of these triggers and agents are claimed."""
+
+    triggers: Mapping[str, tuple[int, int]]  # trigger id -> (max_concurrent, retry.max_attempts)
+    agents: Mapping[str, int | None]  # agent id -> max_concurrent (None: no cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """An attempt whose lease expired, ended by a takeover; its process group may still run on its machine."""
+
+    run_id: str
+    number: int
+    process: ProcessGroup | None
+    retried: bool  # the run went back to pending (else it failed for good, a dead letter)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What claim_runs did."""
+
+    runs: list[Run]  # claimed, oldest first; each one's last attempt is the one just started
+    interrupted: list[Interrupted]  # attempts taken over from expired leases
+    next_due: str | None  # the earliest retry not yet due (a wake-up to set), None if none
+    pending: int | None  # with count_pending: the pending runs in the store after the claim (queue depth)
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What renew_leases found: the runs still held, and which of them another daemon asked to cancel."""
+
+    held: frozenset[str]
+    cancel: Mapping[str, str]  # run id -> cancel reason
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerLoad:
+    """A trigger's runs in flight across every daemon: what overlap decisions count (SPEC 3, 10)."""
+
+    running: int
+    pending: int
+    oldest_running: str | None  # the run `overlap: replace` cancels
 
 
 class Store(Protocol):
@@ -139,11 +213,13 @@ class Store(Protocol):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
-    ) -> None:
-        """Close attempt `number` with `status`, and move the run to `then`.
+    ) -> bool:
+        """Close attempt `number` with `status`, and move the run to `then`; releases the run's claim.
 
         `then` is PENDING (a retry, due at next_attempt_at) or a final status, which
         also sets finished_at, output, usage, error, reason and the dead-letter mark.
+        Returns False, changing nothing, when the attempt was already closed: a daemon
+        took the run over after its lease expired, and this outcome comes too late.
         """
         ...
 
@@ -157,12 +233,84 @@ class Store(Protocol):
         """Make a run pending again (resume after shutdown), due at `at` (None: now)."""
         ...
 
+    async def register_instance(self, instance: Instance) -> None:
+        """Record (or record again, after a restart) a daemon sharing the store; last_seen is set to started_at.
+
+        PostgreSQL: INSERT INTO instances (...) VALUES (...) ON CONFLICT (id) DO UPDATE SET ...
+        """
+        ...
+
+    async def instances(self) -> list[Instance]:
+        """Every daemon that registered and was not pruned, by id."""
+        ...
+
+    async def expire_claims(self, instance_ids: Sequence[str], at: str) -> int:
+        """Make the leases these daemons hold expire at `at` (they are known dead); returns runs affected.
+
+        A daemon starting uses it for its own previous life (same instance id) and for daemons of
+        this machine whose process is gone, so that a restart takes their runs over at once
+        instead of after the lease. PostgreSQL: UPDATE runs SET lease_until = $at
+        WHERE status = 'running' AND claimed_by = ANY($ids).
+        """
+        ...
+
+    async def claim_runs(
+        self, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
+    ) -> Claims:
+        """Take over expired leases, then claim up to `limit` due pending runs, oldest first, in one transaction.
+
+        Takeover: every `running` run of a loaded trigger whose lease ended at or before `now`
+        (or that has no lease: a run from before claims existed) has its open attempt closed
+        `failed`, error "interrupted"; the run becomes pending again (due now) if fewer than the
+        trigger's retry.max_attempts attempts failed, else `failed` for good, a dead letter; a run
+        another daemon asked to cancel (request_cancel) ends `cancelled` with that reason instead.
+
+        Claim: pending runs due by `now` (next_attempt_at unset or past) whose trigger and agent
+        are in `loaded`, oldest first, skipping a run whose trigger or agent is at its
+        max_concurrent counted over the running runs of *every* daemon. Each claimed run becomes
+        `running`, claimed by `instance` until `lease_until`, with a new attempt started at `now`
+        (the attempt is part of the claim: no separate start_attempt). Claims serialize: two
+        daemons claiming at once never together exceed a limit (SQLite: BEGIN IMMEDIATE;
+        PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED). With
+        `count_pending` (the poll asks), Claims.pending counts the pending runs.
+        """
+        ...
+
+    async def renew_leases(self, instance: str, run_ids: Sequence[str], now: str, lease_until: str) -> Renewal:
+        """Extend to `lease_until` the leases `instance` still holds among `run_ids`; a heartbeat too.
+
+        Sets the instance's last_seen to `now` (even with no runs). A run not in the answer's
+        `held` was taken over, or ended: its process must stop. PostgreSQL: UPDATE runs SET
+        lease_until = $until WHERE claimed_by = $me AND status = 'running' AND id = ANY($ids)
+        RETURNING id, cancel_requested.
+        """
+        ...
+
+    async def request_cancel(self, run_id: str, reason: str, at: str) -> RunStatus | None:
+        """Cancel a run from any daemon; returns the status the run had before, None if there is no such run.
+
+        A pending run is cancelled at once (with `reason`). A running one is flagged: the daemon
+        holding it learns it at its next renewal and stops it, recording the reason. A finished
+        run is left as it is. PostgreSQL: SELECT status FROM runs WHERE id = $1 FOR UPDATE, then
+        one UPDATE as for SQLite.
+        """
+        ...
+
+    async def trigger_loads(self, trigger_ids: Sequence[str]) -> dict[str, TriggerLoad]:
+        """Each trigger's running and pending runs across every daemon (for overlap and max_queued).
+
+        Read for the firings under way, many triggers at once: it must not cost more with a
+        longer queue (SQLite keeps the counts in a table maintained by triggers on runs).
+        """
+        ...
+
     async def trigger_stats(self) -> dict[str, TriggerStats]:
         """Per trigger: run counts by status and the newest run."""
         ...
 
     async def prune(self, finished_before: str, now: str) -> int:
-        """Delete final runs finished before the instant, and expired dedupe keys; returns runs deleted."""
+        """Delete final runs finished before the instant, expired dedupe keys, and instances not seen
+        since the instant; returns runs deleted."""
         ...
 
     # --- sources (SPEC 5.4) ------------------------------------------------------

@@ -107,4 +107,60 @@ MIGRATIONS: list[list[str]] = [
             saved_at TEXT NOT NULL
         )""",
     ],
+    [
+        # Claims and leases (SPEC 10): the daemon running a run and until when its lease holds; a
+        # cancel asked by another daemon. A running run left from before has no lease: the first
+        # claim takes it over, as a restart resumed it before.
+        "ALTER TABLE runs ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_until TEXT",
+        "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
+        "CREATE INDEX runs_queue ON runs (id) WHERE status = 'pending'",
+        "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
+        "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+        # Each trigger's runs in flight, kept by triggers on runs, so that overlap admission reads
+        # one row per firing instead of counting a queue that may hold millions.
+        """CREATE TABLE trigger_load (
+            trigger_id TEXT PRIMARY KEY,
+            running INTEGER NOT NULL,
+            pending INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "INSERT INTO trigger_load (trigger_id, running, pending) SELECT trigger_id, sum(status = 'running'), "
+        "sum(status = 'pending') FROM runs WHERE status IN ('pending', 'running') GROUP BY trigger_id",
+        """CREATE TRIGGER runs_load_insert AFTER INSERT ON runs WHEN NEW.status IN ('pending', 'running')
+        BEGIN
+            INSERT INTO trigger_load (trigger_id, running, pending)
+            VALUES (NEW.trigger_id, NEW.status = 'running', NEW.status = 'pending')
+            ON CONFLICT (trigger_id) DO UPDATE
+            SET running = running + excluded.running, pending = pending + excluded.pending;
+        END""",
+        """CREATE TRIGGER runs_load_update AFTER UPDATE OF status ON runs
+        WHEN OLD.status IS NOT NEW.status
+            AND (OLD.status IN ('pending', 'running') OR NEW.status IN ('pending', 'running'))
+        BEGIN
+            INSERT INTO trigger_load (trigger_id, running, pending)
+            VALUES (
+                NEW.trigger_id,
+                (NEW.status = 'running') - (OLD.status = 'running'),
+                (NEW.status = 'pending') - (OLD.status = 'pending')
+            )
+            ON CONFLICT (trigger_id) DO UPDATE
+            SET running = running + excluded.running, pending = pending + excluded.pending;
+        END""",
+        """CREATE TRIGGER runs_load_delete AFTER DELETE ON runs WHEN OLD.status IN ('pending', 'running')
+        BEGIN
+            UPDATE trigger_load SET running = running - (OLD.status = 'running'),
+                pending = pending - (OLD.status = 'pending')
+            WHERE trigger_id = OLD.trigger_id;
+        END""",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            pid INTEGER,
+            pid_start_ticks INTEGER,
+            boot_id TEXT
+        ) WITHOUT ROWID""",
+    ],
 ]

@@ -40,6 +40,7 @@ from triggerd.store.rows import (
     loads,
     run_from_row,
 )
+from triggerd.store.sqlite_claims import SqliteClaims
 from triggerd.store.sqlite_sources import SourceTables, save_windows
 
 T = TypeVar("T")
@@ -48,7 +49,7 @@ _STOP = object()
 _ROW_MARKS = "(" + ", ".join("?" * 19) + ")"
 
 
-class SqliteStore(SourceTables):
+class SqliteStore(SourceTables, SqliteClaims):
     """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
 
     def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL, busy_timeout: float = 10.0) -> None:
@@ -242,25 +243,29 @@ class SqliteStore(SourceTables):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
-    ) -> None:
-        def end(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE attempts SET finished_at = ?, status = ?, error = ? WHERE run_id = ? AND number = ?",
+    ) -> bool:
+        def end(conn: sqlite3.Connection) -> bool:
+            if not conn.execute(
+                "UPDATE attempts SET finished_at = ?, status = ?, error = ? "
+                "WHERE run_id = ? AND number = ? AND finished_at IS NULL",
                 (at, str(status), error, run_id, number),
-            )
+            ).rowcount:
+                return False  # taken over after its lease expired: the outcome comes too late
+            release = "claimed_by = NULL, lease_until = NULL, cancel_requested = NULL"
             if then is RunStatus.PENDING:
                 conn.execute(
-                    "UPDATE runs SET status = 'pending', error = ?, next_attempt_at = ? WHERE id = ?",
+                    f"UPDATE runs SET status = 'pending', error = ?, next_attempt_at = ?, {release} WHERE id = ?",
                     (error, next_attempt_at, run_id),
                 )
             else:
                 conn.execute(
                     "UPDATE runs SET status = ?, finished_at = ?, output = ?, usage = ?, error = ?, reason = ?, "
-                    "dead_letter = ?, next_attempt_at = NULL WHERE id = ?",
+                    f"dead_letter = ?, next_attempt_at = NULL, {release} WHERE id = ?",
                     (str(then), at, dumps(output), dumps(usage), error, reason, int(dead_letter), run_id),
                 )
+            return True
 
-        await self._write(end)
+        return await self._write(end)
 
     async def finish_run(
         self, run_id: str, status: RunStatus, *, at: str, reason: str | None = None, error: str | None = None
@@ -278,7 +283,7 @@ class SqliteStore(SourceTables):
         def requeue(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE runs SET status = 'pending', reason = NULL, finished_at = NULL, next_attempt_at = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND status = 'cancelled'",  # another daemon starting may have requeued it already
                 (at, run_id),
             )
 
@@ -307,6 +312,7 @@ class SqliteStore(SourceTables):
             conn.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM source_events WHERE expires_at <= ?", (now,))
             conn.execute("DELETE FROM dead_messages WHERE received_at < ?", (finished_before,))
+            conn.execute("DELETE FROM instances WHERE last_seen < ?", (finished_before,))
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             conn.execute(

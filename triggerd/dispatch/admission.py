@@ -1,0 +1,128 @@
+"""Overlap admission (SPEC 3, 5.2, 10): is a firing stored `pending`, or `skipped`, and whom does it replace?
+
+Counted over every daemon sharing the store (`Store.trigger_loads`), plus this daemon's
+firings still being decided or stored (`reserved`). A read per firing would cost a store round
+trip on the path of every webhook, so a load read recently is reused, with this daemon's
+firings stored pending since the read began counted on top, as long as that total stays below
+the limit it is checked against: within one daemon the total never undercounts (a run of the
+trigger claimed or ended here forgets the load; a run cancelled only lowers the truth), so reuse
+never admits what a fresh read would skip, and every decision near the limit is made on a fresh read. Across
+daemons, what others admitted within REUSE_SECONDS is not seen: `max_queued` and
+`overlap: skip` may each be passed by that much (documented in docs/runs.md; `max_concurrent`
+itself is enforced at claim time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+
+from triggerd.clock import Clock
+from triggerd.config.models import Overlap, Trigger
+from triggerd.errors import StoreError
+from triggerd.runs import RunStatus, SkipReason
+from triggerd.store.abc import Store, TriggerLoad
+
+REUSE_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: RunStatus
+    reason: str | None = None
+    victim: str | None = None  # overlap replace: the running run to cancel
+    may_start: bool = True  # whether the trigger had room: if not, a claim now would find it full
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    at: float  # monotonic time the read began
+    load: TriggerLoad
+    stored: int  # this daemon's firings of the trigger stored pending, when the read began
+
+
+class Admission:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.reserved: Counter[str] = Counter()  # firings being decided or stored, by trigger
+        self._stored: Counter[str] = Counter()  # firings stored pending, by trigger, ever
+        self._epoch: Counter[str] = Counter()  # runs claimed or ended here, by trigger, ever
+        self._known: dict[str, _Known] = {}
+        self._reads: dict[str, asyncio.Future[TriggerLoad]] = {}  # by trigger, until its read answers
+        self._wanted: dict[str, tuple[float, int, int]] = {}  # for the next read: when asked, stored, epoch
+        self._reader: asyncio.Task[None] | None = None
+
+    async def decide(self, trigger: Trigger) -> Decision:
+        """Call between reserve() and release() of the same firing."""
+        limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
+        known = self._known.get(trigger.id)
+        if (
+            known is not None
+            and trigger.overlap is not Overlap.REPLACE
+            and self.clock.monotonic() - known.at < REUSE_SECONDS
+            and self._estimate(trigger.id, known) < limit
+        ):
+            return Decision(RunStatus.PENDING, may_start=known.load.running < trigger.max_concurrent)
+        load = await self._read(trigger.id)
+        in_flight = load.running + load.pending + self.reserved[trigger.id] - 1  # less this firing itself
+        if trigger.overlap is Overlap.SKIP and in_flight >= limit:
+            return Decision(RunStatus.SKIPPED, str(SkipReason.OVERLAP))
+        if trigger.overlap is Overlap.QUEUE and in_flight >= limit:
+            return Decision(RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL))
+        if trigger.overlap is Overlap.REPLACE and load.running >= trigger.max_concurrent:
+            return Decision(RunStatus.PENDING, victim=load.oldest_running)
+        return Decision(RunStatus.PENDING, may_start=load.running < trigger.max_concurrent)
+
+    def _estimate(self, trigger_id: str, known: _Known) -> int:
+        """Runs of the trigger in flight, never fewer than the truth within this daemon: stored
+        pending since the read began may be counted twice (if the read saw them), never missed."""
+        since = self._stored[trigger_id] - known.stored
+        return known.load.running + known.load.pending + since + self.reserved[trigger_id] - 1
+
+    def reserve(self, trigger_id: str) -> None:
+        self.reserved[trigger_id] += 1
+
+    def release(self, trigger_id: str, stored_pending: bool) -> None:
+        """The firing is stored (or failed to be): it counts on top of the known load, if pending."""
+        self.reserved[trigger_id] -= 1
+        if stored_pending:
+            self._stored[trigger_id] += 1
+
+    def forget(self, trigger_id: str) -> None:
+        """A run of the trigger was claimed or ended here: the next firing reads the store (and a
+        read under way, which may predate it, is not kept)."""
+        self._epoch[trigger_id] += 1
+        self._known.pop(trigger_id, None)
+
+    async def _read(self, trigger_id: str) -> TriggerLoad:
+        """The store's load of the trigger. Firings that come while a read is under way wait for
+        the next one, which reads every trigger they asked for at once (a burst of schedule
+        slots of many triggers costs a few reads, not one each); firings of one trigger share
+        its read (each counts the others through `reserved`, since none is stored before it)."""
+        reading = self._reads.get(trigger_id)
+        if reading is None:
+            reading = asyncio.get_running_loop().create_future()
+            self._reads[trigger_id] = reading
+            self._wanted[trigger_id] = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read_batches(), name="admission-read")
+        return await asyncio.shield(reading)
+
+    async def _read_batches(self) -> None:
+        while self._wanted:
+            wanted, self._wanted = self._wanted, {}
+            try:
+                loads = await self.store.trigger_loads(list(wanted))
+            except StoreError as exc:
+                for trigger_id in wanted:
+                    self._settle(trigger_id).set_exception(exc)  # each sharer reports it
+                continue
+            for trigger_id, (at, stored, epoch) in wanted.items():
+                if epoch == self._epoch[trigger_id]:
+                    self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+                self._settle(trigger_id).set_result(loads[trigger_id])
+
+    def _settle(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
+        return self._reads.pop(trigger_id)
