@@ -106,4 +106,27 @@ MIGRATIONS: list[list[str]] = [
             saved_at TEXT COLLATE "C" NOT NULL
         )""",
     ],
+    [
+        # Claims and leases (SPEC 10), as SQLite's migration 7: the daemon running a run and until
+        # when its lease holds; a cancel asked by another daemon. A running run left from before
+        # has no lease: the first claim takes it over.
+        'ALTER TABLE runs ADD COLUMN claimed_by TEXT, ADD COLUMN lease_until TEXT COLLATE "C", '
+        "ADD COLUMN cancel_requested TEXT",
+        "CREATE INDEX runs_queue ON runs (id) WHERE status = 'pending'",
+        "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
+        "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+        # Each trigger's pending runs, counted by overlap admission (trigger_loads) from this index
+        # rather than from a counter row kept by triggers (see store/postgres_claims.py).
+        "CREATE INDEX runs_pending_by_trigger ON runs (trigger_id) WHERE status = 'pending'",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            started_at TEXT COLLATE "C" NOT NULL,
+            fingerprint TEXT NOT NULL,
+            last_seen TEXT COLLATE "C" NOT NULL,
+            pid INTEGER,
+            pid_start_ticks BIGINT,
+            boot_id TEXT
+        )""",
+    ],
 ]
