@@ -1,8 +1,8 @@
-"""Two daemons sharing one SQLite store on one machine (SPEC 10): claims, leases, limits, cancel, instances.
+"""Two daemons sharing one store (SPEC 10): claims, leases, limits, cancel, instances, over both stores.
 
 Each daemon is a real `triggerd run` with its own settings, port and instance name; both name
-the same database file (SQLite in WAL mode serves several processes). Leases are 2s, so that a
-takeover happens within the test.
+the same store: one SQLite file (WAL mode serves several processes on one machine), or one
+PostgreSQL database. Leases are 2s, so that a takeover happens within the test.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ PY = sys.executable
 LEASE = 2.0
 
 
-def start_daemon(tmp_path: Path, name: str, definitions: str) -> Daemon:
+def start_daemon(tmp_path: Path, name: str, definitions: str, store: str, limits: str = "") -> Daemon:
     root = tmp_path / name
     (root / "defs").mkdir(parents=True)
     (root / "defs" / "all.yaml").write_text(definitions)
     port = free_port()
     (root / "triggerd.yaml").write_text(
         f'server:\n  listen: "127.0.0.1:{port}"\n'
-        f'store:\n  url: "sqlite:///{tmp_path / "shared.db"}"\n  instance: "{name}"\n  lease: "{LEASE:g}s"\n'
-        "definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\nlogging:\n  format: json\n  level: debug\n"
+        f'store:\n  url: "{store}"\n  instance: "{name}"\n  lease: "{LEASE:g}s"\n'
+        f"definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\n{limits}logging:\n  format: json\n  level: debug\n"
     )
     return Daemon(root, port, {"PATH": os.environ["PATH"]}).start()
 
@@ -52,13 +52,15 @@ def claimed_by(daemon: Daemon) -> set[str]:
     return {line["run_id"] for line in daemon.log_lines() if line["message"].startswith("run claimed")}
 
 
-def test_webhooks_to_both_daemons_run_once_each_and_max_concurrent_holds_across_them(tmp_path: Path) -> None:
+def test_webhooks_to_both_daemons_run_once_each_and_max_concurrent_holds_across_them(
+    tmp_path: Path, store_url: str
+) -> None:
     definitions = (
         f"agent: {{id: nap, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(0.2)']}}\n"
         "---\n"
         "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: nap}, max_concurrent: 1}\n"
     )
-    daemons = [start_daemon(tmp_path, "a", definitions), start_daemon(tmp_path, "b", definitions)]
+    daemons = [start_daemon(tmp_path, "a", definitions, store_url), start_daemon(tmp_path, "b", definitions, store_url)]
     try:
         accepted: dict[str, str] = {}
         # Paced, then in a burst: paced, each firing finds the trigger idle and the daemon it came
@@ -93,7 +95,7 @@ def test_webhooks_to_both_daemons_run_once_each_and_max_concurrent_holds_across_
 
 
 def test_a_cancel_through_one_daemon_stops_a_run_on_the_other_and_a_killed_daemons_run_is_taken_over(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ) -> None:
     # Each attempt writes its pid to a file named after its run's trigger and attempt; the first
     # attempt of `park` sleeps long, the retry a moment.
@@ -116,12 +118,12 @@ def test_a_cancel_through_one_daemon_stops_a_run_on_the_other_and_a_killed_daemo
         path = tmp_path / name
         return int(wait_for(lambda: path.exists() and path.read_text(), timeout=15, what=name))
 
-    daemons = [start_daemon(tmp_path, "a", definitions)]
+    daemons = [start_daemon(tmp_path, "a", definitions, store_url)]
     try:
         a = daemons[0]
         park, victim = a.fire("park"), a.fire("victim")
         park_pid, victim_pid = pid("park-1"), pid("victim-1")
-        daemons.append(start_daemon(tmp_path, "b", definitions))
+        daemons.append(start_daemon(tmp_path, "b", definitions, store_url))
         b = daemons[1]
         # b started beside a live a: it took nothing of a's over
         assert a.run(park)["status"] == "running" and pid_alive(park_pid)

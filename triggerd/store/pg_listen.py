@@ -28,8 +28,16 @@ BACKOFF = (0.1, 5.0)  # first and longest wait before connecting again
 class Listener:
     """One LISTEN connection, made again with backoff while the database is away."""
 
-    def __init__(self, url: str, options: dict[str, Any], callback: Callable[[str], None], describe: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, Any],
+        callback: Callable[[str], None],
+        describe: str,
+        own: Callable[[], int | None],
+    ) -> None:
         self.url = url
+        self.own = own  # the backend pid of this daemon's writer: what it notified, it already acted on
         self.options = options
         self.callback = callback
         self.describe = describe
@@ -63,5 +71,6 @@ class Listener:
             self.callback("listening")  # what was notified while away is lost: look once
             while True:
                 async for notification in conn.notifies(timeout=IDLE_CHECK_SECONDS):
-                    self.callback(notification.payload)
+                    if notification.pid != self.own():
+                        self.callback(notification.payload)
                 await asyncio.wait_for(conn.execute("SELECT 1"), IDLE_CHECK_SECONDS)

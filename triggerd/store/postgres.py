@@ -224,8 +224,12 @@ class PostgresStore(SourceTables, PostgresClaims):
 
     async def listen(self, callback: Callable[[str], None]) -> None:
         if self._listener is None:
-            self._listener = Listener(self.url, self._options(), callback, describe(self.url))
+            self._listener = Listener(self.url, self._options(), callback, describe(self.url), self._writer_pid)
             self._listener.start()
+
+    def _writer_pid(self) -> int | None:
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
         created: Created = await self._write(NewRun(run, dedupe_seconds, now or run.created_at))
