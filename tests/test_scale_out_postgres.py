@@ -1,0 +1,131 @@
+"""Two daemons sharing one PostgreSQL store (SPEC 10): what only PostgreSQL has or only a server shows.
+
+LISTEN/NOTIFY wake-ups, and a daemon cut off from the database. The daemons are real `triggerd
+run` processes (tests/test_scale_out.py's start_daemon); the server is the session's real one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from tests.harness import Daemon, pid_alive
+from tests.servers import PostgresServer
+from tests.test_scale_out import LEASE, PY, claimed_by, instant, start_daemon, stop_all
+
+BLOCKER = (
+    f"agent: {{id: sleeper, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(60)']}}\n"
+    "---\n"
+    "trigger: {id: block, type: event, event: {pattern: never}, agent: {id: sleeper}}\n"
+    "---\n"
+)
+
+
+def test_an_idle_daemon_starts_a_firing_stored_through_a_busy_one_within_milliseconds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # a is at its limits.max_concurrent_runs (1) with a long run, so only b can start the webhook's
+    # runs; b learns of each through NOTIFY, else only through its poll (every second).
+    definitions = (
+        BLOCKER + "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
+    )
+    busy = "  max_concurrent_runs: 1\n"
+    a = start_daemon(tmp_path, "a", definitions, postgres_url, busy)
+    daemons = [a]
+    try:
+        a.wait_run(a.fire("block"), {"running"})
+        daemons.append(start_daemon(tmp_path, "b", definitions, postgres_url))
+        b = daemons[1]
+        time.sleep(0.5)  # b's first claims and its listener are under way
+        latencies, ids = [], []
+        for _ in range(8):
+            time.sleep(random.uniform(0.1, 0.6))  # at no fixed phase of b's poll
+            status, answer = a.request("POST", "/webhooks/hook", {})
+            assert status == 202, answer
+            run = b.wait_run(answer["run_id"], timeout=10)
+            ids.append(run["id"])
+            latencies.append((instant(run["started_at"]) - instant(run["created_at"])).total_seconds())
+        claims = claimed_by(b)
+    finally:
+        stop_all(daemons)
+    assert set(ids) <= claims  # b ran them all
+    # By poll alone each would wait a uniform 0-1s: 7 of 8 under 0.25s would happen once in 2,500 runs.
+    assert sorted(latencies)[6] < 0.25, latencies
+    assert statistics.median(latencies) < 0.1, latencies
+
+
+def test_a_daemon_cut_off_from_the_database_answers_503_stops_its_run_and_recovers(
+    tmp_path: Path, postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    # The first attempt sleeps long and writes its pid; the retry is quick.
+    script = (
+        "import os, pathlib, time; a = os.environ['TRIGGERD_ATTEMPT']; "
+        "pathlib.Path('attempt-' + a).write_text(str(os.getpid())); time.sleep(60 if a == '1' else 0)"
+    )
+    definitions = (
+        f"agent: {{id: sleeper, type: command, command: [{json.dumps(PY)}, -c, {json.dumps(script)}], "
+        f"working_dir: {json.dumps(str(tmp_path))}}}\n"
+        "---\n"
+        "trigger: {id: park, type: event, event: {pattern: never}, agent: {id: sleeper}, "
+        "retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}}\n"
+        "---\n"
+        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: sleeper}}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, postgres_url)
+    try:
+        park = a.fire("park")
+        pid = int(wait_file(tmp_path / "attempt-1"))
+        assert pid_alive(pid)
+        try:
+            postgres_server.stop("fast")
+            cut_at = time.monotonic()
+            # its lease not renewed for 2/3 of it, a stops the attempt's process
+            wait_for_gone(pid, timeout=LEASE + 5)
+            stopped_after = time.monotonic() - cut_at
+            wait_status(a, "/readyz", 503, timeout=10)
+            status, _ = a.request("POST", "/webhooks/hook", {})
+            assert status == 503
+            time.sleep(LEASE)  # cut off beyond the lease: another daemon could have taken it over
+        finally:
+            if not postgres_server.running():
+                postgres_server.start()
+        wait_status(a, "/readyz", 200, timeout=30)
+        status, answer = a.request("POST", "/webhooks/hook", {})
+        assert status == 202, answer
+        final = a.wait_run(park, timeout=30)
+        lines = a.log_lines()
+    finally:
+        stop_all([a])
+    assert stopped_after < LEASE  # renewed at most a third of a lease before the cut, stopped 2/3 after
+    assert any("lease not renewed in time" in line["message"] for line in lines)
+    assert final["status"] == "completed"
+    assert [(x["number"], x["status"], x["error"]) for x in final["attempts"]] == [
+        (1, "failed", "interrupted"),
+        (2, "completed", None),
+    ]
+
+
+def wait_file(path: Path, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def wait_status(daemon: Daemon, path: str, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while daemon.request("GET", path)[0] != status:
+        assert time.monotonic() < deadline, f"{path} did not answer {status} within {timeout}s"
+        time.sleep(0.1)
+
+
+def wait_for_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs {timeout}s after the database went away"
+        time.sleep(0.05)
