@@ -10,9 +10,10 @@ import json
 import random
 import statistics
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.harness import Daemon, pid_alive
+from tests.harness import Daemon, pid_alive, wait_for
 from tests.servers import PostgresServer
 from tests.test_scale_out import LEASE, PY, claimed_by, instant, start_daemon, stop_all
 
@@ -129,3 +130,35 @@ def wait_for_gone(pid: int, timeout: float) -> None:
     while pid_alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still runs {timeout}s after the database went away"
         time.sleep(0.05)
+
+
+def test_every_minute_schedules_on_both_daemons_fire_each_slot_once(tmp_path: Path, postgres_url: str) -> None:
+    # Both daemons load the same three schedules and both fire every slot; the store keeps one run per
+    # (trigger, slot), whichever daemon's firing committed first.
+    definitions = "agent: {id: echo, type: command, command: [cat]}\n" + "".join(
+        f"---\ntrigger: {{id: tick{i}, type: schedule, schedule: {{cron: '* * * * *', timezone: {zone}}}, "
+        "agent: {id: echo}}\n"
+        for i, zone in enumerate(["UTC", "Europe/Paris", "Asia/Kolkata"])
+    )
+    now = datetime.now(UTC)
+    boundary = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    time.sleep(((boundary - now).total_seconds() - 8) % 60)  # start about 8 s before a slot
+    daemons = [start_daemon(tmp_path, name, definitions, postgres_url) for name in ("a", "b")]
+    try:
+        a = daemons[0]
+        nominal = a.request("GET", "/v1/triggers/tick0")[1]["schedule"]["next_nominal"]
+        due_in = (datetime.fromisoformat(nominal) - datetime.now(UTC)).total_seconds()
+
+        def slot_runs() -> list[dict[str, object]]:
+            runs = [r for i in range(3) for r in a.request("GET", f"/v1/runs?trigger=tick{i}&limit=100")[1]["runs"]]
+            return runs if len(runs) >= 3 and all(r["status"] in ("completed",) for r in runs) else []
+
+        wait_for(slot_runs, timeout=max(due_in, 0) + 15, what="a run of each schedule's slot")
+        time.sleep(2)  # the later daemon's firings of the slot have been decided too
+        runs = slot_runs()
+        fired = [line for d in daemons for line in d.log_lines() if line["message"].startswith("run created")]
+    finally:
+        stop_all(daemons)
+    assert sorted((r["trigger_id"], r["nominal_time"]) for r in runs) == [(f"tick{i}", nominal) for i in range(3)]
+    assert {r["source"] for r in runs} == {"schedule"}
+    assert len(fired) == 3  # the other daemon's firing of each slot was the same run, not a second one
