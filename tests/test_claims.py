@@ -183,6 +183,25 @@ def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(st
     with_store(store_url, scenario)
 
 
+def test_loads_stay_exact_across_reopened_stores_and_a_prune(store_url: str) -> None:
+    # PostgreSQL keeps the counts per writer connection: a reopened store writes through another one,
+    # and prune folds the rows of connections that are gone.
+    async def twice(store: Store) -> None:
+        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(5)))
+        await store.claim_runs("A", at(1), at(31), 1, LOADED)
+
+    with_store(store_url, twice)
+    with_store(store_url, twice)
+
+    async def pruned(store: Store) -> tuple[int, int, int | None]:
+        await store.prune(at(0), at(0))
+        load = (await store.trigger_loads(["t"]))["t"]
+        claims = await store.claim_runs("B", at(2), at(32), 0, LOADED, count_pending=True)
+        return load.running, load.pending, claims.pending
+
+    assert with_store(store_url, pruned) == (2, 8, 8)
+
+
 def test_the_dead_are_a_previous_life_a_gone_process_here_and_this_hosts_default_names_from_a_past_boot() -> None:
     me = identify_self()
     assert me is not None

@@ -115,9 +115,44 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX runs_queue ON runs (id) WHERE status = 'pending'",
         "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
         "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
-        # Each trigger's pending runs, counted by overlap admission (trigger_loads) from this index
-        # rather than from a counter row kept by triggers (see store/postgres_claims.py).
-        "CREATE INDEX runs_pending_by_trigger ON runs (trigger_id) WHERE status = 'pending'",
+        # Each trigger's runs in flight, kept by triggers on runs so that admission and the poll's
+        # queue depth read a few rows instead of counting a queue. One row per trigger *and writer
+        # connection* (backend pid), summed when read: each daemon's writer adds its deltas to rows
+        # no other daemon writes, so the counts are never a row lock that the daemons' batches
+        # contend for or deadlock on (store/postgres_claims.py). Rows of connections that are gone
+        # are folded into the pruner's own (prune).
+        """CREATE TABLE trigger_load (
+            trigger_id TEXT NOT NULL,
+            backend INTEGER NOT NULL,
+            running BIGINT NOT NULL,
+            pending BIGINT NOT NULL,
+            PRIMARY KEY (trigger_id, backend)
+        )""",
+        """CREATE FUNCTION triggerd_load_delta(t TEXT, r INTEGER, p INTEGER) RETURNS void LANGUAGE sql AS $$
+            INSERT INTO trigger_load (trigger_id, backend, running, pending) VALUES (t, pg_backend_pid(), r, p)
+            ON CONFLICT (trigger_id, backend) DO UPDATE
+            SET running = trigger_load.running + EXCLUDED.running, pending = trigger_load.pending + EXCLUDED.pending
+        $$""",
+        """CREATE FUNCTION triggerd_runs_load() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP <> 'INSERT' AND OLD.status IN ('pending', 'running') THEN
+                PERFORM triggerd_load_delta(
+                    OLD.trigger_id, -(OLD.status = 'running')::int, -(OLD.status = 'pending')::int);
+            END IF;
+            IF TG_OP <> 'DELETE' AND NEW.status IN ('pending', 'running') THEN
+                PERFORM triggerd_load_delta(
+                    NEW.trigger_id, (NEW.status = 'running')::int, (NEW.status = 'pending')::int);
+            END IF;
+            RETURN NULL;
+        END
+        $$""",
+        "CREATE TRIGGER runs_load_rows AFTER INSERT OR DELETE ON runs FOR EACH ROW "
+        "EXECUTE FUNCTION triggerd_runs_load()",
+        "CREATE TRIGGER runs_load_status AFTER UPDATE OF status ON runs FOR EACH ROW "
+        "WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION triggerd_runs_load()",
+        "INSERT INTO trigger_load (trigger_id, backend, running, pending) SELECT trigger_id, 0, "
+        "count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending') "
+        "FROM runs WHERE status IN ('pending', 'running') GROUP BY trigger_id",
         """CREATE TABLE instances (
             id TEXT PRIMARY KEY,
             address TEXT NOT NULL,

@@ -27,7 +27,7 @@ from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
-from triggerd.store.postgres_claims import Claim, PostgresClaims, notify
+from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
 from triggerd.store.postgres_sources import SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
@@ -396,6 +396,7 @@ class PostgresStore(SourceTables, PostgresClaims):
             await conn.execute("DELETE FROM source_events WHERE expires_at <= %s", (now,))
             await conn.execute("DELETE FROM dead_messages WHERE received_at < %s", (finished_before,))
             await conn.execute("DELETE FROM instances WHERE last_seen < %s", (finished_before,))
+            await fold_loads(conn)
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             await conn.execute(

@@ -10,11 +10,12 @@ then only keeps a claim from waiting on a row a cancel or a late outcome holds.
 The writer runs a batch's claims before its other writes (postgres.py), so a transaction never
 holds row locks while it waits for the claim lock: the lock order is always lock, then rows.
 
-Counts of runs in flight (trigger_loads, the claim's limits) are read from partial indexes on
-`status`, not from a counter table kept by triggers as on SQLite: under several daemons a
-counter row per trigger is a row lock every create, claim and end of the trigger's runs must
-take and hold to its batch's commit, which serializes the daemons' batches on it and lets two
-batches that touch two triggers in opposite orders deadlock (docs/scale-out.md has the figures).
+Counts of runs in flight (trigger_loads, the poll's queue depth) are read from `trigger_load`,
+kept by triggers on `runs` as on SQLite, but with one row per trigger and writer connection,
+summed when read: a single counter row per trigger would be a row lock every create, claim and
+end of the trigger's runs takes and holds to its batch's commit, serializing the daemons' batches
+on it and letting two batches that touch two triggers in opposite orders deadlock. Counting the
+partial indexes instead costs a walk of the queue per read (docs/scale-out.md has the figures).
 """
 
 from __future__ import annotations
@@ -164,23 +165,21 @@ class PostgresClaims:
         ids = list(dict.fromkeys(trigger_ids))
 
         async def load(conn: Conn) -> dict[str, TriggerLoad]:
-            # Index-only scans of the partial indexes runs_running and runs_pending_by_trigger.
+            # A few rows per trigger (one per writer connection), and the triggers' running runs
+            # only (bounded by their max_concurrent) for the oldest: never a walk of a queue.
             cur = await conn.execute(
-                "SELECT trigger_id, count(*), min(id) FROM runs WHERE status = 'running' "
-                "AND trigger_id = ANY(%s::text[]) GROUP BY trigger_id",
-                (ids,),
-            )
-            running = {t: (n, oldest) for t, n, oldest in await cur.fetchall()}
-            cur = await conn.execute(
-                "SELECT trigger_id, count(*) FROM runs WHERE status = 'pending' AND trigger_id = ANY(%s::text[]) "
+                "SELECT trigger_id, sum(running), sum(pending) FROM trigger_load WHERE trigger_id = ANY(%s::text[]) "
                 "GROUP BY trigger_id",
                 (ids,),
             )
-            pending: dict[str, int] = dict(await cur.fetchall())
-            return {
-                t: TriggerLoad(running.get(t, (0, None))[0], pending.get(t, 0), running.get(t, (0, None))[1])
-                for t in ids
-            }
+            counts = {t: (int(r), int(p)) for t, r, p in await cur.fetchall()}
+            cur = await conn.execute(
+                "SELECT trigger_id, min(id) FROM runs WHERE status = 'running' AND trigger_id = ANY(%s::text[]) "
+                "GROUP BY trigger_id",
+                (ids,),
+            )
+            oldest: dict[str, str] = dict(await cur.fetchall())
+            return {t: TriggerLoad(*counts.get(t, (0, 0)), oldest.get(t)) for t in ids}
 
         return await self._read(load)
 
@@ -226,7 +225,7 @@ async def _claim(
     next_due = row[0] if row is not None else None
     pending = None
     if count_pending:
-        counted = await (await conn.execute("SELECT count(*) FROM runs WHERE status = 'pending'")).fetchone()
+        counted = await (await conn.execute("SELECT COALESCE(sum(pending), 0) FROM trigger_load")).fetchone()
         pending = int(counted[0]) if counted is not None else 0
     return Claims(runs, interrupted, next_due, pending)
 
@@ -332,3 +331,16 @@ async def _take_over(conn: Conn, now: str, loaded: Loaded) -> list[Interrupted]:
     if interrupted:
         await notify(conn, "taken")  # retried runs are pending again: any daemon may claim them
     return interrupted
+
+
+async def fold_loads(conn: Conn) -> None:
+    """Fold the trigger_load rows of writer connections that are gone into this connection's own (prune)."""
+    await conn.execute(
+        "WITH gone AS (DELETE FROM trigger_load WHERE backend <> pg_backend_pid() "
+        "AND backend NOT IN (SELECT pid FROM pg_stat_activity) RETURNING trigger_id, running, pending) "
+        "INSERT INTO trigger_load (trigger_id, backend, running, pending) "
+        "SELECT trigger_id, pg_backend_pid(), sum(running), sum(pending) FROM gone GROUP BY trigger_id "
+        "ON CONFLICT (trigger_id, backend) DO UPDATE "
+        "SET running = trigger_load.running + EXCLUDED.running, pending = trigger_load.pending + EXCLUDED.pending"
+    )
+    await conn.execute("DELETE FROM trigger_load WHERE backend = pg_backend_pid() AND running = 0 AND pending = 0")
