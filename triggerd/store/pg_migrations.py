@@ -11,6 +11,15 @@ from __future__ import annotations
 # pg_advisory_lock key under which daemons sharing a database migrate one at a time ("trgd").
 ADVISORY_LOCK = 0x74726764
 
+# The upsert of the counting triggers: add the deltas (trigger_id, r, p) of `{}` to this connection's rows.
+_ADD_LOAD = (
+    "INSERT INTO trigger_load (trigger_id, backend, running, pending) "
+    "SELECT trigger_id, pg_backend_pid(), sum(r), sum(p) FROM ({}) AS delta GROUP BY trigger_id "
+    "HAVING sum(r) <> 0 OR sum(p) <> 0 "
+    "ON CONFLICT (trigger_id, backend) DO UPDATE "
+    "SET running = trigger_load.running + EXCLUDED.running, pending = trigger_load.pending + EXCLUDED.pending"
+)
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE runs (
@@ -128,28 +137,46 @@ MIGRATIONS: list[list[str]] = [
             pending BIGINT NOT NULL,
             PRIMARY KEY (trigger_id, backend)
         )""",
-        """CREATE FUNCTION triggerd_load_delta(t TEXT, r INTEGER, p INTEGER) RETURNS void LANGUAGE sql AS $$
-            INSERT INTO trigger_load (trigger_id, backend, running, pending) VALUES (t, pg_backend_pid(), r, p)
-            ON CONFLICT (trigger_id, backend) DO UPDATE
-            SET running = trigger_load.running + EXCLUDED.running, pending = trigger_load.pending + EXCLUDED.pending
-        $$""",
-        """CREATE FUNCTION triggerd_runs_load() RETURNS trigger LANGUAGE plpgsql AS $$
+        # Statement-level triggers with transition tables: one upsert per trigger id a statement
+        # touches (a batch of 500 new runs of one trigger costs one), not one per row.
+        f"""CREATE FUNCTION triggerd_load_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            IF TG_OP <> 'INSERT' AND OLD.status IN ('pending', 'running') THEN
-                PERFORM triggerd_load_delta(
-                    OLD.trigger_id, -(OLD.status = 'running')::int, -(OLD.status = 'pending')::int);
-            END IF;
-            IF TG_OP <> 'DELETE' AND NEW.status IN ('pending', 'running') THEN
-                PERFORM triggerd_load_delta(
-                    NEW.trigger_id, (NEW.status = 'running')::int, (NEW.status = 'pending')::int);
-            END IF;
+            {
+            _ADD_LOAD.format(
+                "SELECT trigger_id, (status = 'running')::int AS r, (status = 'pending')::int AS p FROM new_rows"
+            )
+        };
             RETURN NULL;
         END
         $$""",
-        "CREATE TRIGGER runs_load_rows AFTER INSERT OR DELETE ON runs FOR EACH ROW "
-        "EXECUTE FUNCTION triggerd_runs_load()",
-        "CREATE TRIGGER runs_load_status AFTER UPDATE OF status ON runs FOR EACH ROW "
-        "WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION triggerd_runs_load()",
+        f"""CREATE FUNCTION triggerd_load_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {
+            _ADD_LOAD.format(
+                "SELECT trigger_id, -(status = 'running')::int AS r, -(status = 'pending')::int AS p FROM old_rows"
+            )
+        };
+            RETURN NULL;
+        END
+        $$""",
+        f"""CREATE FUNCTION triggerd_load_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {
+            _ADD_LOAD.format(
+                "SELECT n.trigger_id, (n.status = 'running')::int - (o.status = 'running')::int AS r, "
+                "(n.status = 'pending')::int - (o.status = 'pending')::int AS p "
+                "FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE n.status IS DISTINCT FROM o.status"
+            )
+        };
+            RETURN NULL;
+        END
+        $$""",
+        "CREATE TRIGGER runs_load_inserted AFTER INSERT ON runs REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_inserted()",
+        "CREATE TRIGGER runs_load_deleted AFTER DELETE ON runs REFERENCING OLD TABLE AS old_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_deleted()",
+        "CREATE TRIGGER runs_load_updated AFTER UPDATE ON runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_updated()",
         "INSERT INTO trigger_load (trigger_id, backend, running, pending) SELECT trigger_id, 0, "
         "count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending') "
         "FROM runs WHERE status IN ('pending', 'running') GROUP BY trigger_id",
