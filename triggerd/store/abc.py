@@ -14,7 +14,7 @@ claim; a `pending` run never has one. Whoever finds a lease expired takes the ru
 open attempt ends `failed`, error "interrupted", and the run is retried if attempts remain.
 Limits (a trigger's and an agent's max_concurrent) are counted at claim time over the runs
 every daemon sharing the store has claimed. docs/scale-out.md ("Claims and leases") gives the
-PostgreSQL statements each method is meant to run.
+PostgreSQL statements each method runs.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ class Store(Protocol):
         ...
 
     async def listen(self, callback: Callable[[str], None]) -> None:
-        """Call `callback` whenever another daemon (or this one) gave the daemons sharing the store
-        something to do; a no-op where the store has no notifications (SQLite).
+        """Call `callback` whenever another daemon gave the daemons sharing the store something to
+        do; a no-op where the store has no notifications (SQLite).
 
         PostgreSQL: a dedicated connection LISTENs on the channel that writes NOTIFY at commit (a
         pending run created or requeued, a run ended, a lease taken over or expired, a cancel
