@@ -6,16 +6,22 @@ run` processes (tests/test_scale_out.py's start_daemon); the server is the sessi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.harness import Daemon, pid_alive, wait_for
 from tests.servers import PostgresServer
+from tests.test_claims import new_run
 from tests.test_scale_out import LEASE, PY, claimed_by, instant, start_daemon, stop_all
+from triggerd.errors import StoreError
+from triggerd.store.postgres import PostgresStore
 
 BLOCKER = (
     f"agent: {{id: sleeper, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(60)']}}\n"
@@ -108,6 +114,49 @@ def test_a_daemon_cut_off_from_the_database_answers_503_stops_its_run_and_recove
         (1, "failed", "interrupted"),
         (2, "completed", None),
     ]
+
+
+def test_the_listener_hears_other_daemons_writes_not_its_own_and_listens_again_after_the_server_returns(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        heard: list[str] = []
+        mine, other = PostgresStore(postgres_url), PostgresStore(postgres_url)
+        await mine.open()
+        await other.open()
+        try:
+            await mine.listen(heard.append)
+            await wait_async(lambda: heard == ["listening"], "the listener to connect")
+            await mine.create_run(new_run("t"))  # its own write: its dispatcher already knows
+            await other.create_run(new_run("t"))
+            await wait_async(lambda: len(heard) == 2, "a notification")
+            await asyncio.sleep(0.3)  # had its own write been heard, it would be by now
+            before = list(heard)
+            try:
+                postgres_server.stop("fast")
+            finally:
+                postgres_server.start()
+            await wait_async(lambda: len(heard) == 3, "the listener to connect again")
+            with contextlib.suppress(StoreError):
+                await other.create_run(new_run("t"))  # fails once: its writer's connection was dropped
+            await other.create_run(new_run("t"))
+            await wait_async(lambda: len(heard) >= 4, "a notification after the restart")
+            return before, heard[2:3], heard[3:]
+        finally:
+            await mine.close()
+            await other.close()
+
+    before, again, after = asyncio.run(scenario())
+    assert before == ["listening", "created"]
+    assert again == ["listening"]  # told once after reconnecting: what was sent meanwhile is lost
+    assert set(after) == {"created"}  # (the failed commit may have committed: then twice)
+
+
+async def wait_async(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def wait_file(path: Path, timeout: float = 15.0) -> str:
