@@ -10,6 +10,10 @@ Whether a firing becomes a run is decided by the database, not by the daemon: an
 idempotency key and a schedule slot are primary keys, claimed with INSERT ... ON CONFLICT.
 A daemon that loses the race for a key or slot to another daemon's concurrent batch waits
 for that batch's commit, finds the key taken, and names the other daemon's run.
+
+Claims, leases and cancel requests are postgres_claims.py (a batch's claims run first, under
+the claim lock); writes that give the daemons work NOTIFY at commit, and pg_listen.py is the
+LISTEN side (Store.listen).
 """
 
 from __future__ import annotations
