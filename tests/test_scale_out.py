@@ -17,8 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Write, found
 from tests.harness import Daemon, free_port, http, pid_alive, wait_for
 from triggerd.config.loader import LoadMode, load
@@ -159,10 +157,6 @@ def test_a_cancel_through_one_daemon_stops_a_run_on_the_other_and_a_killed_daemo
     assert park_gone  # the taker ended the first attempt's process group (same machine)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: counting windows are counted in each daemon's memory, not under the window row's lock",
-)
 def test_events_counted_through_both_daemons_fire_once_per_threshold(tmp_path: Path, store_url: str) -> None:
     definitions = (
         "agent: {id: echo, type: command, command: [cat]}\n---\n"

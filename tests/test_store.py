@@ -553,3 +553,66 @@ def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_count_event_drops_old_entries_ignores_a_redelivery_and_clears_on_the_crossing(store_url: str) -> None:
+    """A counting window as the store keeps it (SPEC 3.4): the horizon, a redelivered event id, the
+    crossing that clears it, a changed trigger's fingerprint that starts afresh."""
+
+    def entry(event_id: str, second: int) -> dict[str, Any]:
+        return {"received_at": f"2026-01-01T00:00:{second:02d}.000Z", "event": {"id": event_id}}
+
+    async def scenario() -> None:
+        store = make_store(store_url)
+        await store.open()
+        horizon = "2026-01-01T00:00:00.000Z"
+        assert await store.count_event("t", "g", "fp", entry("e1", 1), horizon, 3) is None
+        assert await store.count_event("t", "g", "fp", entry("e1", 2), horizon, 3) is None  # redelivered
+        assert await store.count_event("t", "other", "fp", entry("e2", 2), horizon, 3) is None  # another group
+        windows = sorted(await store.load_windows())
+        assert windows == [("t", "g", "fp", [entry("e1", 1)]), ("t", "other", "fp", [entry("e2", 2)])]
+        # e1 was received at the new horizon: it has left the window, so e2 and e3 do not cross
+        assert await store.count_event("t", "g", "fp", entry("e2", 5), "2026-01-01T00:00:01.000Z", 3) is None
+        assert await store.count_event("t", "g", "fp", entry("e3", 6), "2026-01-01T00:00:01.000Z", 3) is None
+        counted = await store.count_event("t", "g", "fp", entry("e4", 7), "2026-01-01T00:00:01.000Z", 3)
+        assert counted == [entry("e2", 5), entry("e3", 6), entry("e4", 7)]
+        assert await store.load_windows() == [("t", "other", "fp", [entry("e2", 2)])]
+        # the trigger changed: its window under the old fingerprint counts for nothing
+        assert await store.count_event("t", "other", "fp2", entry("e5", 8), horizon, 2) is None
+        assert await store.load_windows() == [("t", "other", "fp2", [entry("e5", 8)])]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_two_stores_on_one_database_counting_at_once_cross_once_per_threshold(store_url: str) -> None:
+    """Two daemons counting into the same windows at once count together (SPEC 10): 50 events per
+    window, threshold 7, are 7 crossings of 7 distinct events each, whichever store counted them."""
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        first, second = make_store(store_url), make_store(store_url)
+        await first.open()
+        await second.open()
+        counts = [
+            (first if (i // 2) % 2 else second).count_event(
+                "t",
+                f"g{i % 2}",
+                "fp",
+                {"received_at": "2026-01-01T00:00:01.000Z", "event": {"id": f"e{i}"}},
+                "2026-01-01T00:00:00.000Z",
+                7,
+            )
+            for i in range(100)
+        ]
+        crossings = [c for c in await asyncio.gather(*counts) if c is not None]
+        left = await first.load_windows()
+        await first.close()
+        await second.close()
+        assert sorted(len(w[3]) for w in left) == [1, 1]  # 50 - 7 * 7 in each window
+        return crossings
+
+    crossings = asyncio.run(scenario())
+    assert len(crossings) == 2 * (50 // 7)
+    assert all(len(c) == 7 for c in crossings)
+    ids = [e["event"]["id"] for c in crossings for e in c]
+    assert len(ids) == len(set(ids))

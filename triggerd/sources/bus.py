@@ -4,10 +4,11 @@ An event reaches the triggers the index says its type could match, then their so
 globs, then their condition (evaluated on the event alone). A trigger without
 count_threshold fires at once; one with it adds the event to its counting window
 (per group_by value) and fires when the window holds count_threshold events received
-within `window`, then counts afresh. Windows live in memory and in the store, saved
-with the trigger's fingerprint: they survive a restart, and a changed definition
-starts from zero. `publish` returns only after every run it caused and every window
-it changed are committed.
+within `window`, then counts afresh. Windows live in the store, saved with the trigger's
+fingerprint: they survive a restart, a changed definition starts from zero, and every
+count is one store write under the window row's lock (Store.count_event), so daemons
+sharing a database count together and fire once per threshold (SPEC 10). `publish`
+returns only after every run it caused and every count it made are committed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from triggerd.clock import Clock, isoformat, parse_instant
+from triggerd.clock import Clock, isoformat
 from triggerd.conditions import Scope, evaluate
 from triggerd.config.models import Configuration, Trigger
 from triggerd.dispatch.dispatcher import Dispatcher
@@ -69,39 +70,30 @@ class EventBus:
         self.clock = clock
         self.max_chain_depth = max_chain_depth
         self.index = EventIndex.build(dispatcher.configuration.triggers.values())
-        self._windows: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._lock = asyncio.Lock()
         self._internal: set[asyncio.Task[None]] = set()
-        self._fingerprints = {t.id: t.fingerprint for t in dispatcher.configuration.triggers.values()}
 
     async def start(self) -> None:
-        """Restore counting windows saved by an earlier run whose trigger has not changed since."""
+        """Drop the saved counting windows of triggers changed or removed since they were saved."""
+        await self._drop_stale_windows(self.dispatcher.configuration)
+
+    async def reconfigure(self, configuration: Configuration) -> None:
+        """A new index; the windows of changed or removed triggers are dropped from the store."""
+        self.index = EventIndex.build(configuration.triggers.values())
+        async with self._lock:
+            await self._drop_stale_windows(configuration)
+
+    async def _drop_stale_windows(self, configuration: Configuration) -> None:
+        # count_event would start such a window afresh anyway (its fingerprint differs); dropping
+        # it now keeps a removed trigger's windows from lingering in the store.
         stale: list[tuple[str, str, str, Any]] = []
-        triggers = self.dispatcher.configuration.triggers
-        for trigger_id, group, fingerprint, counted in await self.store.load_windows():
-            trigger = triggers.get(trigger_id)
+        for trigger_id, group, fingerprint, _ in await self.store.load_windows():
+            trigger = configuration.triggers.get(trigger_id)
             if trigger is None or trigger.fingerprint != fingerprint:
                 stale.append((trigger_id, group, fingerprint, []))
-            else:
-                self._windows[(trigger_id, group)] = counted
         if stale:
             await self.store.save_windows(stale)
             log.info("dropped %d counting windows of changed or removed triggers", len(stale))
-
-    async def reconfigure(self, configuration: Configuration) -> None:
-        """A new index; the windows of changed or removed triggers are dropped (from the store too)."""
-        self.index = EventIndex.build(configuration.triggers.values())
-        async with self._lock:
-            stale: list[tuple[str, str, str, Any]] = []
-            for trigger_id, group in list(self._windows):
-                trigger = configuration.triggers.get(trigger_id)
-                old = self._fingerprints.get(trigger_id)
-                if trigger is None or trigger.fingerprint != old:
-                    del self._windows[(trigger_id, group)]
-                    stale.append((trigger_id, group, old or "", []))
-            self._fingerprints = {t.id: t.fingerprint for t in configuration.triggers.values()}
-            if stale:
-                await self.store.save_windows(stale)
 
     async def stop(self) -> None:
         if self._internal:
@@ -112,24 +104,20 @@ class EventBus:
         METRICS.events.labels(origin).inc(len(events))
         result = Published()
         async with self._lock:
-            changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
             for event in events:
                 result.event_ids.append(event.id)
-                await self._deliver(event, result, changed)
-            if changed:
-                await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
+                await self._deliver(event, result)
         return result
 
     async def publish_once(self, event: Event, origin: str) -> Published | None:
         """Publish an event from a broker source (SPEC 5.4), unless the store saw its id from that
         source within the dedupe window: then None, and nothing fires.
 
-        Returns once every run it caused is committed and its id is recorded in the same commit
-        as the counting windows it changed. Its runs carry an idempotency key made of source and
-        id (see Event.dedupe_seconds): a crash between them and that commit leaves the id
-        unrecorded, and the redelivery finds the runs already there and counts nothing twice.
-        On a store failure the in-memory windows are put back as they were, so a retry of the
-        same event counts it once.
+        Returns once every run and count it caused is committed and then its id is recorded.
+        Its runs carry an idempotency key made of source and id (see Event.dedupe_seconds), and
+        a counting window does not count an event id it holds already: a crash or a store failure
+        before the id is recorded leaves a redelivery that finds the runs already there and counts
+        nothing twice (unless the event completed a window, which count_event then cleared).
         """
         now = self.clock.now()
         async with self._lock:
@@ -137,24 +125,13 @@ class EventBus:
                 return None
             METRICS.events.labels(origin).inc()
             result = Published(event_ids=[event.id])
-            changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
-            before = dict(self._windows)
-            try:
-                await self._deliver(event, result, changed)
-                await self.store.commit_event(
-                    event.source,
-                    event.id,
-                    isoformat(now + timedelta(seconds=event.dedupe_seconds)),
-                    [(t, g, f, w) for (t, g), (f, w) in changed.items()],
-                )
-            except BaseException:
-                self._windows = before
-                raise
+            await self._deliver(event, result)
+            await self.store.commit_event(
+                event.source, event.id, isoformat(now + timedelta(seconds=event.dedupe_seconds)), []
+            )
         return result
 
-    async def _deliver(
-        self, event: Event, result: Published, changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]]
-    ) -> None:
+    async def _deliver(self, event: Event, result: Published) -> None:
         body = event.to_json()
         now = self.clock.now()
         for trigger in self.index.candidates(event.type):
@@ -174,16 +151,17 @@ class EventBus:
             if trigger.event.count_threshold is None:
                 await self._fire(trigger, event, alone, result)
                 continue
-            key = (trigger.id, group)
-            horizon = now - timedelta(seconds=trigger.event.window or 0)
-            window = [w for w in self._windows.get(key, []) if parse_instant(w["received_at"]) > horizon]
-            window.append({"received_at": isoformat(now), "event": body})
-            if len(window) >= trigger.event.count_threshold:
-                counted = [w["event"] for w in window]
-                window = []
-                await self._fire(trigger, event, event_context(trigger, body, counted), result)
-            self._windows[key] = window
-            changed[key] = (trigger.fingerprint, window)
+            counted = await self.store.count_event(
+                trigger.id,
+                group,
+                trigger.fingerprint,
+                {"received_at": isoformat(now), "event": body},
+                isoformat(now - timedelta(seconds=trigger.event.window or 0)),
+                trigger.event.count_threshold,
+            )
+            if counted is not None:
+                events = [w["event"] for w in counted]
+                await self._fire(trigger, event, event_context(trigger, body, events), result)
 
     async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
         try:

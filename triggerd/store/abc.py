@@ -178,6 +178,20 @@ class Store(Protocol):
         """Replace these counting windows in one commit; an empty list of events deletes the window."""
         ...
 
+    async def count_event(
+        self, trigger_id: str, group: str, fingerprint: str, entry: dict[str, Any], horizon: str, threshold: int
+    ) -> list[dict[str, Any]] | None:
+        """Count one event into a counting window (SPEC 3.4, 10) in one commit, under the window
+        row's lock, so that daemons sharing the database count together.
+
+        `entry` is {"received_at", "event"}. Entries received at or before `horizon` are dropped,
+        a window saved under another fingerprint (a changed trigger) starts afresh, and an entry
+        whose event id the window holds already is not counted again. If the window then holds
+        `threshold` entries it is cleared and they are returned (the crossing, which exactly one
+        caller sees); otherwise it is saved and None is returned.
+        """
+        ...
+
     async def get_run(self, run_id: str) -> Run | None: ...
 
     async def list_runs(

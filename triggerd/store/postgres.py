@@ -32,7 +32,7 @@ from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
 from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
-from triggerd.store.postgres_sources import SourceTables, save_windows
+from triggerd.store.postgres_sources import CountEvent, SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
@@ -166,9 +166,10 @@ class PostgresStore(SourceTables, PostgresClaims):
         """
         outcomes: list[_Outcome] = []
         new = [item for item in batch if isinstance(item[0], NewRun)]
-        # Claims first: they take the claim lock, and a transaction must not wait for it while
-        # holding row locks that a claim holding it may wait for (postgres_claims.py).
-        functions = sorted((item for item in batch if not isinstance(item[0], NewRun)), key=_not_claim)
+        # Claims before other writes: they take the claim lock, and a transaction must not wait
+        # for it while holding row locks that a claim holding it may wait for (postgres_claims.py).
+        # Counts before claims: they hold only window rows, which no claim touches (_write_order).
+        functions = sorted((item for item in batch if not isinstance(item[0], NewRun)), key=_write_order)
         try:
             conn = await self._connection()
             async with conn.transaction():
@@ -416,8 +417,12 @@ class PostgresStore(SourceTables, PostgresClaims):
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
-def _not_claim(item: tuple[Any, Any]) -> bool:
-    return not isinstance(item[0], Claim)
+def _write_order(item: tuple[Any, Any]) -> tuple[int, str, str]:
+    """Counts first, by window, then claims, then the rest: a count holds only window rows when
+    it waits for another, and a claim's lock holder never waits for a window row (no cycle)."""
+    if isinstance(item[0], CountEvent):
+        return (0, *item[0].key)
+    return (1 if isinstance(item[0], Claim) else 2, "", "")
 
 
 async def _migrate(conn: Conn) -> None:

@@ -9,12 +9,13 @@ primary key of source_events and of dead_messages, not by either daemon's memory
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import dumps, loads
+from triggerd.store.rows import count_into, dumps, loads
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -35,6 +36,42 @@ async def save_windows(conn: Conn, windows: list[tuple[str, str, str, Any]]) -> 
             await conn.execute(
                 "DELETE FROM event_windows WHERE trigger_id = %s AND group_key = %s", (trigger_id, group)
             )
+
+
+@dataclass(frozen=True)
+class CountEvent:
+    """count_event's write: a class of its own, so that the writer runs it before the batch's other
+    writes, windows in key order (PostgresStore._commit_batch): two batches then take window row
+    locks in one order and never wait for each other in a cycle."""
+
+    trigger_id: str
+    group: str
+    fingerprint: str
+    entry: dict[str, Any]
+    horizon: str
+    threshold: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.trigger_id, self.group
+
+    async def __call__(self, conn: Conn) -> list[dict[str, Any]] | None:
+        # The row exists (an empty window) before it is locked, so that a daemon counting the
+        # first event of a window waits for another doing the same instead of both inserting.
+        await conn.execute(
+            "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) VALUES (%s, %s, %s, '[]') "
+            "ON CONFLICT (trigger_id, group_key) DO NOTHING",
+            (self.trigger_id, self.group, self.fingerprint),
+        )
+        cur = await conn.execute(
+            "SELECT fingerprint, events FROM event_windows WHERE trigger_id = %s AND group_key = %s FOR UPDATE",
+            (self.trigger_id, self.group),
+        )
+        row = await cur.fetchone()
+        stored = loads(row[1]) if row is not None and row[0] == self.fingerprint else []
+        window, counted = count_into(stored, self.entry, self.horizon, self.threshold)
+        await save_windows(conn, [(self.trigger_id, self.group, self.fingerprint, window)])
+        return counted
 
 
 class SourceTables:
@@ -68,6 +105,11 @@ class SourceTables:
             await save_windows(conn, windows)
 
         await self._write(commit)
+
+    async def count_event(
+        self, trigger_id: str, group: str, fingerprint: str, entry: dict[str, Any], horizon: str, threshold: int
+    ) -> list[dict[str, Any]] | None:
+        return await self._write(CountEvent(trigger_id, group, fingerprint, entry, horizon, threshold))
 
     async def add_dead_message(self, message: DeadMessage) -> None:
         async def add(conn: Conn) -> None:

@@ -147,3 +147,20 @@ def run_from_row(r: Sequence[Any], attempts: Mapping[str, Sequence[Attempt]]) ->
         finished_at=r[18],
         attempts=tuple(attempts.get(r[0], ())),
     )
+
+
+def count_into(
+    stored: list[dict[str, Any]], entry: dict[str, Any], horizon: str, threshold: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """One event counted into a window (SPEC 3.4), as both stores' count_event decide it under
+    the window row's lock: (the window to store, the counted entries if this one reached the
+    threshold, else None). Entries received at or before `horizon` have left the window; an
+    entry whose event id the window already holds is a redelivery and counts nothing.
+    """
+    window = [w for w in stored if parse_instant(w["received_at"]) > parse_instant(horizon)]
+    if any(w["event"].get("id") == entry["event"].get("id") for w in window):
+        return window, None
+    window.append(entry)
+    if len(window) >= threshold:
+        return [], window
+    return window, None

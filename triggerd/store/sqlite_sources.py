@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import dumps
+from triggerd.store.rows import count_into, dumps
 
 T = TypeVar("T")
 
@@ -58,6 +58,23 @@ class SourceTables:
             save_windows(conn, windows)
 
         await self._write(commit)
+
+    async def count_event(
+        self, trigger_id: str, group: str, fingerprint: str, entry: dict[str, Any], horizon: str, threshold: int
+    ) -> list[dict[str, Any]] | None:
+        # The writer's transaction began with BEGIN IMMEDIATE: no other process writes this
+        # database until it commits, so the read and the write below are one step for all daemons.
+        def count(conn: sqlite3.Connection) -> list[dict[str, Any]] | None:
+            row = conn.execute(
+                "SELECT fingerprint, events FROM event_windows WHERE trigger_id = ? AND group_key = ?",
+                (trigger_id, group),
+            ).fetchone()
+            stored = json.loads(row[1]) if row is not None and row[0] == fingerprint else []
+            window, counted = count_into(stored, entry, horizon, threshold)
+            save_windows(conn, [(trigger_id, group, fingerprint, window)])
+            return counted
+
+        return await self._write(count)
 
     async def add_dead_message(self, message: DeadMessage) -> None:
         await self._write(
