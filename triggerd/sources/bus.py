@@ -63,6 +63,11 @@ def group_key(trigger: Trigger, context: dict[str, Any]) -> str:
     return json.dumps(found[0] if len(found) == 1 else found or None, sort_keys=True)
 
 
+# An event's match: the event, the trigger, its context of the event alone, and its count in the
+# store if the trigger counts (the counted entries on a crossing, else None).
+_Plan = tuple[Event, Trigger, dict[str, Any], "asyncio.Future[list[dict[str, Any]] | None] | None"]
+
+
 class EventBus:
     def __init__(self, dispatcher: Dispatcher, store: Store, clock: Clock, max_chain_depth: int) -> None:
         self.dispatcher = dispatcher
@@ -104,9 +109,11 @@ class EventBus:
         METRICS.events.labels(origin).inc(len(events))
         result = Published()
         async with self._lock:
+            plans: list[_Plan] = []
             for event in events:
                 result.event_ids.append(event.id)
-                await self._deliver(event, result)
+                self._plan(event, result, plans)
+            await self._carry_out(plans, result)
         return result
 
     async def publish_once(self, event: Event, origin: str) -> Published | None:
@@ -125,13 +132,17 @@ class EventBus:
                 return None
             METRICS.events.labels(origin).inc()
             result = Published(event_ids=[event.id])
-            await self._deliver(event, result)
+            plans: list[_Plan] = []
+            self._plan(event, result, plans)
+            await self._carry_out(plans, result)
             await self.store.commit_event(
                 event.source, event.id, isoformat(now + timedelta(seconds=event.dedupe_seconds)), []
             )
         return result
 
-    async def _deliver(self, event: Event, result: Published) -> None:
+    def _plan(self, event: Event, result: Published, plans: list[_Plan]) -> None:
+        """Match the event and start its counts: every count of a request is queued to the store
+        at once, in order, so that they share commits instead of taking one each."""
         body = event.to_json()
         now = self.clock.now()
         for trigger in self.index.candidates(event.type):
@@ -148,20 +159,36 @@ class EventBus:
                 continue
             if trigger.id not in result.matched:
                 result.matched.append(trigger.id)
-            if trigger.event.count_threshold is None:
-                await self._fire(trigger, event, alone, result)
-                continue
-            counted = await self.store.count_event(
-                trigger.id,
-                group,
-                trigger.fingerprint,
-                {"received_at": isoformat(now), "event": body},
-                isoformat(now - timedelta(seconds=trigger.event.window or 0)),
-                trigger.event.count_threshold,
-            )
-            if counted is not None:
-                events = [w["event"] for w in counted]
-                await self._fire(trigger, event, event_context(trigger, body, events), result)
+            count = None
+            if trigger.event.count_threshold is not None:
+                count = asyncio.ensure_future(
+                    self.store.count_event(
+                        trigger.id,
+                        group,
+                        trigger.fingerprint,
+                        {"received_at": isoformat(now), "event": body},
+                        isoformat(now - timedelta(seconds=trigger.event.window or 0)),
+                        trigger.event.count_threshold,
+                    )
+                )
+            plans.append((event, trigger, alone, count))
+
+    async def _carry_out(self, plans: list[_Plan], result: Published) -> None:
+        """Fire the plans in order: a trigger without a threshold at once, a count on its crossing."""
+        try:
+            for event, trigger, alone, count in plans:
+                if count is None:
+                    await self._fire(trigger, event, alone, result)
+                    continue
+                counted = await count
+                if counted is not None:
+                    events = [w["event"] for w in counted]
+                    await self._fire(trigger, event, event_context(trigger, alone["event"], events), result)
+        except BaseException:
+            # The counts already queued are committed or failed on their own; wait for them, so
+            # that none outlives the request (and no failure of theirs goes unretrieved).
+            await asyncio.gather(*(c for *_, c in plans if c is not None), return_exceptions=True)
+            raise
 
     async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
         try:
