@@ -593,17 +593,15 @@ def test_two_stores_on_one_database_counting_at_once_cross_once_per_threshold(st
         first, second = make_store(store_url), make_store(store_url)
         await first.open()
         await second.open()
-        counts = [
-            (first if (i // 2) % 2 else second).count_event(
-                "t",
-                f"g{i % 2}",
-                "fp",
-                {"received_at": "2026-01-01T00:00:01.000Z", "event": {"id": f"e{i}"}},
-                "2026-01-01T00:00:00.000Z",
-                7,
-            )
-            for i in range(100)
-        ]
+
+        def count(store: Any, i: int) -> Any:
+            entry = {"received_at": "2026-01-01T00:00:01.000Z", "event": {"id": f"e{i}"}}
+            return store.count_event("t", f"g{i % 2}", "fp", entry, "2026-01-01T00:00:00.000Z", 7)
+
+        # Both windows exist before the race: the insert of a new window's row must not be what
+        # keeps the two stores apart, the lock taken when the window is read must.
+        await asyncio.gather(count(first, 0), count(first, 1))
+        counts = [count(first if (i // 2) % 2 else second, i) for i in range(2, 100)]
         crossings = [c for c in await asyncio.gather(*counts) if c is not None]
         left = await first.load_windows()
         await first.close()

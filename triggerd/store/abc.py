@@ -175,7 +175,8 @@ class Store(Protocol):
         ...
 
     async def save_windows(self, windows: list[tuple[str, str, str, Any]]) -> None:
-        """Replace these counting windows in one commit; an empty list of events deletes the window."""
+        """Replace these counting windows in one commit; with an empty list of events load_windows
+        no longer returns the window (a store may keep its row, see postgres_sources.save_windows)."""
         ...
 
     async def count_event(

@@ -249,7 +249,9 @@ class PostgresStore(SourceTables, PostgresClaims):
 
     async def load_windows(self) -> list[tuple[str, str, str, Any]]:
         async def load(conn: Conn) -> list[tuple[str, str, str, Any]]:
-            cur = await conn.execute("SELECT trigger_id, group_key, fingerprint, events FROM event_windows")
+            cur = await conn.execute(
+                "SELECT trigger_id, group_key, fingerprint, events FROM event_windows WHERE events <> '[]'"
+            )
             return [(t, g, f, loads(e)) for t, g, f, e in await cur.fetchall()]
 
         return await self._read(load)

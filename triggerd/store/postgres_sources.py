@@ -23,19 +23,19 @@ Operation = Callable[[Conn], Awaitable[T]]
 
 
 async def save_windows(conn: Conn, windows: list[tuple[str, str, str, Any]]) -> None:
-    """Replace counting windows inside the caller's transaction; an empty list deletes one."""
+    """Replace counting windows inside the caller's transaction.
+
+    An emptied window keeps its row, as '[]', which load_windows skips: deleted, a daemon waiting
+    in count_event for the row's lock would find no row to count into, and its count would race
+    a third daemon's new row.
+    """
     for trigger_id, group, fingerprint, events in windows:
-        if events:
-            await conn.execute(
-                "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (trigger_id, group_key) DO UPDATE "
-                "SET fingerprint = EXCLUDED.fingerprint, events = EXCLUDED.events",
-                (trigger_id, group, fingerprint, dumps(events)),
-            )
-        else:
-            await conn.execute(
-                "DELETE FROM event_windows WHERE trigger_id = %s AND group_key = %s", (trigger_id, group)
-            )
+        await conn.execute(
+            "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (trigger_id, group_key) DO UPDATE "
+            "SET fingerprint = EXCLUDED.fingerprint, events = EXCLUDED.events",
+            (trigger_id, group, fingerprint, dumps(events or [])),
+        )
 
 
 @dataclass(frozen=True)
