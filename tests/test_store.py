@@ -580,6 +580,10 @@ def test_count_event_drops_old_entries_ignores_a_redelivery_and_clears_on_the_cr
         # the trigger changed: its window under the old fingerprint counts for nothing
         assert await store.count_event("t", "other", "fp2", entry("e5", 8), horizon, 2) is None
         assert await store.load_windows() == [("t", "other", "fp2", [entry("e5", 8)])]
+        # the same id from another source is another event
+        elsewhere = {"received_at": "2026-01-01T00:00:09.000Z", "event": {"id": "e5", "source": "elsewhere"}}
+        assert await store.count_event("t", "other", "fp2", elsewhere, horizon, 2) == [entry("e5", 8), elsewhere]
+        assert await store.load_windows() == []
         await store.close()
 
     asyncio.run(scenario())

@@ -187,7 +187,7 @@ class Store(Protocol):
 
         `entry` is {"received_at", "event"}. Entries received at or before `horizon` are dropped,
         a window saved under another fingerprint (a changed trigger) starts afresh, and an entry
-        whose event id the window holds already is not counted again. If the window then holds
+        whose event (source and id) the window holds already is not counted again. If the window then holds
         `threshold` entries it is cleared and they are returned (the crossing, which exactly one
         caller sees); otherwise it is saved and None is returned.
         """

@@ -155,12 +155,17 @@ def count_into(
     """One event counted into a window (SPEC 3.4), as both stores' count_event decide it under
     the window row's lock: (the window to store, the counted entries if this one reached the
     threshold, else None). Entries received at or before `horizon` have left the window; an
-    entry whose event id the window already holds is a redelivery and counts nothing.
+    entry whose event (source and id, as CloudEvents identify one) the window already holds is a
+    retry or a redelivery and counts nothing.
     """
     window = [w for w in stored if parse_instant(w["received_at"]) > parse_instant(horizon)]
-    if any(w["event"].get("id") == entry["event"].get("id") for w in window):
+    if any(_identity(w["event"]) == _identity(entry["event"]) for w in window):
         return window, None
     window.append(entry)
     if len(window) >= threshold:
         return [], window
     return window, None
+
+
+def _identity(event: dict[str, Any]) -> tuple[Any, Any]:
+    return event.get("source"), event.get("id")
