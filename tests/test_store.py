@@ -521,14 +521,18 @@ def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
         store = make_store(store_url)
         await store.open()
         window = ("counting", "", "fp", [{"id": "e1"}])
-        assert not await store.event_seen("orders", "e1", "2026-01-01T00:00:00.000Z")
-        await store.commit_event("orders", "e1", "2026-01-02T00:00:00.000Z", [window])
-        assert await store.event_seen("orders", "e1", "2026-01-01T12:00:00.000Z")
-        assert not await store.event_seen("orders", "e1", "2026-01-02T00:00:00.000Z")  # expired
-        assert not await store.event_seen("other", "e1", "2026-01-01T12:00:00.000Z")  # per source
+        assert await store.events_seen("orders", ["e1"], "2026-01-01T00:00:00.000Z") == set()
+        await store.commit_events([("orders", "e1", "2026-01-02T00:00:00.000Z")], [window])
+        assert await store.events_seen("orders", ["e0", "e1"], "2026-01-01T12:00:00.000Z") == {"e1"}
+        assert await store.events_seen("orders", ["e1"], "2026-01-02T00:00:00.000Z") == set()  # expired
+        assert await store.events_seen("other", ["e1"], "2026-01-01T12:00:00.000Z") == set()  # per source
         assert await store.load_windows() == [window]
-        await store.commit_event("orders", "e1", "2026-01-03T00:00:00.000Z", [("counting", "", "fp", [])])
-        assert await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")  # a new expiry replaces the old
+        many = [("orders", f"m{n}", "2026-01-02T00:00:00.000Z") for n in range(450)]  # more than 400 parameters
+        await store.commit_events([("orders", "e1", "2026-01-03T00:00:00.000Z"), *many], [("counting", "", "fp", [])])
+        ids = ["e1", "e2", *(m for _, m, _ in many)]
+        # a new expiry replaces the old
+        assert await store.events_seen("orders", ids, "2026-01-02T12:00:00.000Z") == {"e1"}
+        assert len(await store.events_seen("orders", ids, "2026-01-01T12:00:00.000Z")) == 451
         assert await store.load_windows() == []
 
         poison = DeadMessage(
@@ -548,7 +552,7 @@ def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
         assert await store.source_cursor("feed") == "42"
 
         await store.prune("2026-01-01T00:00:02.000Z", "2026-01-04T00:00:00.000Z")
-        assert not await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")
+        assert await store.events_seen("orders", ["e1"], "2026-01-02T12:00:00.000Z") == set()
         assert await store.dead_messages() == [later]
         await store.close()
 

@@ -115,48 +115,72 @@ class EventBus:
             changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
             for event in events:
                 result.event_ids.append(event.id)
-                await self._deliver(event, result, changed)
+                for fire in self._deliver(event, result, changed):
+                    await self._fire(*fire, result)
             if changed:
                 await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
         return result
 
-    async def publish_once(self, event: Event, origin: str) -> Published | None:
-        """Publish an event from a broker source (SPEC 5.4), unless the store saw its id from that
-        source within the dedupe window: then None, and nothing fires.
+    async def publish_batch(self, events: list[Event], origin: str) -> list[Published | None]:
+        """Publish a delivery of events from a broker source (SPEC 5.4), in order; for each, its
+        Published, or None when the store saw its id from its source within the dedupe window
+        (or an earlier event of the same delivery had it): then nothing fires.
 
-        Returns once every run it caused is committed and its id is recorded in the same commit
-        as the counting windows it changed. Its runs carry an idempotency key made of source and
-        id (see Event.dedupe_seconds): a crash between them and that commit leaves the id
-        unrecorded, and the redelivery finds the runs already there and counts nothing twice.
-        On a store failure the in-memory windows are put back as they were, so a retry of the
-        same event counts it once.
+        One read finds the ids already seen; the events are matched and counted one after the
+        other, in delivery order; the runs of all of them are submitted together (the store
+        commits concurrent runs in one transaction); then every id is recorded in one commit
+        with the counting windows they changed. Returns once all of that is committed. Runs carry
+        an idempotency key made of source and id (see Event.dedupe_seconds): a crash or a store
+        failure before the ids' commit leaves them unrecorded, and the redelivery (or the
+        retry) finds the runs already there and counts nothing twice. On a failure the
+        in-memory windows are put back as they were and the whole delivery fails.
         """
         now = self.clock.now()
+        stamp = isoformat(now)
         async with self._lock:
-            if await self.store.event_seen(event.source, event.id, isoformat(now)):
-                return None
-            METRICS.events.labels(origin).inc()
-            result = Published(event_ids=[event.id])
+            seen: set[tuple[str, str]] = set()
+            by_source: dict[str, list[str]] = {}
+            for event in events:
+                by_source.setdefault(event.source, []).append(event.id)
+            for source, ids in by_source.items():
+                seen.update((source, i) for i in await self.store.events_seen(source, ids, stamp))
+            results: list[Published | None] = []
+            fires: list[tuple[Trigger, Event, dict[str, Any], Published]] = []
             changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
+            recorded: list[tuple[str, str, str]] = []
             before = dict(self._windows)
             try:
-                await self._deliver(event, result, changed)
-                await self.store.commit_event(
-                    event.source,
-                    event.id,
-                    isoformat(now + timedelta(seconds=event.dedupe_seconds)),
-                    [(t, g, f, w) for (t, g), (f, w) in changed.items()],
-                )
+                for event in events:
+                    if (event.source, event.id) in seen:
+                        results.append(None)
+                        continue
+                    seen.add((event.source, event.id))
+                    result = Published(event_ids=[event.id])
+                    fires.extend((*fire, result) for fire in self._deliver(event, result, changed))
+                    results.append(result)
+                    expires = isoformat(now + timedelta(seconds=event.dedupe_seconds))
+                    recorded.append((event.source, event.id, expires))
+                # Every submit ends before this goes on, also when one fails: nothing of the
+                # delivery is still being written when the caller retries it.
+                outcomes = await asyncio.gather(*(self._fire(*fire) for fire in fires), return_exceptions=True)
+                failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                if failure is not None:
+                    raise failure
+                if recorded:
+                    await self.store.commit_events(recorded, [(t, g, f, w) for (t, g), (f, w) in changed.items()])
             except BaseException:
                 self._windows = before
                 raise
-        return result
+        METRICS.events.labels(origin).inc(len(recorded))
+        return results
 
-    async def _deliver(
+    def _deliver(
         self, event: Event, result: Published, changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]]
-    ) -> None:
+    ) -> list[tuple[Trigger, Event, dict[str, Any]]]:
+        """Match and count one event; returns what fires (trigger, event, context), in trigger order."""
         body = event.to_json()
         now = self.clock.now()
+        fires: list[tuple[Trigger, Event, dict[str, Any]]] = []
         for trigger in self.index.candidates(event.type):
             assert trigger.event is not None
             if not source_matches(trigger, event.source):
@@ -172,7 +196,7 @@ class EventBus:
             if trigger.id not in result.matched:
                 result.matched.append(trigger.id)
             if trigger.event.count_threshold is None:
-                await self._fire(trigger, event, alone, result)
+                fires.append((trigger, event, alone))
                 continue
             key = (trigger.id, group)
             horizon = now - timedelta(seconds=trigger.event.window or 0)
@@ -181,9 +205,10 @@ class EventBus:
             if len(window) >= trigger.event.count_threshold:
                 counted = [w["event"] for w in window]
                 window = []
-                await self._fire(trigger, event, event_context(trigger, body, counted), result)
+                fires.append((trigger, event, event_context(trigger, body, counted)))
             self._windows[key] = window
             changed[key] = (trigger.fingerprint, window)
+        return fires
 
     async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
         try:
