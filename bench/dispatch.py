@@ -3,27 +3,35 @@
 Baseline, measured in the same run: spawning the same command N times directly with
 asyncio at the same concurrency. Prints runs/s for both, the ratio, and the time from
 fire to finish (the run's created_at to finished_at, as the store recorded them), and the
-daemon's CPU time per run over the saturated phase (less sensitive than rates to other load on
+daemons' CPU time per run over the saturated phase (less sensitive than rates to other load on
 the machine).
 
+With `--store postgresql` the same fires then go, in the same run, to daemons on a throwaway
+PostgreSQL server (bench/postgres.py); with `--daemons N`, to N daemons sharing it, each fire
+to the next daemon in turn. `--concurrency` is per daemon (`limits.max_concurrent_runs`); the
+trigger's `max_concurrent` and the number of firing clients are concurrency x daemons.
+
     .venv/bin/python bench/dispatch.py [--fires 2000] [--concurrency 16] [--sync normal|full]
+        [--store postgresql [--daemons 2]]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
-from loopback import free_port, wait_port
+from loopback import free_port, start_daemon, wait_port
+from postgres import start_postgres
 
 COMMAND = ["true"]
 
@@ -72,37 +80,40 @@ async def finished_runs(session: aiohttp.ClientSession, url: str, ids: list[str]
     ]
 
 
-async def fire(session: aiohttp.ClientSession, url: str) -> str:
+async def fire(session: aiohttp.ClientSession, urls: Iterator[str]) -> str:
+    url = next(urls)
     async with session.post(f"{url}/v1/triggers/bench/fire", json={"input": {}}) as resp:
         assert resp.status == 202, await resp.text()
         return str((await resp.json())["run_id"])
 
 
-async def through_daemon(url: str, fires: int, concurrency: int) -> tuple[float, float, list[float]]:
+async def through_daemon(urls: list[str], fires: int, concurrency: int) -> tuple[float, float, list[float]]:
     """All fires as fast as `concurrency` clients can send them: throughput, and latency under a backlog."""
     gate = asyncio.Semaphore(concurrency)
+    turn = itertools.cycle(urls)
     async with aiohttp.ClientSession() as session:
 
         async def gated() -> str:
             async with gate:
-                return await fire(session, url)
+                return await fire(session, turn)
 
         start = time.perf_counter()
         ids = await asyncio.gather(*(gated() for _ in range(fires)))
         fired = time.perf_counter() - start
-        latencies = await finished_runs(session, url, ids)
+        latencies = await finished_runs(session, urls[0], ids)  # any daemon reads the shared store
         total = time.perf_counter() - start
     return fires / fired, fires / total, latencies
 
 
-async def paced(url: str, fires: int, rate: float) -> list[float]:
+async def paced(urls: list[str], fires: int, rate: float) -> list[float]:
     """Fires at a steady rate well below capacity: the latency of one run with no backlog."""
+    turn = itertools.cycle(urls)
     async with aiohttp.ClientSession() as session:
         ids = []
         for _ in range(fires):
-            ids.append(await fire(session, url))
+            ids.append(await fire(session, turn))
             await asyncio.sleep(1 / rate)
-        return await finished_runs(session, url, ids)
+        return await finished_runs(session, urls[0], ids)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -111,62 +122,87 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Figures:
+    accepted: float
+    finished: float
+    cpu_per_run: float  # every daemon's, over the saturated phase
+    latencies: list[float]
+    unloaded: list[float]
+
+
+def through_store(root: Path, store: str, daemons: int, args: argparse.Namespace) -> Figures:
+    """Start `daemons` daemons on one store, fire through them, stop them."""
+    ports, processes = [free_port() for _ in range(daemons)], []
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    clients = args.concurrency * daemons
+    try:
+        for n, port in enumerate(ports):
+            folder = root / f"{store.split(':')[0]}-{n}"
+            (folder / "defs").mkdir(parents=True)
+            (folder / "triggerd.yaml").write_text(
+                f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "{store}", sync: {args.sync}}}\n'
+                f"definitions: [defs]\nlimits: {{max_concurrent_runs: {args.concurrency}}}\n"
+                "logging: {level: warning, format: json}\n"
+            )
+            (folder / "defs" / "bench.yaml").write_text(
+                f"agent: {{id: trivial, type: command, command: {COMMAND}}}\n---\n"
+                "trigger:\n  id: bench\n  type: event\n  event: {pattern: never}\n  agent: {id: trivial}\n"
+                f"  max_concurrent: {clients}\n  max_queued: {args.fires}\n"
+            )
+            processes.append(start_daemon(folder, {**os.environ}))
+        for port in ports:
+            wait_port(port)
+        cpu_before = sum(cpu_seconds(process.pid) for process in processes)
+        accepted, finished, latencies = asyncio.run(through_daemon(urls, args.fires, clients))
+        cpu_per_run = (sum(cpu_seconds(process.pid) for process in processes) - cpu_before) / args.fires
+        unloaded = asyncio.run(paced(urls, 200, 50.0))
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+    return Figures(accepted, finished, cpu_per_run, sorted(latencies), sorted(unloaded))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fires", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sync", choices=["normal", "full"], default="normal")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
     args = parser.parse_args()
+    if args.daemons != 1 and args.store != "postgresql":
+        parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
+    figures: dict[str, Figures] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        port = free_port()
-        (root / "defs").mkdir()
-        (root / "triggerd.yaml").write_text(
-            f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "sqlite:///./state.db", sync: {args.sync}}}\n'
-            f"definitions: [defs]\nlimits: {{max_concurrent_runs: {args.concurrency}}}\n"
-            "logging: {level: warning, format: json}\n"
-        )
-        (root / "defs" / "bench.yaml").write_text(
-            f"agent: {{id: trivial, type: command, command: {COMMAND}}}\n---\n"
-            "trigger:\n  id: bench\n  type: event\n  event: {pattern: never}\n  agent: {id: trivial}\n"
-            f"  max_concurrent: {args.concurrency}\n  max_queued: {args.fires}\n"
-        )
-        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-        daemon = subprocess.Popen(
-            [sys.executable, *profile, "-m", "triggerd", "run", "--config", str(root / "triggerd.yaml")],
-            cwd=root,
-            stderr=subprocess.PIPE,
-            env={**os.environ},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_port(port)
-            direct = asyncio.run(baseline(args.fires, args.concurrency))
-            cpu_before = cpu_seconds(daemon.pid)
-            accepted, finished, latencies = asyncio.run(through_daemon(url, args.fires, args.concurrency))
-            cpu_per_run = (cpu_seconds(daemon.pid) - cpu_before) / args.fires
-            unloaded = sorted(asyncio.run(paced(url, 200, 50.0)))
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
-    latencies.sort()
+        direct = asyncio.run(baseline(args.fires, args.concurrency))
+        figures["sqlite"] = through_store(root, "sqlite:///./state.db", 1, args)
+        if args.store == "postgresql":
+            database = start_postgres(free_port())
+            try:
+                name = "postgresql" + (f" x{args.daemons}" if args.daemons > 1 else "")
+                figures[name] = through_store(root, database.database(), args.daemons, args)
+            finally:
+                database.remove()
 
-    def p(q: float, values: list[float] = latencies) -> float:
-        return values[min(len(values) - 1, int(q * len(values)))]
+    def p(q: float, values: list[float]) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
-    print(f"fires                         {args.fires} (concurrency {args.concurrency}, store sync {args.sync})")
+    print(f"fires                         {args.fires} (concurrency {args.concurrency} per daemon, sync {args.sync})")
     print(f"baseline: asyncio spawn       {direct:8.0f} runs/s")
-    print(f"daemon: fires accepted        {accepted:8.0f} /s  (202 after commit)")
-    print(f"daemon: runs finished         {finished:8.0f} runs/s")
-    print(f"ratio daemon / baseline       {finished / direct:8.2f}")
-    print(f"daemon CPU per run            {cpu_per_run * 1e6:8.0f} us (saturated phase, fire to finish)")
-    print(
-        f"fire -> finish, saturated     p50 {p(0.5) * 1000:7.1f} ms   p99 {p(0.99) * 1000:7.1f} ms   "
-        f"mean {statistics.fmean(latencies) * 1000:7.1f} ms"
-    )
-    print(
-        f"fire -> finish, 50 fires/s    p50 {p(0.5, unloaded) * 1000:7.1f} ms   p99 {p(0.99, unloaded) * 1000:7.1f} ms"
-    )
+    for name, f in figures.items():
+        print(f"{name}:")
+        print(f"  fires accepted              {f.accepted:8.0f} /s  (202 after commit)")
+        print(f"  runs finished               {f.finished:8.0f} runs/s")
+        print(f"  ratio daemon / baseline     {f.finished / direct:8.2f}")
+        print(f"  daemon CPU per run          {f.cpu_per_run * 1e6:8.0f} us (saturated phase, fire to finish)")
+        print(
+            f"  fire -> finish, saturated   p50 {p(0.5, f.latencies):7.1f} ms   p99 {p(0.99, f.latencies):7.1f} ms   "
+            f"mean {statistics.fmean(f.latencies) * 1000:7.1f} ms"
+        )
+        print(f"  fire -> finish, 50 fires/s  p50 {p(0.5, f.unloaded):7.1f} ms   p99 {p(0.99, f.unloaded):7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Then the chosen store itself: PostgresStore.create_run with idempotency keys at 
 
     .venv/bin/python bench/pg_driver.py --url postgresql://triggerd@127.0.0.1:5432/bench [-n 20000] [-b 100]
 
-Without --url it starts a throwaway server the way the tests do (tests/servers.py).
+Without --url it starts a throwaway server (bench/postgres.py, the tests' starter too).
 """
 
 from __future__ import annotations
@@ -169,9 +169,10 @@ def main() -> None:
     server: Any = None
     url = args.url
     if url is None:
-        from tests.servers import _start_postgres
+        from loopback import free_port
+        from postgres import start_postgres
 
-        server = _start_postgres()
+        server = start_postgres(free_port())
         url = server.database()
     try:
         for name, bench in (("psycopg", with_psycopg), ("asyncpg", with_asyncpg)):
@@ -181,10 +182,7 @@ def main() -> None:
         print("\n".join(asyncio.run(group_commit(url))))
     finally:
         if server is not None:
-            import shutil
-
-            server.stop("immediate")
-            shutil.rmtree(server.root, ignore_errors=True)
+            server.remove()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ with the same delivery id until one answer acknowledges it, as GitHub redelivers
 POST /v1/events (never sent again: an event has no idempotency key, so an unanswered one is
 counted apart), and lets a few every-minute schedules fire; every few seconds, at a random
 moment, it kills the daemon with SIGKILL and starts it again. Then it lets the daemon finish,
-stops it, and counts from the SQLite file:
+stops it, and counts from the store (the SQLite file, or the PostgreSQL database with psycopg):
 
 - accepted webhooks / events: requests answered 202 (or 200 duplicate) with a run id;
 - lost: an accepted request with no run; duplicated: one with more than one run;
@@ -16,7 +16,14 @@ stops it, and counts from the SQLite file:
 
 It exits 1 if any of lost, duplicated, not final, mismatched or missing slots is not zero.
 
+With `--store postgresql` the daemon uses a throwaway PostgreSQL server (bench/postgres.py);
+with `--daemons N`, N daemons share it, all with the same definitions (so every schedule is
+due on each of them). Each webhook request, first delivery or redelivery, and each event goes
+to the next daemon in turn; each kill hits one daemon, chosen at random, and starts it again
+before the next kill.
+
     .venv/bin/python bench/soak.py [--seconds 180] [--rate 60] [--event-rate 15] [--seed 1]
+        [--store postgresql [--daemons 2]]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import random
@@ -35,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +51,7 @@ from typing import Any
 
 import aiohttp
 from loopback import free_port, start_daemon, wait_port
+from postgres import start_postgres
 
 SECRET = "soak-secret"
 SCHEDULES = 4
@@ -101,6 +110,7 @@ class Daemon:
     def __init__(self, root: Path, port: int) -> None:
         self.root = root
         self.port = port
+        self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "SOAK_SECRET": SECRET}
 
@@ -118,18 +128,42 @@ class Daemon:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
 
+    def up(self) -> None:
+        """Started again if the load ended with it killed; listening."""
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        wait_port(self.port)
 
-def write_config(root: Path, port: int) -> None:
-    (root / "defs").mkdir()
+
+Store = Path | str  # the SQLite file, or the PostgreSQL URL
+
+
+def fetch(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    """Every row of a query, read straight from the store (not through a daemon)."""
+    if isinstance(store, Path):
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+            return conn.execute(sql).fetchall()
+    import psycopg  # the [postgres] extra, installed with the test tools
+
+    with psycopg.connect(store) as conn:
+        return conn.execute(sql).fetchall()
+
+
+SCHEDULES_YAML = "".join(SCHEDULE.format(n=n) for n in range(SCHEDULES))
+
+
+def write_config(root: Path, port: int, store_url: str = "sqlite:///./state/triggerd.db", name: str = "") -> None:
+    (root / "defs").mkdir(parents=True)
+    instance = f", instance: {name}" if name else ""
     (root / "triggerd.yaml").write_text(
-        f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "sqlite:///./state/triggerd.db"}}\n'
+        f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "{store_url}"{instance}}}\n'
         "definitions: [defs]\nlimits: {max_concurrent_runs: 16}\nlogging: {format: json, level: warning}\n"
     )
-    schedules = "".join(SCHEDULE.format(n=n) for n in range(SCHEDULES))
-    (root / "defs" / "soak.yaml").write_text(DEFINITIONS + schedules)
 
 
-async def send_webhook(session: aiohttp.ClientSession, url: str, seq: int, tally: Tally, stop_at: float) -> None:
+async def send_webhook(
+    session: aiohttp.ClientSession, urls: Iterator[str], seq: int, tally: Tally, stop_at: float
+) -> None:
     """Send one delivery, again with the same id until an answer acknowledges it (or time is up)."""
     delivery = f"delivery-{seq}"
     body = json.dumps({"seq": seq, "action": "opened", "padding": "x" * 200}).encode()
@@ -143,7 +177,7 @@ async def send_webhook(session: aiohttp.ClientSession, url: str, seq: int, tally
     while time.monotonic() < stop_at:
         tally.webhook_attempts += 1
         try:
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(next(urls), data=body, headers=headers) as response:
                 tally.statuses[response.status] += 1
                 answer = await response.json(content_type=None)
                 if response.status in (200, 202) and "run_id" in answer:
@@ -155,10 +189,10 @@ async def send_webhook(session: aiohttp.ClientSession, url: str, seq: int, tally
     tally.unanswered_webhooks.add(delivery)
 
 
-async def send_event(session: aiohttp.ClientSession, url: str, seq: int, tally: Tally) -> None:
+async def send_event(session: aiohttp.ClientSession, urls: Iterator[str], seq: int, tally: Tally) -> None:
     tally.events_sent += 1
     try:
-        async with session.post(url, json={"type": "soak.tick", "data": {"seq": seq}}) as response:
+        async with session.post(next(urls), json={"type": "soak.tick", "data": {"seq": seq}}) as response:
             tally.statuses[response.status] += 1
             answer = await response.json(content_type=None)
             if response.status == 202 and len(answer.get("run_ids", [])) == 1:
@@ -183,46 +217,46 @@ async def paced(rate: float, seconds: float, send: Callable[[int], Coroutine[Any
     await asyncio.gather(*tasks)
 
 
-async def killer(daemon: Daemon, seconds: float, rng: random.Random, tally: Tally) -> None:
+async def killer(daemons: list[Daemon], seconds: float, rng: random.Random, tally: Tally) -> None:
     started = time.monotonic()
     while True:
         await asyncio.sleep(rng.uniform(2.0, 10.0))
         if time.monotonic() - started >= seconds:
             return
+        # one daemon: the seed's kill times stay those of the one-daemon soak
+        daemon = daemons[0] if len(daemons) == 1 else rng.choice(daemons)
         daemon.kill()
         tally.kills += 1
         await asyncio.sleep(rng.uniform(0.0, 1.0))
         daemon.start()
 
 
-async def load(daemon: Daemon, args: argparse.Namespace, tally: Tally) -> None:
-    url = f"http://127.0.0.1:{daemon.port}"
-    hook, events = url + "/webhooks/hook", url + "/v1/events"
+async def load(daemons: list[Daemon], args: argparse.Namespace, tally: Tally) -> None:
+    hooks = itertools.cycle([daemon.url + "/webhooks/hook" for daemon in daemons])
+    events = itertools.cycle([daemon.url + "/v1/events" for daemon in daemons])
     rng = random.Random(args.seed)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         stop_at = time.monotonic() + args.seconds + 30  # deliveries still unacknowledged get 30 s more
         await asyncio.gather(
-            paced(args.rate, args.seconds, lambda seq: send_webhook(session, hook, seq, tally, stop_at)),
+            paced(args.rate, args.seconds, lambda seq: send_webhook(session, hooks, seq, tally, stop_at)),
             paced(args.event_rate, args.seconds, lambda seq: send_event(session, events, seq, tally)),
-            killer(daemon, args.seconds, rng, tally),
+            killer(daemons, args.seconds, rng, tally),
         )
 
 
-def settle(db: Path, timeout: float = 120.0) -> int:
+def settle(store: Store, timeout: float = 120.0) -> int:
     """Wait until no run is pending or running; return how many still are."""
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            open_runs = conn.execute("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')").fetchone()[0]
+        open_runs = fetch(store, "SELECT count(*) FROM runs WHERE status IN ('pending', 'running')")[0][0]
         if open_runs == 0 or time.monotonic() > deadline:
             return int(open_runs)
         time.sleep(0.5)
 
 
-def account(db: Path, tally: Tally, first_up: datetime, last_due: datetime) -> dict[str, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT id, trigger_id, status, idempotency_key, input, nominal_time FROM runs").fetchall()
+def account(store: Store, tally: Tally, first_up: datetime, last_due: datetime) -> dict[str, int]:
+    rows = fetch(store, "SELECT id, trigger_id, status, idempotency_key, input, nominal_time FROM runs")
     hooks: dict[str, list[str]] = {}
     ticks: dict[int, list[str]] = {}
     slots: dict[str, list[str]] = {}
@@ -268,29 +302,51 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=60.0, help="new webhook deliveries per second")
     parser.add_argument("--event-rate", type=float, default=15.0, help="events per second")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill times")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        daemon = Daemon(root, free_port())
-        write_config(root, daemon.port)
-        daemon.start()
-        wait_port(daemon.port)
-        first_up = datetime.now(UTC)
-        tally = Tally()
-        began = time.monotonic()
-        asyncio.run(load(daemon, args, tally))
-        if daemon.process is None or daemon.process.poll() is not None:
-            daemon.start()
-        wait_port(daemon.port)
-        still_open = settle(root / "state" / "triggerd.db")
-        now = datetime.now(UTC)
-        if now.second < 3:  # a slot that is due right now may be firing: count the ones before it
-            now -= timedelta(seconds=3)
-        last_due = now.replace(second=0, microsecond=0)
-        code = daemon.stop()
-        counts = account(root / "state" / "triggerd.db", tally, first_up, last_due)
+    if args.daemons != 1 and args.store != "postgresql":
+        parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
+    database = start_postgres(free_port()) if args.store == "postgresql" else None
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            root = Path(folder)
+            store: Store = root / "state" / "triggerd.db" if database is None else database.database()
+            daemons = []
+            for n in range(args.daemons):
+                daemon = Daemon(root if database is None else root / f"daemon-{n}", free_port())
+                if database is None:
+                    write_config(daemon.root, daemon.port)
+                else:
+                    write_config(daemon.root, daemon.port, str(store), f"soak-{n}")
+                (daemon.root / "defs" / "soak.yaml").write_text(DEFINITIONS + SCHEDULES_YAML)
+                daemons.append(daemon)
+            for daemon in daemons:  # together: a daemon that starts resumes the unfinished runs it finds
+                daemon.start()
+            for daemon in daemons:
+                wait_port(daemon.port)
+            first_up = datetime.now(UTC)
+            tally = Tally()
+            began = time.monotonic()
+            asyncio.run(load(daemons, args, tally))
+            for daemon in daemons:
+                daemon.up()
+            still_open = settle(store)
+            now = datetime.now(UTC)
+            if now.second < 3:  # a slot that is due right now may be firing: count the ones before it
+                now -= timedelta(seconds=3)
+            last_due = now.replace(second=0, microsecond=0)
+            codes = [daemon.stop() for daemon in daemons]
+            counts = account(store, tally, first_up, last_due)
+    finally:
+        if database is not None:
+            database.remove()
     elapsed = time.monotonic() - began
-    print(f"soak: {elapsed:.0f} s, {tally.kills} SIGKILLs at random moments, daemon exit at the end {code}")
+    where = "" if database is None else f", {args.daemons} daemon(s) on PostgreSQL"
+    print(
+        f"soak: {elapsed:.0f} s{where}, {tally.kills} SIGKILLs at random moments, "
+        f"daemon exit at the end {' '.join(map(str, codes))}"
+    )
     print(
         f"  webhooks: {tally.webhooks_sent} deliveries, {tally.webhook_attempts} requests "
         f"(redeliveries after a kill: {tally.webhook_attempts - tally.webhooks_sent}), "

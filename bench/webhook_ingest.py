@@ -12,7 +12,12 @@ per request), as if the daemon spread over all the cores the load generator leav
 queued behind one long-running command so that the figures measure ingest, not agents. Loopback
 only, bounded in time.
 
-    .venv/bin/python bench/webhook_ingest.py [--seconds 3] [--rate 500]
+With `--store postgresql` the same load also goes, in the same run, to daemons on a throwaway
+PostgreSQL server (bench/postgres.py); with `--daemons N`, to N daemons sharing that store, each
+request to the next daemon in turn (what a round-robin load balancer does). Their server CPU
+includes the database's processes, shown apart in "of it db".
+
+    .venv/bin/python bench/webhook_ingest.py [--seconds 3] [--rate 500] [--store postgresql [--daemons 2]]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import subprocess
@@ -28,10 +34,12 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from loopback import free_port, start_daemon, wait_port
+from postgres import PostgresServer, start_postgres
 
 SECRET = "bench-secret"
 BODY = json.dumps(
@@ -82,15 +90,47 @@ trigger:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0 for one that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a PostgreSQL server's backends)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return found
+
+
+@dataclass
+class Target:
+    """What one row of figures measures: one or more servers (requests go round-robin), and their store."""
+
+    urls: list[str]
+    pids: list[int]
+    database: PostgresServer | None = None
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far of the servers plus their database, and of the database alone."""
+        db = 0.0
+        if self.database is not None:
+            main = self.database.postmaster_pid()
+            db = sum(cpu_seconds(pid) for pid in [main, *children(main)])
+        return sum(cpu_seconds(pid) for pid in self.pids) + db, db
 
 
 async def send(session: aiohttp.ClientSession, url: str, statuses: dict[int, int]) -> float:
@@ -107,8 +147,10 @@ async def send(session: aiohttp.ClientSession, url: str, statuses: dict[int, int
     return time.perf_counter() - started
 
 
-async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float, list[float], dict[int, int]]:
+async def closed_loop(urls: list[str], concurrency: int, seconds: float) -> tuple[float, list[float], dict[int, int]]:
+    """Each request to the next of `urls` in turn (one URL: always that one)."""
     latencies: list[float] = []
+    turn = itertools.cycle(urls)
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -116,7 +158,7 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float
 
         async def worker() -> None:
             while time.perf_counter() < deadline:
-                latencies.append(await send(session, url, statuses))
+                latencies.append(await send(session, next(turn), statuses))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -124,8 +166,9 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float
     return len(latencies) / elapsed, latencies, statuses
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> tuple[float, list[float], dict[int, int]]:
+async def open_loop(urls: list[str], rate: float, seconds: float) -> tuple[float, list[float], dict[int, int]]:
     statuses: dict[int, int] = {}
+    turn = itertools.cycle(urls)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
@@ -134,10 +177,29 @@ async def open_loop(url: str, rate: float, seconds: float) -> tuple[float, list[
             delay = started + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(session, url, statuses)))
+            tasks.append(asyncio.create_task(send(session, next(turn), statuses)))
         latencies = await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
     return len(latencies) / elapsed, list(latencies), statuses
+
+
+def start_daemons(
+    root: Path, name: str, store_url: str, count: int, env: dict[str, str]
+) -> tuple[list[str], list[subprocess.Popen[bytes]]]:
+    """`count` daemons on one store, each in its own folder and port; their webhook URLs and processes."""
+    ports, processes = [free_port() for _ in range(count)], []
+    for n, port in enumerate(ports):
+        folder = root / f"{name}-{n}"
+        (folder / "defs").mkdir(parents=True)
+        (folder / "defs" / "bench.yaml").write_text(DEFINITIONS)
+        (folder / "triggerd.yaml").write_text(
+            f'server: {{listen: "127.0.0.1:{port}"}}\nstore: {{url: "{store_url}", instance: {name}-{n}}}\n'
+            "definitions: [defs]\nlogging: {level: warning, format: json}\nlimits: {shutdown_grace_seconds: 0}\n"
+        )
+        processes.append(start_daemon(folder, env))
+    for port in ports:
+        wait_port(port)
+    return [f"http://127.0.0.1:{port}/webhooks/bench" for port in ports], processes
 
 
 def main() -> None:
@@ -145,65 +207,73 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
     args = parser.parse_args()
+    if args.daemons != 1 and args.store != "postgresql":
+        parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
+    database = start_postgres(free_port()) if args.store == "postgresql" else None
+    processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        daemon_port, bare_port = free_port(), free_port()
-        (root / "defs").mkdir()
-        (root / "defs" / "bench.yaml").write_text(DEFINITIONS)
-        (root / "triggerd.yaml").write_text(
-            f'server: {{listen: "127.0.0.1:{daemon_port}"}}\nstore: {{url: "sqlite:///./state.db"}}\n'
-            "definitions: [defs]\nlogging: {level: warning, format: json}\nlimits: {shutdown_grace_seconds: 0}\n"
-        )
         env = {**os.environ, "BENCH_SECRET": SECRET}
-        daemon = start_daemon(root, env)
-        bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], stderr=subprocess.DEVNULL)
+        bare_port = free_port()
+        processes.append(subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], stderr=subprocess.DEVNULL))
         try:
-            wait_port(daemon_port)
             wait_port(bare_port)
-            targets = {
-                "bare": f"http://127.0.0.1:{bare_port}/webhooks/bench",
-                "daemon": f"http://127.0.0.1:{daemon_port}/webhooks/bench",
-            }
-            asyncio.run(closed_loop(targets["daemon"], 4, 0.5))  # warm up both
-            asyncio.run(closed_loop(targets["bare"], 4, 0.5))
-            pids = {"bare": bare.pid, "daemon": daemon.pid}
-            print(
-                f"{'concurrency':>11}  {'bare req/s':>10}  {'p50/p99 ms':>13}  {'daemon req/s':>12}  "
-                f"{'p50/p99 ms':>13}  {'ratio':>5}  {'server CPU us/req bare, daemon':>30}  {'loadgen cores':>13}  "
-                f"{'daemon ceiling':>14}"
-            )
-            for concurrency in args.concurrency:
-                row = {}
-                for name, url in targets.items():
-                    server_before, own_before, started = cpu_seconds(pids[name]), time.process_time(), time.time()
-                    rate, latencies, statuses = asyncio.run(closed_loop(url, concurrency, args.seconds))
-                    assert set(statuses) == {202}, statuses
-                    cost = (cpu_seconds(pids[name]) - server_before) / len(latencies) * 1e6
-                    own = time.process_time() - own_before
-                    load = own / (time.time() - started)
-                    ceiling = (os.cpu_count() or 1) * 1e6 / (cost + own / len(latencies) * 1e6)
-                    row[name] = (rate, pct(latencies, 0.5), pct(latencies, 0.99), cost, load, ceiling)
-                bare_rate, daemon_rate = row["bare"][0], row["daemon"][0]
-                print(
-                    f"{concurrency:>11}  {bare_rate:>10.0f}  {row['bare'][1]:>6.1f}/{row['bare'][2]:<6.1f}  "
-                    f"{daemon_rate:>12.0f}  {row['daemon'][1]:>6.1f}/{row['daemon'][2]:<6.1f}  "
-                    f"{daemon_rate / bare_rate:>5.2f}  {row['bare'][3]:>14.0f}, {row['daemon'][3]:<14.0f}  "
-                    f"{row['bare'][4]:>6.2f}, {row['daemon'][4]:<5.2f}  "
-                    f"{row['daemon'][5]:>6.0f} ({row['daemon'][5] / bare_rate:.2f})"
-                )
-            for name, url in targets.items():
-                achieved, latencies, statuses = asyncio.run(open_loop(url, args.rate, args.seconds))
-                assert set(statuses) == {202}, statuses
-                print(
-                    f"open loop {name:>6} at {args.rate:.0f}/s: achieved {achieved:.0f}/s, "
-                    f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
-                    f"max {max(latencies) * 1000:.1f} ms"
-                )
+            targets = {"bare": Target([f"http://127.0.0.1:{bare_port}/webhooks/bench"], [processes[0].pid])}
+            urls, started = start_daemons(root, "sqlite", "sqlite:///./state.db", 1, env)
+            processes += started
+            targets["sqlite"] = Target(urls, [p.pid for p in started])
+            if database is not None:
+                urls, started = start_daemons(root, "postgresql", database.database(), args.daemons, env)
+                processes += started
+                name = "postgresql" + (f" x{args.daemons}" if args.daemons > 1 else "")
+                targets[name] = Target(urls, [p.pid for p in started], database)
+            for target in targets.values():  # warm up every server
+                asyncio.run(closed_loop(target.urls, 4, 0.5))
+            measure(targets, args)
         finally:
-            for process in (daemon, bare):
+            for process in processes:
                 process.terminate()
                 process.wait(30)
+            if database is not None:
+                database.remove()
+
+
+def measure(targets: dict[str, Target], args: argparse.Namespace) -> None:
+    print(
+        f"{'concurrency':>11}  {'target':<14} {'req/s':>6}  {'p50/p99 ms':>13}  {'ratio':>5}  "
+        f"{'server CPU us/req':>17}  {'of it db':>8}  {'loadgen cores':>13}  {'ceiling (ratio)':>15}"
+    )
+    for concurrency in args.concurrency:
+        bare_rate = 0.0
+        for name, target in targets.items():
+            server_before, db_before = target.cpu()
+            own_before, started = time.process_time(), time.time()
+            rate, latencies, statuses = asyncio.run(closed_loop(target.urls, concurrency, args.seconds))
+            assert set(statuses) == {202}, statuses
+            server_after, db_after = target.cpu()
+            cost = (server_after - server_before) / len(latencies) * 1e6
+            db_cost = (db_after - db_before) / len(latencies) * 1e6
+            own = time.process_time() - own_before
+            load = own / (time.time() - started)
+            ceiling = (os.cpu_count() or 1) * 1e6 / (cost + own / len(latencies) * 1e6)
+            bare_rate = bare_rate or rate
+            print(
+                f"{concurrency:>11}  {name:<14} {rate:>6.0f}  "
+                f"{pct(latencies, 0.5):>6.1f}/{pct(latencies, 0.99):<6.1f}  "
+                f"{rate / bare_rate:>5.2f}  {cost:>17.0f}  {db_cost:>8.0f}  {load:>13.2f}  "
+                f"{ceiling:>6.0f} ({ceiling / bare_rate:.2f})"
+            )
+    for name, target in targets.items():
+        achieved, latencies, statuses = asyncio.run(open_loop(target.urls, args.rate, args.seconds))
+        assert set(statuses) == {202}, statuses
+        print(
+            f"open loop {name:>14} at {args.rate:.0f}/s: achieved {achieved:.0f}/s, "
+            f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
+            f"max {max(latencies) * 1000:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

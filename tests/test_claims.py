@@ -1,19 +1,19 @@
-"""The store's claims and leases (SPEC 10): claim, renew, takeover and cancel requests, on a real SQLite
-file, with every instant passed as an argument (the clock is the test's)."""
+"""The store's claims and leases (SPEC 10): claim, renew, takeover and cancel requests, on both stores (a
+real SQLite file, a real PostgreSQL database), with every instant passed as an argument (the clock is the test's)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 from triggerd.agents.process_group import identify_self
+from triggerd.config.models import StoreSettings
 from triggerd.dispatch.instances import default_instance, is_dead
 from triggerd.runs import ProcessGroup, Run, RunStatus, Source
-from triggerd.store.abc import Instance, Loaded
-from triggerd.store.sqlite import SqliteStore
+from triggerd.store import open_store
+from triggerd.store.abc import Instance, Loaded, Store
 
 T = TypeVar("T")
 SEQUENCE = itertools.count()
@@ -36,9 +36,9 @@ def new_run(trigger: str = "t", agent: str = "a", created: int = 0) -> Run:
     )
 
 
-def with_store(tmp_path: Path, scenario: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def with_store(store_url: str, scenario: Callable[[Store], Awaitable[T]]) -> T:
     async def run() -> T:
-        store = SqliteStore(tmp_path / "s.db")
+        store = open_store(StoreSettings(store_url))
         await store.open()
         try:
             return await scenario(store)
@@ -48,8 +48,8 @@ def with_store(tmp_path: Path, scenario: Callable[[SqliteStore], Awaitable[T]]) 
     return asyncio.run(run())
 
 
-def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_every_instance(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_every_instance(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         t_runs = [new_run("t") for _ in range(4)]
         u_runs = [new_run("u", "b") for _ in range(2)]
         unknown = new_run("not-loaded")
@@ -67,11 +67,11 @@ def test_claims_take_the_oldest_due_runs_within_trigger_and_agent_limits_over_ev
         load = (await store.trigger_loads(["t"]))["t"]
         assert (load.running, load.pending, load.oldest_running) == (2, 2, t_runs[0].id)
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
 
 
-def test_renewal_keeps_a_lease_and_an_expired_one_is_taken_over_as_an_interrupted_attempt(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_renewal_keeps_a_lease_and_an_expired_one_is_taken_over_as_an_interrupted_attempt(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         run = new_run("t")
         await store.create_run(run)
         await store.register_instance(Instance("A", "127.0.0.1:1", at(0), "f", at(0)))
@@ -99,11 +99,11 @@ def test_renewal_keeps_a_lease_and_an_expired_one_is_taken_over_as_an_interrupte
         assert stored is not None
         assert (stored.status, stored.error, stored.dead_letter) == (RunStatus.FAILED, "interrupted", True)
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
 
 
-def test_a_dead_instances_claims_expire_at_once_and_its_process_is_reported(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_a_dead_instances_claims_expire_at_once_and_its_process_is_reported(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         run = new_run("t")
         await store.create_run(run)
         await store.claim_runs("A", at(1), at(31), 10, LOADED)
@@ -114,11 +114,11 @@ def test_a_dead_instances_claims_expire_at_once_and_its_process_is_reported(tmp_
         taken = await store.claim_runs("B", at(2), at(32), 10, LOADED)
         assert [(i.run_id, i.process) for i in taken.interrupted] == [(run.id, group)]
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
 
 
-def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_holder(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_holder(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         running, pending = new_run("t"), new_run("u", "b")
         await store.create_run(running)
         await store.claim_runs("A", at(1), at(31), 1, LOADED)
@@ -145,11 +145,11 @@ def test_cancel_requests_cancel_a_pending_run_and_flag_a_running_one_for_its_hol
         loads = await store.trigger_loads(["u", "t", "u"])
         assert (loads["u"].pending, loads["t"].running, sorted(loads)) == (1, 0, ["t", "u"])
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
 
 
-def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         run = new_run("t")
         await store.create_run(run)
         await store.claim_runs("A", at(1), at(31), 10, LOADED)
@@ -166,11 +166,11 @@ def test_a_retry_is_claimed_only_when_due_and_its_due_time_is_reported(tmp_path:
         load = (await store.trigger_loads(["t"]))["t"]  # kept by the store's triggers through every change of status
         assert (load.running, load.pending, load.oldest_running) == (0, 0, None)
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
 
 
-def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tmp_path: Path) -> None:
-    async def scenario(store: SqliteStore) -> None:
+def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(store_url: str) -> None:
+    async def scenario(store: Store) -> None:
         await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(2)))
         assert len((await store.claim_runs("A", at(1), at(31), 10, LOADED)).runs) == 2  # t is at its limit
         await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(3000)))
@@ -180,7 +180,26 @@ def test_a_run_behind_a_long_queue_of_a_trigger_at_its_limit_is_still_claimed(tm
         assert [r.id for r in claims.runs] == [behind.id]
         assert claims.pending == 3000
 
-    with_store(tmp_path, scenario)
+    with_store(store_url, scenario)
+
+
+def test_loads_stay_exact_across_reopened_stores_and_a_prune(store_url: str) -> None:
+    # PostgreSQL keeps the counts per writer connection: a reopened store writes through another one,
+    # and prune folds the rows of connections that are gone.
+    async def twice(store: Store) -> None:
+        await asyncio.gather(*(store.create_run(new_run("t")) for _ in range(5)))
+        await store.claim_runs("A", at(1), at(31), 1, LOADED)
+
+    with_store(store_url, twice)
+    with_store(store_url, twice)
+
+    async def pruned(store: Store) -> tuple[int, int, int | None]:
+        await store.prune(at(0), at(0))
+        load = (await store.trigger_loads(["t"]))["t"]
+        claims = await store.claim_runs("B", at(2), at(32), 0, LOADED, count_pending=True)
+        return load.running, load.pending, claims.pending
+
+    assert with_store(store_url, pruned) == (2, 8, 8)
 
 
 def test_the_dead_are_a_previous_life_a_gone_process_here_and_this_hosts_default_names_from_a_past_boot() -> None:

@@ -1,4 +1,8 @@
-"""bench/soak.py, short: webhooks, events and schedules while the daemon is SIGKILLed; nothing lost or doubled."""
+"""bench/soak.py, short: webhooks, events and schedules while the daemon is SIGKILLed; nothing lost or doubled.
+
+On SQLite, and on a PostgreSQL server the script starts itself (bench/postgres.py), its
+accounting then reading the database with psycopg.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,20 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from bench.postgres import postgres_bin
 from tests.conftest import REPO
+from tests.servers import unavailable
 
 
-def test_a_short_soak_loses_and_duplicates_nothing() -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_short_soak_loses_and_duplicates_nothing(store: str) -> None:
+    if store == "postgresql" and postgres_bin() is None:
+        unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    short = ["--seconds", "12", "--rate", "30", "--event-rate", "10", "--seed", "2"]
     soak = subprocess.run(
-        [sys.executable, "bench/soak.py", "--seconds", "12", "--rate", "30", "--event-rate", "10", "--seed", "2"],
+        [sys.executable, "bench/soak.py", *short, "--store", store],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -5,7 +5,8 @@ daemon *claims* due pending runs from the store, within the trigger and agent li
 over every daemon sharing it and this daemon's own `limits.max_concurrent_runs`. A claim
 starts the run's attempt and takes a lease that leases.py renews while it runs. Claims are
 looked for when a firing is submitted here, when a run here ends, when a retry falls due, on a
-poll (the fallback correctness relies on) and whenever `wake()` is called (a NOTIFY listener).
+poll (the fallback correctness relies on) and whenever the store notifies (Store.listen:
+PostgreSQL's LISTEN/NOTIFY), so that an idle daemon starts another daemon's firing at once.
 
 Each claimed run is a Job. The attempt is an inner task, so that a timeout, a cancel, a
 shutdown or a lost lease stops the agent while the outer task stays free to record what
@@ -151,6 +152,7 @@ class Dispatcher:
             if run.status is RunStatus.CANCELLED:  # cancelled by a shutdown: resumed on the next start (SPEC 8)
                 await self.store.requeue(run.id)
         self.state = DispatcherState.RUNNING
+        await self.store.listen(self._notified)
         await self._claim()
         self._tender = asyncio.create_task(self._tend(), name="dispatch-tend")
         return len(unfinished)
@@ -360,6 +362,14 @@ class Dispatcher:
             self._stop_attempt(job, reason)
 
     # --- claiming -----------------------------------------------------------------
+
+    def _notified(self, what: str) -> None:
+        """A store notification (Store.listen): a cancel asked for a run that may be held here is
+        learnt by renewing now; anything else may be a run to claim."""
+        if what == "cancel":
+            self.leases.renew_now()
+        else:
+            self.wake()
 
     def wake(self, *, poll: bool = False) -> None:
         """Look for runs to claim now: a firing, a run that ended, a retry due, a poll, a NOTIFY.

@@ -69,6 +69,12 @@ class LeaseKeeper:
             log.error("lease not renewed in time: stopping the run", extra={"run_id": run_id})
             self._lost(run_id)
 
+    def renew_now(self) -> None:
+        """Renew at once (a cancel was asked through another daemon: the renewal's answer tells which)."""
+        if self._deadlines:
+            self._next_renewal = 0.0
+            self.tick()
+
     async def stop(self) -> None:
         if self._renewal is not None and not self._renewal.done():
             self._renewal.cancel()

@@ -14,12 +14,12 @@ claim; a `pending` run never has one. Whoever finds a lease expired takes the ru
 open attempt ends `failed`, error "interrupted", and the run is retried if attempts remain.
 Limits (a trigger's and an agent's max_concurrent) are counted at claim time over the runs
 every daemon sharing the store has claimed. docs/scale-out.md ("Claims and leases") gives the
-PostgreSQL statements each method is meant to run.
+PostgreSQL statements each method runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -142,6 +142,18 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers, and takes writes if the last commit failed (for /readyz)."""
+        ...
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call `callback` whenever another daemon gave the daemons sharing the store something to
+        do; a no-op where the store has no notifications (SQLite).
+
+        PostgreSQL: a dedicated connection LISTENs on the channel that writes NOTIFY at commit (a
+        pending run created or requeued, a run ended, a lease taken over or expired, a cancel
+        asked; the payload says which, "cancel" for a cancel request) and connects again with
+        backoff when the database goes away, calling back once after each (re)connection. A
+        wake-up is a hint: polling stays what correctness relies on. Stopped by close().
+        """
         ...
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:

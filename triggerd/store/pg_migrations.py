@@ -11,6 +11,15 @@ from __future__ import annotations
 # pg_advisory_lock key under which daemons sharing a database migrate one at a time ("trgd").
 ADVISORY_LOCK = 0x74726764
 
+# The upsert of the counting triggers: add the deltas (trigger_id, r, p) of `{}` to this connection's rows.
+_ADD_LOAD = (
+    "INSERT INTO trigger_load (trigger_id, backend, running, pending) "
+    "SELECT trigger_id, pg_backend_pid(), sum(r), sum(p) FROM ({}) AS delta GROUP BY trigger_id "
+    "HAVING sum(r) <> 0 OR sum(p) <> 0 "
+    "ON CONFLICT (trigger_id, backend) DO UPDATE "
+    "SET running = trigger_load.running + EXCLUDED.running, pending = trigger_load.pending + EXCLUDED.pending"
+)
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE runs (
@@ -104,6 +113,82 @@ MIGRATIONS: list[list[str]] = [
             source_id TEXT PRIMARY KEY,
             cursor TEXT NOT NULL,
             saved_at TEXT COLLATE "C" NOT NULL
+        )""",
+    ],
+    [
+        # Claims and leases (SPEC 10), as SQLite's migration 7: the daemon running a run and until
+        # when its lease holds; a cancel asked by another daemon. A running run left from before
+        # has no lease: the first claim takes it over.
+        'ALTER TABLE runs ADD COLUMN claimed_by TEXT, ADD COLUMN lease_until TEXT COLLATE "C", '
+        "ADD COLUMN cancel_requested TEXT",
+        "CREATE INDEX runs_queue ON runs (id) WHERE status = 'pending'",
+        "CREATE INDEX runs_running ON runs (trigger_id, agent_id, id) WHERE status = 'running'",
+        "CREATE INDEX runs_backoff ON runs (next_attempt_at) WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
+        # Each trigger's runs in flight, kept by triggers on runs so that admission and the poll's
+        # queue depth read a few rows instead of counting a queue. One row per trigger *and writer
+        # connection* (backend pid), summed when read: each daemon's writer adds its deltas to rows
+        # no other daemon writes, so the counts are never a row lock that the daemons' batches
+        # contend for or deadlock on (store/postgres_claims.py). Rows of connections that are gone
+        # are folded into the pruner's own (prune).
+        """CREATE TABLE trigger_load (
+            trigger_id TEXT NOT NULL,
+            backend INTEGER NOT NULL,
+            running BIGINT NOT NULL,
+            pending BIGINT NOT NULL,
+            PRIMARY KEY (trigger_id, backend)
+        )""",
+        # Statement-level triggers with transition tables: one upsert per trigger id a statement
+        # touches (a batch of 500 new runs of one trigger costs one), not one per row.
+        f"""CREATE FUNCTION triggerd_load_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {
+            _ADD_LOAD.format(
+                "SELECT trigger_id, (status = 'running')::int AS r, (status = 'pending')::int AS p FROM new_rows"
+            )
+        };
+            RETURN NULL;
+        END
+        $$""",
+        f"""CREATE FUNCTION triggerd_load_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {
+            _ADD_LOAD.format(
+                "SELECT trigger_id, -(status = 'running')::int AS r, -(status = 'pending')::int AS p FROM old_rows"
+            )
+        };
+            RETURN NULL;
+        END
+        $$""",
+        f"""CREATE FUNCTION triggerd_load_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {
+            _ADD_LOAD.format(
+                "SELECT n.trigger_id, (n.status = 'running')::int - (o.status = 'running')::int AS r, "
+                "(n.status = 'pending')::int - (o.status = 'pending')::int AS p "
+                "FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE n.status IS DISTINCT FROM o.status"
+            )
+        };
+            RETURN NULL;
+        END
+        $$""",
+        "CREATE TRIGGER runs_load_inserted AFTER INSERT ON runs REFERENCING NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_inserted()",
+        "CREATE TRIGGER runs_load_deleted AFTER DELETE ON runs REFERENCING OLD TABLE AS old_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_deleted()",
+        "CREATE TRIGGER runs_load_updated AFTER UPDATE ON runs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+        "FOR EACH STATEMENT EXECUTE FUNCTION triggerd_load_updated()",
+        "INSERT INTO trigger_load (trigger_id, backend, running, pending) SELECT trigger_id, 0, "
+        "count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending') "
+        "FROM runs WHERE status IN ('pending', 'running') GROUP BY trigger_id",
+        """CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            started_at TEXT COLLATE "C" NOT NULL,
+            fingerprint TEXT NOT NULL,
+            last_seen TEXT COLLATE "C" NOT NULL,
+            pid INTEGER,
+            pid_start_ticks BIGINT,
+            boot_id TEXT
         )""",
     ],
 ]

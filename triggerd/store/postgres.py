@@ -10,6 +10,10 @@ Whether a firing becomes a run is decided by the database, not by the daemon: an
 idempotency key and a schedule slot are primary keys, claimed with INSERT ... ON CONFLICT.
 A daemon that loses the race for a key or slot to another daemon's concurrent batch waits
 for that batch's commit, finds the key taken, and names the other daemon's run.
+
+Claims, leases and cancel requests are postgres_claims.py (a batch's claims run first, under
+the claim lock); writes that give the daemons work NOTIFY at commit, and pg_listen.py is the
+LISTEN side (Store.listen).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
+from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
+from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
 from triggerd.store.postgres_sources import SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
@@ -59,7 +65,7 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-class PostgresStore(SourceTables):
+class PostgresStore(SourceTables, PostgresClaims):
     """A Store in a PostgreSQL database that several daemons may share (see triggerd.store.abc)."""
 
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: int = 10, wait_timeout: float = 5.0) -> None:
@@ -71,6 +77,7 @@ class PostgresStore(SourceTables):
         self._writer: asyncio.Task[None] | None = None
         self._conn: Conn | None = None
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener: Listener | None = None
         self.commits = 0  # transactions committed: fewer than writes when group commit batches them
         self.writes = 0
         self.write_failure: str | None = None  # why the last commit failed; None once one succeeds
@@ -110,6 +117,9 @@ class PostgresStore(SourceTables):
         self._writer = asyncio.create_task(self._write_loop(), name="triggerd-store-write")
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._writer is not None:
             self._queue.put_nowait(_STOP)
             await self._writer
@@ -156,12 +166,14 @@ class PostgresStore(SourceTables):
         """
         outcomes: list[_Outcome] = []
         new = [item for item in batch if isinstance(item[0], NewRun)]
+        # Claims first: they take the claim lock, and a transaction must not wait for it while
+        # holding row locks that a claim holding it may wait for (postgres_claims.py).
+        functions = sorted((item for item in batch if not isinstance(item[0], NewRun)), key=_not_claim)
         try:
             conn = await self._connection()
             async with conn.transaction():
-                for operation, future in batch:
-                    if not isinstance(operation, NewRun):
-                        outcomes.append((future, *await _isolated(conn, operation)))
+                for operation, future in functions:
+                    outcomes.append((future, *await _isolated(conn, operation)))
                 if new:
                     ops = [op for op, _ in new]
                     result, error = await _isolated(conn, lambda c: _insert_runs(c, ops))
@@ -213,6 +225,15 @@ class PostgresStore(SourceTables):
                     "INSERT INTO probe (id, at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at"
                 )
             )
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        if self._listener is None:
+            self._listener = Listener(self.url, self._options(), callback, describe(self.url), self._writer_pid)
+            self._listener.start()
+
+    def _writer_pid(self) -> int | None:
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
 
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
         created: Created = await self._write(NewRun(run, dedupe_seconds, now or run.created_at))
@@ -305,25 +326,33 @@ class PostgresStore(SourceTables):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
-    ) -> None:
-        async def end(conn: Conn) -> None:
-            await conn.execute(
-                "UPDATE attempts SET finished_at = %s, status = %s, error = %s WHERE run_id = %s AND number = %s",
+    ) -> bool:
+        async def end(conn: Conn) -> bool:
+            # The run's row first, as a takeover locks it: the same order, so the two never deadlock.
+            await conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+            cur = await conn.execute(
+                "UPDATE attempts SET finished_at = %s, status = %s, error = %s "
+                "WHERE run_id = %s AND number = %s AND finished_at IS NULL",
                 (at, str(status), error, run_id, number),
             )
+            if not cur.rowcount:
+                return False  # taken over after its lease expired: the outcome comes too late
+            release = "claimed_by = NULL, lease_until = NULL, cancel_requested = NULL"
             if then is RunStatus.PENDING:
                 await conn.execute(
-                    "UPDATE runs SET status = 'pending', error = %s, next_attempt_at = %s WHERE id = %s",
+                    f"UPDATE runs SET status = 'pending', error = %s, next_attempt_at = %s, {release} WHERE id = %s",
                     (error, next_attempt_at, run_id),
                 )
             else:
                 await conn.execute(
                     "UPDATE runs SET status = %s, finished_at = %s, output = %s, usage = %s, error = %s, reason = %s, "
-                    "dead_letter = %s, next_attempt_at = NULL WHERE id = %s",
+                    f"dead_letter = %s, next_attempt_at = NULL, {release} WHERE id = %s",
                     (str(then), at, dumps(output), dumps(usage), error, reason, dead_letter, run_id),
                 )
+            await notify(conn, "ended")  # a limit has room again, for any daemon
+            return True
 
-        await self._write(end)
+        return await self._write(end)
 
     async def finish_run(
         self, run_id: str, status: RunStatus, *, at: str, reason: str | None = None, error: str | None = None
@@ -337,13 +366,16 @@ class PostgresStore(SourceTables):
         )
 
     async def requeue(self, run_id: str, *, at: str | None = None) -> None:
-        await self._write(
-            lambda c: c.execute(
+        async def requeue(conn: Conn) -> None:
+            cur = await conn.execute(
                 "UPDATE runs SET status = 'pending', reason = NULL, finished_at = NULL, next_attempt_at = %s "
-                "WHERE id = %s",
+                "WHERE id = %s AND status = 'cancelled'",  # another daemon starting may have requeued it already
                 (at, run_id),
             )
-        )
+            if cur.rowcount:
+                await notify(conn, "created")
+
+        await self._write(requeue)
 
     async def trigger_stats(self) -> dict[str, TriggerStats]:
         async def stats(conn: Conn) -> dict[str, TriggerStats]:
@@ -367,6 +399,8 @@ class PostgresStore(SourceTables):
             await conn.execute("DELETE FROM dedupe WHERE expires_at <= %s", (now,))
             await conn.execute("DELETE FROM source_events WHERE expires_at <= %s", (now,))
             await conn.execute("DELETE FROM dead_messages WHERE received_at < %s", (finished_before,))
+            await conn.execute("DELETE FROM instances WHERE last_seen < %s", (finished_before,))
+            await fold_loads(conn)
             # Planning resumes after each trigger's latest slot, so older slot rows only need
             # to live as long as their runs.
             await conn.execute(
@@ -380,6 +414,10 @@ class PostgresStore(SourceTables):
 
 
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+def _not_claim(item: tuple[Any, Any]) -> bool:
+    return not isinstance(item[0], Claim)
 
 
 async def _migrate(conn: Conn) -> None:
@@ -457,6 +495,8 @@ async def _insert_runs(conn: Conn, new: Sequence[NewRun]) -> list[Created]:
                 if fresh:
                     rows = [op.row() for op in fresh]
                     await conn.execute(_INSERT_RUNS, [list(column) for column in zip(*rows, strict=True)])
+                if any(op.run.status is RunStatus.PENDING for op in fresh):
+                    await notify(conn, "created")
                 replays = [op.run.replay_of for op in fresh if op.run.replay_of is not None]
                 if replays:
                     await conn.execute("UPDATE runs SET dead_letter = false WHERE id = ANY(%b::text[])", (replays,))

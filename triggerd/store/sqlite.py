@@ -153,6 +153,9 @@ class SqliteStore(SourceTables, SqliteClaims):
                 )
             )
 
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """No notifications between processes sharing a SQLite file: their polls find the work."""
+
     async def create_run(self, run: Run, dedupe_seconds: float = 0.0, now: str = "") -> Created:
         created: Created = await self._write(NewRun(run, dedupe_seconds, now or run.created_at))
         return created
