@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
-from loopback import free_port, start_daemon, wait_port
+from loopback import free_port, start_daemon, start_redis, wait_port
 from redis.asyncio import Redis
 
 PREFETCH = 16  # the source's max_in_flight by default, and the baseline's batch
@@ -88,13 +88,8 @@ async def redis_baseline(url: str, count: int) -> float:
 
 
 def redis_bench(folder: Path, count: int) -> tuple[float, float, int]:
-    port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-    )
+    server, port = start_redis(folder)
     try:
-        wait_port(port)
         url = f"redis://127.0.0.1:{port}/0"
         raw = asyncio.run(redis_baseline(url, count))
         asyncio.run(redis_fill(url, "bench", count))
