@@ -113,12 +113,17 @@ class EventBus:
         result = Published()
         async with self._lock:
             changed: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}
-            for event in events:
-                result.event_ids.append(event.id)
-                for fire in self._deliver(event, result, changed):
-                    await self._fire(*fire, result)
-            if changed:
-                await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
+            before = dict(self._windows)
+            try:
+                for event in events:
+                    result.event_ids.append(event.id)
+                    for fire in self._deliver(event, result, changed):
+                        await self._fire(*fire, result)
+                if changed:
+                    await self.store.save_windows([(t, g, f, w) for (t, g), (f, w) in changed.items()])
+            except BaseException:
+                self._windows = before  # what the store holds: the windows were not saved
+                raise
         return result
 
     async def publish_batch(self, events: list[Event], origin: str) -> list[Published | None]:

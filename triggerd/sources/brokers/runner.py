@@ -12,8 +12,8 @@ writes the runner retries the same delivery after a pause and acknowledges none 
 asks for no new delivery either, and the broker holds the rest.
 
 Order: events are matched and counted in delivery order, and a delivery's runs are all
-committed before the next delivery is taken; the runs of one delivery are committed
-together, so which of them an agent starts first is not fixed.
+committed before the next delivery is taken; the runs of one delivery are created in its
+order (run ids are monotonic within a daemon) and committed together.
 
 `Sources` starts a runner per enabled source, restarts only those whose definition changed
 on reload, and reports their state for `GET /v1/sources` and the metrics.
