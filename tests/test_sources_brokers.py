@@ -515,7 +515,7 @@ def test_a_nats_durable_deleted_under_the_consumer_is_created_again(tmp_path: Pa
         consuming(daemon, "orders")
         producer.publish(job(1))
         assert numbers(daemon, "orders", 1) == [1]
-        assert producer.waiting() == 0
+        wait_for(lambda: producer.waiting() == 0, what="the ack")  # it follows the commit the run shows
 
 
 def test_amqp_deliveries_the_store_refuses_are_acknowledged_in_none_of_their_messages(
