@@ -150,13 +150,10 @@ class NatsSource:
             raise self._error(f"looking up durable {self.durable!r} of stream {self.stream!r}", exc) from None
 
     async def acknowledge(self, delivery: list[Message]) -> None:
-        # +ACK is a message per delivered message; all but the last are sent without waiting for
-        # the server's reply, and the reply to the last, on the same connection, comes after them.
         try:
-            for message in delivery[:-1]:
-                await message.handle.ack()
-            last: Msg = delivery[-1].handle
-            await last.ack_sync(timeout=ACK_TIMEOUT)
+            for message in delivery:
+                msg: Msg = message.handle
+                await msg.ack_sync(timeout=ACK_TIMEOUT)
         except ERRORS as exc:
             raise self._error("acknowledging", exc) from None
 
