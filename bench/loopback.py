@@ -41,3 +41,15 @@ def start_daemon(
         stdout=output,
         stderr=subprocess.STDOUT if output is not subprocess.DEVNULL else subprocess.DEVNULL,
     )
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The machine's `redis-server` on a free loopback port, its files in `folder`, no snapshots;
+    listening on return. The caller terminates it."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return server, port

@@ -4,15 +4,18 @@ The daemon runs in its own process on loopback; this script is the load and the 
 `--seconds` it sends GitHub-signed webhooks (each with its own X-GitHub-Delivery, sent again
 with the same delivery id until one answer acknowledges it, as GitHub redelivers), events to
 POST /v1/events (never sent again: an event has no idempotency key, so an unanswered one is
-counted apart), and lets a few every-minute schedules fire; every few seconds, at a random
-moment, it kills the daemon with SIGKILL and starts it again. Then it lets the daemon finish,
+counted apart), adds entries to a Redis stream that a `redis-stream` source consumes (the
+machine's `redis-server`, never killed), and lets a few every-minute schedules fire; every few
+seconds, at a random moment, it kills the daemon with SIGKILL and starts it again. Then it lets the daemon finish,
 stops it, and counts from the store (the SQLite file, or the PostgreSQL database with psycopg):
 
 - accepted webhooks / events: requests answered 202 (or 200 duplicate) with a run id;
 - lost: an accepted request with no run; duplicated: one with more than one run;
 - not final: runs still pending or running; mismatched: a run id other than the one acknowledged;
 - schedule slots: every minute from the first recorded slot to the last one due has exactly one
-  record (a run, or `skipped`/`missed` for a slot that fell in a downtime).
+  record (a run, or `skipped`/`missed` for a slot that fell in a downtime);
+- stream messages: every entry added has exactly one run (lost / duplicated count them too) and
+  is acknowledged at the end (the entries a killed daemon held are claimed after `claim_idle`).
 
 It exits 1 if any of lost, duplicated, not final, mismatched or missing slots is not zero.
 
@@ -22,8 +25,8 @@ due on each of them). Each webhook request, first delivery or redelivery, and ea
 to the next daemon in turn; each kill hits one daemon, chosen at random, and starts it again
 before the next kill.
 
-    .venv/bin/python bench/soak.py [--seconds 180] [--rate 60] [--event-rate 15] [--seed 1]
-        [--store postgresql [--daemons 2]]
+    .venv/bin/python bench/soak.py [--seconds 180] [--rate 60] [--event-rate 15] [--stream-rate 15]
+        [--seed 1] [--store postgresql [--daemons 2]]
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from loopback import free_port, start_daemon, wait_port
+import redis
+from loopback import free_port, start_daemon, start_redis, wait_port
 from postgres import start_postgres
+from redis.asyncio import Redis as AsyncRedis
 
 SECRET = "soak-secret"
 SCHEDULES = 4
@@ -84,6 +89,28 @@ trigger:
   max_queued: 1000000
 """
 
+STREAM = """---
+source:
+  id: queue
+  type: redis-stream
+  url: "redis://127.0.0.1:{port}/0"
+  stream: soak
+  start: "0"
+  claim_idle: 2s
+  event: {{type: soak.queued, id: $.body.id}}
+---
+trigger:
+  id: queued
+  type: event
+  event: {{pattern: soak.queued, source: queue}}
+  agent:
+    id: echo
+    input_mapping:
+      seq: $.event.data.seq
+  max_concurrent: 8
+  max_queued: 1000000
+"""
+
 SCHEDULE = """---
 trigger:
   id: every-minute-{n}
@@ -102,6 +129,7 @@ class Tally:
     events_sent: int = 0
     accepted_events: dict[int, str] = field(default_factory=dict)  # seq -> acknowledged run id
     unanswered_events: set[int] = field(default_factory=set)
+    stream_added: set[int] = field(default_factory=set)  # entries the broker took (XADD answered)
     statuses: Counter[int] = field(default_factory=Counter)
     kills: int = 0
 
@@ -203,6 +231,11 @@ async def send_event(session: aiohttp.ClientSession, urls: Iterator[str], seq: i
     tally.unanswered_events.add(seq)  # committed or not: the sender cannot know, and does not resend
 
 
+async def add_entry(client: AsyncRedis, seq: int, tally: Tally) -> None:
+    await client.xadd("soak", {"body": json.dumps({"id": f"m-{seq}", "seq": seq})})
+    tally.stream_added.add(seq)
+
+
 async def paced(rate: float, seconds: float, send: Callable[[int], Coroutine[Any, Any, None]]) -> None:
     """Call send(seq) at `rate` per second for `seconds`, each in its own task; wait for them all."""
     tasks = []
@@ -231,18 +264,37 @@ async def killer(daemons: list[Daemon], seconds: float, rng: random.Random, tall
         daemon.start()
 
 
-async def load(daemons: list[Daemon], args: argparse.Namespace, tally: Tally) -> None:
+async def load(daemons: list[Daemon], args: argparse.Namespace, tally: Tally, redis_url: str | None) -> None:
     hooks = itertools.cycle([daemon.url + "/webhooks/hook" for daemon in daemons])
     events = itertools.cycle([daemon.url + "/v1/events" for daemon in daemons])
     rng = random.Random(args.seed)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
         stop_at = time.monotonic() + args.seconds + 30  # deliveries still unacknowledged get 30 s more
+        client = AsyncRedis.from_url(redis_url) if redis_url else None
+        stream = [paced(args.stream_rate, args.seconds, lambda seq: add_entry(client, seq, tally))] if client else []
         await asyncio.gather(
             paced(args.rate, args.seconds, lambda seq: send_webhook(session, hooks, seq, tally, stop_at)),
             paced(args.event_rate, args.seconds, lambda seq: send_event(session, events, seq, tally)),
+            *stream,
             killer(daemons, args.seconds, rng, tally),
         )
+        if client is not None:
+            await client.aclose()
+
+
+def drained(redis_url: str, timeout: float = 120.0) -> int:
+    """Wait until the source's group has read and acknowledged every entry; return how many are
+    still unread or unacknowledged."""
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = client.xinfo_groups("soak")
+        left = sum(int(g["pending"]) + int(g.get("lag") or 0) for g in groups) if groups else len(client.xrange("soak"))
+        if left == 0 or time.monotonic() > deadline:
+            client.close()
+            return left
+        time.sleep(0.5)
 
 
 def settle(store: Store, timeout: float = 120.0) -> int:
@@ -259,6 +311,7 @@ def account(store: Store, tally: Tally, first_up: datetime, last_due: datetime) 
     rows = fetch(store, "SELECT id, trigger_id, status, idempotency_key, input, nominal_time FROM runs")
     hooks: dict[str, list[str]] = {}
     ticks: dict[int, list[str]] = {}
+    queued: dict[int, list[str]] = {}
     slots: dict[str, list[str]] = {}
     not_final = skipped_slots = 0
     for run_id, trigger_id, status, key, input_, nominal in rows:
@@ -267,6 +320,8 @@ def account(store: Store, tally: Tally, first_up: datetime, last_due: datetime) 
             hooks.setdefault(key, []).append(run_id)
         elif trigger_id == "tick":
             ticks.setdefault(json.loads(input_)["seq"], []).append(run_id)
+        elif trigger_id == "queued":
+            queued.setdefault(json.loads(input_)["seq"], []).append(run_id)
         else:
             slots.setdefault(f"{trigger_id} {nominal}", []).append(run_id)
             skipped_slots += status == "skipped"
@@ -284,11 +339,15 @@ def account(store: Store, tally: Tally, first_up: datetime, last_due: datetime) 
         "runs stored": len(rows),
         "webhooks accepted": len(tally.accepted_webhooks),
         "events accepted": len(tally.accepted_events),
+        "stream messages added": len(tally.stream_added),
         "schedule slots due": len(due) * SCHEDULES,
         "schedule slots recorded": sum(len(v) for v in slots.values()),
         "of them skipped as missed in a downtime": skipped_slots,
-        "lost": sum(1 for key in accepted if key not in found),
-        "duplicated": sum(1 for runs in found.values() if len(runs) > 1) + sum(len(v) > 1 for v in slots.values()),
+        "lost": sum(1 for key in accepted if key not in found)
+        + sum(1 for seq in tally.stream_added if seq not in queued),
+        "duplicated": sum(1 for runs in found.values() if len(runs) > 1)
+        + sum(len(v) > 1 for v in slots.values())
+        + sum(len(v) > 1 for v in queued.values()),
         "mismatched": sum(1 for key, run_id in accepted.items() if key in found and found[key] != [run_id]),
         "not final": not_final,
         "missing schedule slots": missing_slots,
@@ -301,6 +360,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="how long the load and the kills go on")
     parser.add_argument("--rate", type=float, default=60.0, help="new webhook deliveries per second")
     parser.add_argument("--event-rate", type=float, default=15.0, help="events per second")
+    parser.add_argument("--stream-rate", type=float, default=15.0, help="Redis stream entries per second (0: none)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill times")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
@@ -308,9 +368,17 @@ def main() -> None:
     if args.daemons != 1 and args.store != "postgresql":
         parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
     database = start_postgres(free_port()) if args.store == "postgresql" else None
+    broker: subprocess.Popen[bytes] | None = None
     try:
         with tempfile.TemporaryDirectory() as folder:
             root = Path(folder)
+            redis_url = None
+            stream_yaml = ""
+            if args.stream_rate > 0:
+                (root / "redis").mkdir()
+                broker, redis_port = start_redis(root / "redis")
+                redis_url = f"redis://127.0.0.1:{redis_port}/0"
+                stream_yaml = STREAM.format(port=redis_port)
             store: Store = root / "state" / "triggerd.db" if database is None else database.database()
             daemons = []
             for n in range(args.daemons):
@@ -319,7 +387,7 @@ def main() -> None:
                     write_config(daemon.root, daemon.port)
                 else:
                     write_config(daemon.root, daemon.port, str(store), f"soak-{n}")
-                (daemon.root / "defs" / "soak.yaml").write_text(DEFINITIONS + SCHEDULES_YAML)
+                (daemon.root / "defs" / "soak.yaml").write_text(DEFINITIONS + stream_yaml + SCHEDULES_YAML)
                 daemons.append(daemon)
             for daemon in daemons:  # together: a daemon that starts resumes the unfinished runs it finds
                 daemon.start()
@@ -328,9 +396,10 @@ def main() -> None:
             first_up = datetime.now(UTC)
             tally = Tally()
             began = time.monotonic()
-            asyncio.run(load(daemons, args, tally))
+            asyncio.run(load(daemons, args, tally, redis_url))
             for daemon in daemons:
                 daemon.up()
+            unread = drained(redis_url) if redis_url else 0
             still_open = settle(store)
             now = datetime.now(UTC)
             if now.second < 3:  # a slot that is due right now may be firing: count the ones before it
@@ -339,6 +408,9 @@ def main() -> None:
             codes = [daemon.stop() for daemon in daemons]
             counts = account(store, tally, first_up, last_due)
     finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(30)
         if database is not None:
             database.remove()
     elapsed = time.monotonic() - began
@@ -353,11 +425,13 @@ def main() -> None:
         f"unacknowledged at the end {len(tally.unanswered_webhooks)}"
     )
     print(f"  events: {tally.events_sent} sent, unanswered (cut off by a kill) {len(tally.unanswered_events)}")
+    if args.stream_rate > 0:
+        print(f"  stream: {len(tally.stream_added)} entries added, unread or unacknowledged at the end {unread}")
     print(f"  answers: {dict(sorted(tally.statuses.items()))} (0 = refused or cut off)")
     for name, value in counts.items():
         print(f"  {name}: {value}")
     bad = ("lost", "duplicated", "mismatched", "not final", "missing schedule slots")
-    if still_open or any(counts[name] for name in bad) or tally.unanswered_webhooks:
+    if still_open or unread or any(counts[name] for name in bad) or tally.unanswered_webhooks:
         sys.exit(1)
 
 

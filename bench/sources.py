@@ -1,13 +1,16 @@
-"""Redis Streams to committed runs (SPEC 5.4): a real daemon against the broker's own client.
+"""Broker sources to committed runs (SPEC 5.4): a real daemon against the broker's own client.
 
-One redis-server (the machine's `redis-server`) on a free loopback port. The baseline reads N
-entries of a stream with redis-py's asyncio client through a consumer group, XACKing each,
-the same loop triggerd runs minus the commit. Then a daemon with a `redis-stream` source and
-one event trigger consumes N other entries; the trigger's agent is parked (one `sleep`, the rest
-queued), so the figure is messages turned into committed runs and acknowledged, not agents run.
-Loopback only, bounded.
+For Redis Streams (the machine's `redis-server`) and RabbitMQ (`rabbitmq-server`, a private node),
+each on a free loopback port in a temporary folder. The baseline, in the same run, reads N
+messages with the broker's own asyncio client (redis-py: XREADGROUP COUNT 16 through a consumer
+group; aio-pika: a consumer with prefetch 16), decodes each body and acknowledges it one by one:
+the consumer loop an operator would write, minus any durable work. Then a daemon with one source
+and one event trigger consumes N other messages; the trigger's agent is parked (one `sleep`, the
+rest queued), so the figure is messages turned into committed runs and acknowledged, not agents
+run. Both read a backlog filled beforehand; the daemon's rate is timed from its first committed
+run to its last. Loopback only, bounded.
 
-    .venv/bin/python bench/sources.py [--messages 3000]
+    .venv/bin/python bench/sources.py [--messages 5000] [--broker redis|amqp|all]
 """
 
 from __future__ import annotations
@@ -16,25 +19,27 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from loopback import free_port, start_daemon, wait_port
+import aio_pika
+from loopback import free_port, start_daemon, start_redis, wait_port
 from redis.asyncio import Redis
+
+PREFETCH = 16  # the source's max_in_flight by default, and the baseline's batch
 
 DEFS = """\
 agent: {{id: parked, type: command, command: [sleep, "600"], max_concurrent: 1}}
 ---
 source:
   id: orders
-  type: redis-stream
-  url: "redis://127.0.0.1:{port}/0"
-  stream: bench
-  start: "0"
+  {source}
   event: {{type: order.created, id: $.body.id}}
 ---
 trigger:
@@ -46,23 +51,32 @@ trigger:
 """
 
 
-async def fill(client: Redis, stream: str, count: int) -> None:
+def body(name: str, n: int) -> bytes:
+    return json.dumps({"id": f"{name}-{n}", "n": n}).encode()
+
+
+# --- Redis Streams ----------------------------------------------------------------------------
+
+
+async def redis_fill(url: str, stream: str, count: int) -> None:
+    client = Redis.from_url(url)
     pipe = client.pipeline(transaction=False)
     for n in range(count):
-        pipe.xadd(stream, {"body": json.dumps({"id": f"{stream}-{n}", "n": n})})
+        pipe.xadd(stream, {"body": body(stream, n)})
         if n % 1000 == 999:
             await pipe.execute()
     await pipe.execute()
+    await client.aclose()
 
 
-async def baseline(url: str, count: int) -> float:
+async def redis_baseline(url: str, count: int) -> float:
     """Entries per second through XREADGROUP (COUNT 16, as max_in_flight) and one XACK each."""
+    await redis_fill(url, "raw", count)
     client = Redis.from_url(url)
-    await fill(client, "raw", count)
     await client.xgroup_create("raw", "g", id="0")
     started, seen = time.perf_counter(), 0
     while seen < count:
-        found = await client.xreadgroup("g", "c", {"raw": ">"}, count=16, block=1000)
+        found = await client.xreadgroup("g", "c", {"raw": ">"}, count=PREFETCH, block=1000)
         for _stream, entries in found:
             for entry_id, fields in entries:
                 json.loads(fields[b"body"])
@@ -73,6 +87,110 @@ async def baseline(url: str, count: int) -> float:
     return count / elapsed
 
 
+def redis_bench(folder: Path, count: int) -> tuple[float, float, int]:
+    server, port = start_redis(folder)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        raw = asyncio.run(redis_baseline(url, count))
+        asyncio.run(redis_fill(url, "bench", count))
+        source = f'type: redis-stream\n  url: "{url}"\n  stream: bench\n  start: "0"'
+        rate, done = through_daemon(folder / "daemon", source, count)
+        return raw, rate, done
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------
+
+
+def rabbitmq(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], int]:
+    """A private RabbitMQ node: its name, ports, epmd, data and cookie (HOME) all in `folder`."""
+    folder.mkdir()
+    port, dist, epmd = free_port(), free_port(), free_port()
+    (folder / "enabled_plugins").write_text("[].\n")
+    (folder / "rabbitmq.conf").write_text("loopback_users = none\n")
+    env = {
+        **os.environ,
+        "HOME": str(folder),
+        "RABBITMQ_NODENAME": f"triggerd-bench-{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist),
+        "ERL_EPMD_PORT": str(epmd),
+        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(folder / "log"),
+        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(folder / "pid"),
+    }
+    binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    found = str(binary) if binary.exists() else shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+    server = subprocess.Popen(
+        [found], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    return server, env, port
+
+
+def stop_rabbitmq(server: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+    ctl = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+    if ctl.exists():
+        subprocess.run([str(ctl), "-n", env["RABBITMQ_NODENAME"], "stop"], env=env, capture_output=True, timeout=60)
+    if server.poll() is None:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+    epmd = shutil.which("epmd")
+    if epmd:  # the node started an epmd of its own on ERL_EPMD_PORT, outside its process group
+        subprocess.run([epmd, "-port", env["ERL_EPMD_PORT"], "-kill"], capture_output=True, timeout=30)
+
+
+async def amqp_fill(url: str, queue: str, count: int) -> None:
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    await channel.declare_queue(queue, durable=True)
+    for n in range(count):
+        message = aio_pika.Message(body(queue, n), message_id=f"{queue}-{n}")
+        await channel.default_exchange.publish(message, routing_key=queue)
+    await connection.close()
+
+
+async def amqp_baseline(url: str, count: int) -> float:
+    """Messages per second through an aio-pika consumer (prefetch 16, as max_in_flight), one ack each."""
+    await amqp_fill(url, "raw", count)
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=PREFETCH)
+    queue = await channel.declare_queue("raw", durable=True)
+    started, seen = time.perf_counter(), 0
+    async with queue.iterator() as messages:
+        async for message in messages:
+            json.loads(message.body)
+            await message.ack()
+            seen += 1
+            if seen == count:
+                break
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return count / elapsed
+
+
+def amqp_bench(folder: Path, count: int) -> tuple[float, float, int]:
+    server, env, port = rabbitmq(folder / "rabbitmq")
+    try:
+        wait_port(port, timeout=90)
+        url = f"amqp://guest:guest@127.0.0.1:{port}/"
+        raw = asyncio.run(amqp_baseline(url, count))
+        asyncio.run(amqp_fill(url, "bench", count))
+        source = f'type: amqp\n  url: "{url}"\n  queue: bench'
+        rate, done = through_daemon(folder / "daemon", source, count)
+        return raw, rate, done
+    finally:
+        stop_rabbitmq(server, env)
+
+
+# --- the daemon -------------------------------------------------------------------------------
+
+
 def committed(db: Path) -> int:
     try:
         with sqlite3.connect(db, timeout=5) as conn:
@@ -81,51 +199,60 @@ def committed(db: Path) -> int:
         return 0
 
 
+def through_daemon(root: Path, source: str, count: int) -> tuple[float, int]:
+    """A daemon consuming a backlog of `count` messages: (runs per second from its first committed
+    run to its last, runs committed)."""
+    http = free_port()
+    (root / "defs").mkdir(parents=True)
+    (root / "defs" / "all.yaml").write_text(DEFS.format(source=source))
+    (root / "triggerd.yaml").write_text(
+        f'server: {{listen: "127.0.0.1:{http}"}}\nstore: {{url: "sqlite:///./triggerd.db"}}\n'
+        "definitions: [defs]\nlogging: {level: warning}\n"
+    )
+    db = root / "triggerd.db"
+    daemon = start_daemon(root, {"PATH": os.environ["PATH"]})
+    try:
+        deadline = time.monotonic() + 600
+        first = poll(lambda: committed(db) > 0, deadline)
+        started, runs_at_start = time.perf_counter(), committed(db)
+        poll(lambda: committed(db) >= count, deadline)
+        elapsed = time.perf_counter() - started
+        done = committed(db)
+    finally:
+        daemon.terminate()
+        daemon.wait(60)
+    if not first:
+        sys.exit("the daemon committed no run")
+    return (done - runs_at_start) / elapsed, done
+
+
+def poll(done: Callable[[], bool], deadline: float) -> bool:
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--broker", choices=["redis", "amqp", "all"], default="all")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        port = free_port()
-        redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(port)
-            url = f"redis://127.0.0.1:{port}/0"
-            raw = asyncio.run(baseline(url, args.messages))
-            http = free_port()
-            (root / "defs").mkdir()
-            (root / "defs" / "all.yaml").write_text(DEFS.format(port=port))
-            (root / "triggerd.yaml").write_text(
-                f'server: {{listen: "127.0.0.1:{http}"}}\nstore: {{url: "sqlite:///./triggerd.db"}}\n'
-                "definitions: [defs]\nlogging: {level: warning}\n"
-            )
-            daemon = start_daemon(root, {"PATH": os.environ["PATH"]})
-            try:
-                wait_port(http)
-                time.sleep(1.0)  # the source connects in the background
-                client = Redis.from_url(url)
-                asyncio.run(fill(client, "bench", args.messages))
-                started = time.perf_counter()
-                deadline = started + 600
-                while committed(root / "triggerd.db") < args.messages and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                elapsed = time.perf_counter() - started
-                done = committed(root / "triggerd.db")
-            finally:
-                daemon.terminate()
-                daemon.wait(60)
-        finally:
-            redis.terminate()
-            redis.wait(30)
-    print(f"redis-py XREADGROUP + XACK (baseline)     {raw:10.0f} messages/s")
-    print(f"triggerd redis-stream -> committed runs   {done / elapsed:10.0f} messages/s ({done} runs)")
-    print(f"ratio                                     {done / elapsed / raw:10.2f}")
-    if done != args.messages:
-        sys.exit(f"only {done} of {args.messages} messages became runs")
+    benches = {"redis": ("Redis Streams", "redis-py", redis_bench), "amqp": ("RabbitMQ", "aio-pika", amqp_bench)}
+    failed = []
+    for key, (name, client, bench) in benches.items():
+        if args.broker not in (key, "all"):
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            raw, rate, done = bench(Path(folder), args.messages)
+        print(f"{name}: {client} consumer (baseline)       {raw:10.0f} messages/s")
+        print(f"{name}: triggerd -> committed runs         {rate:10.0f} messages/s ({done} runs)")
+        print(f"{name}: ratio                              {rate / raw:10.2f}")
+        if done != args.messages:
+            failed.append(f"{name}: only {done} of {args.messages} messages became runs")
+    if failed:
+        sys.exit("\n".join(failed))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from tests.conftest import Write, found, load_dir
 from tests.harness import Daemon, running_daemon, wait_for, write_config
 from tests.servers import BrokerServer
 from tests.sse_server import SseServer
+from tests.test_fs_faults import fill, small_disk
 from tests.test_sources_config import cli
 from tests.test_sources_redis import consuming, inputs, runs, source_state
 
@@ -514,4 +515,45 @@ def test_a_nats_durable_deleted_under_the_consumer_is_created_again(tmp_path: Pa
         consuming(daemon, "orders")
         producer.publish(job(1))
         assert numbers(daemon, "orders", 1) == [1]
+        wait_for(lambda: producer.waiting() == 0, what="the ack")  # it follows the commit the run shows
+
+
+def test_amqp_deliveries_the_store_refuses_are_acknowledged_in_none_of_their_messages(
+    tmp_path: Path, rabbitmq_server: BrokerServer
+) -> None:
+    """Five messages published together reach the daemon (prefetch 16) while the store refuses
+    writes (a full disk). One basic.ack with `multiple` would settle every earlier delivery of the
+    channel, so none may go out: when the daemon is SIGKILLed in that state, RabbitMQ requeues all
+    five. A new daemon, with space back, gives each one run, in order, and acknowledges them all."""
+    producer = Amqp(rabbitmq_server)
+    pad = "x" * 20_000  # large inputs need new pages, which a full disk cannot give
+    defs = definitions(("jobs", producer.source()))
+    defs = defs.replace("n: $.event.data.n,", "n: $.event.data.n, pad: $.event.data.pad,")
+
+    async def publish_together() -> None:
+        connection = await aio_pika.connect(producer.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for n in range(1, 6):
+                body = json.dumps({"type": "job.created", "id": f"j-{n}", "n": n, "pad": pad}).encode()
+                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=producer.queue)
+
+    with (
+        small_disk(tmp_path / "state", "2m") as disk,
+        running_daemon(tmp_path, defs) as daemon,
+    ):
+        consuming(daemon, "jobs")
+        filler = fill(disk)
+        asyncio.run(publish_together())
+        paused = wait_for(lambda: (s := source_state(daemon, "jobs"))["last_error"] and s, what="the pause")
+        assert "store refused the write" in paused["last_error"]
+        wait_for(lambda: producer.waiting() == 0, what="all five delivered to the daemon")
+        assert runs(daemon, "on-jobs") == []
+        daemon.stop(signal.SIGKILL)
+        assert wait_for(lambda: producer.waiting() == 5, timeout=30, what="all five requeued")  # none acknowledged
+        filler.unlink()
+        daemon.start()
+        assert numbers(daemon, "jobs", 5, timeout=30) == [1, 2, 3, 4, 5]
+        wait_for(lambda: source_state(daemon, "jobs")["messages"]["published"] == 5, what="every message handled")
         assert producer.waiting() == 0
+        assert len(runs(daemon, "on-jobs")) == 5

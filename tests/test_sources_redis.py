@@ -329,3 +329,38 @@ def test_while_the_store_refuses_writes_nothing_is_acknowledged(
         assert [i["task"][0] for i in got] == ["1", "2", "3"]
         wait_for(lambda: client.llen(keys["list"] + ":processing") == 0, what="every ack")
         assert source_state(daemon, "tasks")["messages"]["published"] == 3
+
+
+def test_a_delivery_the_store_refuses_is_acknowledged_in_none_of_its_messages(
+    tmp_path: Path, redis_server: BrokerServer, client: redis.Redis, keys: dict[str, str]
+) -> None:
+    """Five stream entries added in one transaction come as one delivery (one XREADGROUP), handled
+    as one batch. While the store refuses writes (a full disk) none of the five is acknowledged,
+    the delivery is retried whole, and no other is read; once space returns, every entry has its
+    one run, in stream order, and all are acknowledged."""
+    pad = "x" * 20_000  # large inputs need new pages, which a full disk cannot give
+    with (
+        small_disk(tmp_path / "state", "2m") as disk,
+        running_daemon(tmp_path, definitions(redis_server.url, keys)) as daemon,
+    ):
+        consuming(daemon, "orders")
+        filler = fill(disk)
+        entries = [order(n) for n in range(1, 6)]
+        with client.pipeline(transaction=True) as pipe:  # served to the blocked reader after EXEC, together
+            for entry in entries:
+                pipe.xadd(keys["stream"], {"body": entry.replace('"order"', f'"pad": "{pad}", "order"')})
+            pipe.execute()
+        paused = wait_for(lambda: (s := source_state(daemon, "orders"))["last_error"] and s, what="the pause")
+        assert "store refused the write" in paused["last_error"]
+        assert paused["in_flight"] == 5  # the delivery, as one batch
+        push(client, keys, "stream", order(6))  # waits on the broker: no delivery is taken meanwhile
+        pending = client.xpending(keys["stream"], "triggerd")
+        assert pending["pending"] == 5  # delivered, and not one of them acknowledged
+        assert runs(daemon, "on-order") == []
+        filler.unlink()
+        got = inputs(daemon, "on-order", 6, timeout=20)
+        assert [i["order"] for i in got] == [1, 2, 3, 4, 5, 6]
+        wait_for(lambda: client.xpending(keys["stream"], "triggerd")["pending"] == 0, what="every ack")
+        state = wait_for(lambda: (s := source_state(daemon, "orders"))["messages"]["published"] == 6 and s)
+        assert state["messages"] == {"published": 6, "duplicate": 0, "dead_letter": 0}
+        assert len(runs(daemon, "on-order")) == 6

@@ -514,22 +514,23 @@ def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_i
 
 
 def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
-    """SPEC 5.4's store side: an event id is seen until it expires, recorded with its windows in one
-    commit; a poison message is kept once however often it is redelivered; a source's cursor."""
+    """SPEC 5.4's store side: an event id is seen until it expires; a poison message is kept once
+    however often it is redelivered; a source's cursor."""
 
     async def scenario() -> None:
         store = make_store(store_url)
         await store.open()
-        window = ("counting", "", "fp", [{"id": "e1"}])
-        assert not await store.event_seen("orders", "e1", "2026-01-01T00:00:00.000Z")
-        await store.commit_event("orders", "e1", "2026-01-02T00:00:00.000Z", [window])
-        assert await store.event_seen("orders", "e1", "2026-01-01T12:00:00.000Z")
-        assert not await store.event_seen("orders", "e1", "2026-01-02T00:00:00.000Z")  # expired
-        assert not await store.event_seen("other", "e1", "2026-01-01T12:00:00.000Z")  # per source
-        assert await store.load_windows() == [window]
-        await store.commit_event("orders", "e1", "2026-01-03T00:00:00.000Z", [("counting", "", "fp", [])])
-        assert await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")  # a new expiry replaces the old
-        assert await store.load_windows() == []
+        assert await store.events_seen("orders", ["e1"], "2026-01-01T00:00:00.000Z") == set()
+        await store.commit_events([("orders", "e1", "2026-01-02T00:00:00.000Z")])
+        assert await store.events_seen("orders", ["e0", "e1"], "2026-01-01T12:00:00.000Z") == {"e1"}
+        assert await store.events_seen("orders", ["e1"], "2026-01-02T00:00:00.000Z") == set()  # expired
+        assert await store.events_seen("other", ["e1"], "2026-01-01T12:00:00.000Z") == set()  # per source
+        many = [("orders", f"m{n}", "2026-01-02T00:00:00.000Z") for n in range(450)]  # more than 400 parameters
+        await store.commit_events([("orders", "e1", "2026-01-03T00:00:00.000Z"), *many])
+        ids = ["e1", "e2", *(m for _, m, _ in many)]
+        # a new expiry replaces the old
+        assert await store.events_seen("orders", ids, "2026-01-02T12:00:00.000Z") == {"e1"}
+        assert len(await store.events_seen("orders", ids, "2026-01-01T12:00:00.000Z")) == 451
 
         poison = DeadMessage(
             "orders:1-0", "orders", "body is not JSON", b"\xff{", {"k": "v"}, "1-0", "2026-01-01T00:00:01.000Z"
@@ -548,7 +549,7 @@ def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
         assert await store.source_cursor("feed") == "42"
 
         await store.prune("2026-01-01T00:00:02.000Z", "2026-01-04T00:00:00.000Z")
-        assert not await store.event_seen("orders", "e1", "2026-01-02T12:00:00.000Z")
+        assert await store.events_seen("orders", ["e1"], "2026-01-02T12:00:00.000Z") == set()
         assert await store.dead_messages() == [later]
         await store.close()
 

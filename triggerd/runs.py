@@ -56,9 +56,19 @@ _SHIFTS = range(120, -10, -10)
 _random = random.Random(secrets.token_bytes(32))
 
 
+_last_id = 0
+
+
 def new_run_id() -> str:
-    """A ULID-style id: 10 characters of milliseconds then 16 random, so ids sort by creation."""
-    value = (time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80)
+    """A ULID-style id: 10 characters of milliseconds then 16 random, so ids sort by creation.
+
+    Monotonic within the process (never less than one more than the last), so runs created one
+    after another in the same millisecond, such as the runs of one broker delivery, also sort
+    in the order they were created.
+    """
+    global _last_id
+    value = max((time.time_ns() // 1_000_000) << 80 | _random.getrandbits(80), _last_id + 1)
+    _last_id = value
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])  # 13 pairs of 5-bit digits
 
 

@@ -116,29 +116,55 @@ class EventBus:
             await self._carry_out(plans, result)
         return result
 
-    async def publish_once(self, event: Event, origin: str) -> Published | None:
-        """Publish an event from a broker source (SPEC 5.4), unless the store saw its id from that
-        source within the dedupe window: then None, and nothing fires.
+    async def publish_batch(self, events: list[Event], origin: str) -> list[Published | None]:
+        """Publish a delivery of events from a broker source (SPEC 5.4), in order; for each, its
+        Published, or None when the store saw its id from its source within the dedupe window
+        (or an earlier event of the same delivery had it): then nothing fires.
 
-        Returns once every run and count it caused is committed and then its id is recorded.
-        Its runs carry an idempotency key made of source and id (see Event.dedupe_seconds), and
-        a counting window does not count an event id it holds already: a crash or a store failure
-        before the id is recorded leaves a redelivery that finds the runs already there and counts
-        nothing twice (unless the event completed a window, which count_event then cleared).
+        One read finds the ids already seen; every count of the delivery is queued to the store
+        at once, in delivery order (Store.count_event, under the window row's lock); the runs of
+        all its events are submitted together (the store commits concurrent runs in one
+        transaction); then every id is recorded in one commit. Returns once all of that is
+        committed. Runs carry an idempotency key made of source and id (see Event.dedupe_seconds)
+        and a window does not count an event it holds already: a crash or a store failure before
+        the ids' commit leaves them unrecorded, and the redelivery (or the retry) finds the runs
+        already there and counts nothing twice. On a failure the whole delivery fails.
         """
         now = self.clock.now()
+        stamp = isoformat(now)
         async with self._lock:
-            if await self.store.event_seen(event.source, event.id, isoformat(now)):
-                return None
-            METRICS.events.labels(origin).inc()
-            result = Published(event_ids=[event.id])
-            plans: list[_Plan] = []
-            self._plan(event, result, plans)
-            await self._carry_out(plans, result)
-            await self.store.commit_event(
-                event.source, event.id, isoformat(now + timedelta(seconds=event.dedupe_seconds)), []
+            seen: set[tuple[str, str]] = set()
+            by_source: dict[str, list[str]] = {}
+            for event in events:
+                by_source.setdefault(event.source, []).append(event.id)
+            for source, ids in by_source.items():
+                seen.update((source, i) for i in await self.store.events_seen(source, ids, stamp))
+            results: list[Published | None] = []
+            planned: list[tuple[list[_Plan], Published]] = []
+            recorded: list[tuple[str, str, str]] = []
+            for event in events:
+                if (event.source, event.id) in seen:
+                    results.append(None)
+                    continue
+                seen.add((event.source, event.id))
+                result = Published(event_ids=[event.id])
+                plans: list[_Plan] = []
+                self._plan(event, result, plans)
+                planned.append((plans, result))
+                results.append(result)
+                recorded.append((event.source, event.id, isoformat(now + timedelta(seconds=event.dedupe_seconds))))
+            # Every submit ends before this goes on, also when one fails: nothing of the delivery
+            # is still being written when the caller retries it.
+            outcomes = await asyncio.gather(
+                *(self._carry_out(plans, result) for plans, result in planned), return_exceptions=True
             )
-        return result
+            failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failure is not None:
+                raise failure
+            if recorded:
+                await self.store.commit_events(recorded)
+        METRICS.events.labels(origin).inc(len(recorded))
+        return results
 
     def _plan(self, event: Event, result: Published, plans: list[_Plan]) -> None:
         """Match the event and start its counts: every count of a request is queued to the store

@@ -344,15 +344,14 @@ class Store(Protocol):
     # Plain SQL: a table of seen event ids keyed (source_id, event_id) with an expiry, one of
     # dead messages, one of cursors keyed by source id.
 
-    async def event_seen(self, source_id: str, event_id: str, now: str) -> bool:
-        """Whether commit_event recorded this event id of this source with an expiry after `now`."""
+    async def events_seen(self, source_id: str, event_ids: Sequence[str], now: str) -> set[str]:
+        """Which of these event ids of the source commit_events recorded with an expiry after `now`
+        (one read for a whole delivery)."""
         ...
 
-    async def commit_event(
-        self, source_id: str, event_id: str, expires_at: str, windows: list[tuple[str, str, str, Any]]
-    ) -> None:
-        """In one commit: record the event id of the source until `expires_at` (replacing an
-        expired record of it) and replace the counting windows as save_windows does."""
+    async def commit_events(self, events: Sequence[tuple[str, str, str]]) -> None:
+        """In one commit: record each (source id, event id, expires_at), replacing an expired
+        record of it. (Counting windows are counted apart, by count_event.)"""
         ...
 
     async def add_dead_message(self, message: DeadMessage) -> None:

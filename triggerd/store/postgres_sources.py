@@ -8,7 +8,7 @@ primary key of source_events and of dead_messages, not by either daemon's memory
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -83,26 +83,24 @@ class SourceTables:
     async def _write(self, operation: Operation[T]) -> T:
         raise AssertionError("provided by PostgresStore")
 
-    async def event_seen(self, source_id: str, event_id: str, now: str) -> bool:
-        async def seen(conn: Conn) -> bool:
+    async def events_seen(self, source_id: str, event_ids: Sequence[str], now: str) -> set[str]:
+        async def seen(conn: Conn) -> set[str]:
             cur = await conn.execute(
-                "SELECT 1 FROM source_events WHERE source_id = %s AND event_id = %s AND expires_at > %s",
-                (source_id, event_id, now),
+                "SELECT event_id FROM source_events WHERE source_id = %s AND event_id = ANY(%s) AND expires_at > %s",
+                (source_id, list(event_ids), now),
             )
-            return await cur.fetchone() is not None
+            return {row[0] for row in await cur.fetchall()}
 
-        return await self._read(seen)
+        return await self._read(seen) if event_ids else set()
 
-    async def commit_event(
-        self, source_id: str, event_id: str, expires_at: str, windows: list[tuple[str, str, str, Any]]
-    ) -> None:
+    async def commit_events(self, events: Sequence[tuple[str, str, str]]) -> None:
         async def commit(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO source_events (source_id, event_id, expires_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT (source_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
-                (source_id, event_id, expires_at),
-            )
-            await save_windows(conn, windows)
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO source_events (source_id, event_id, expires_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (source_id, event_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+                    list(events),
+                )
 
         await self._write(commit)
 

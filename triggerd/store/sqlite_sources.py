@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from triggerd.store.abc import DeadMessage
@@ -38,24 +38,29 @@ class SourceTables:
     async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         raise AssertionError("provided by SqliteStore")
 
-    async def event_seen(self, source_id: str, event_id: str, now: str) -> bool:
-        row = await self._read(
-            lambda c: c.execute(
-                "SELECT 1 FROM source_events WHERE source_id = ? AND event_id = ? AND expires_at > ?",
-                (source_id, event_id, now),
-            ).fetchone()
-        )
-        return row is not None
+    async def events_seen(self, source_id: str, event_ids: Sequence[str], now: str) -> set[str]:
+        def seen(conn: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(event_ids), 400):  # under SQLite's limit of bound parameters
+                chunk = event_ids[start : start + 400]
+                found.update(
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT event_id FROM source_events WHERE source_id = ? AND expires_at > ? "
+                        f"AND event_id IN ({', '.join('?' * len(chunk))})",
+                        (source_id, now, *chunk),
+                    )
+                )
+            return found
 
-    async def commit_event(
-        self, source_id: str, event_id: str, expires_at: str, windows: list[tuple[str, str, str, Any]]
-    ) -> None:
+        return await self._read(seen) if event_ids else set()
+
+    async def commit_events(self, events: Sequence[tuple[str, str, str]]) -> None:
         def commit(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO source_events (source_id, event_id, expires_at) VALUES (?, ?, ?)",
-                (source_id, event_id, expires_at),
+                events,
             )
-            save_windows(conn, windows)
 
         await self._write(commit)
 

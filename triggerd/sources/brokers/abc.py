@@ -12,21 +12,25 @@ The runner's loop, which fixes what each method may assume:
 
     broker = module.create(source, context)
     await broker.connect()                    # BrokerError: retried after a backoff
-    async for message in broker.messages():   # BrokerError: close(), then connect again
-        ... commit what the message causes ...
-        await broker.acknowledge(message)     # only after the commit
-    await broker.close()                      # always, also after an error or on cancel
+    async for delivery in broker.deliveries():  # BrokerError: close(), then connect again
+        ... commit what the messages of the delivery cause ...
+        await broker.acknowledge(delivery)      # only after the commit
+    await broker.close()                        # always, also after an error or on cancel
 
 Rules every module keeps:
 
-- **At most `source.max_in_flight` unacknowledged.** `messages()` does not hand out a new
-  message while max_in_flight handed-out messages are unacknowledged (AMQP prefetch, a Redis
-  COUNT, a JetStream max_ack_pending...). The runner handles messages one at a time in the
-  order given and acknowledges in that order, so a module may rely on acknowledgements
-  arriving in delivery order, but must not rely on every message being acknowledged: a
-  message the runner could not commit (the store refuses writes) is retried by the runner
-  itself after a pause, and one still unacknowledged when the connection drops is the
-  broker's to redeliver.
+- **Deliveries.** `deliveries()` yields lists of messages: what the broker handed over
+  together (one XREADGROUP reply, the AMQP deliveries already received, one JetStream fetch),
+  oldest first, never more than `source.max_in_flight` in one list and never an empty one.
+  A module yields what it has rather than wait to fill a list: the runner commits a delivery
+  as one batch, so a larger one costs no more latency and fewer commits.
+- **At most `source.max_in_flight` unacknowledged.** The runner asks for the next delivery
+  only after it acknowledged the one before, all of it in one `acknowledge` call, and
+  deliveries in the order given: so a module may acknowledge a delivery as one (XACK with
+  many ids, basic.ack `multiple`), but must not rely on every delivery being acknowledged: one
+  the runner could not commit (the store refuses writes) is retried by the runner itself
+  after a pause, and one still unacknowledged when the connection drops is the broker's to
+  redeliver.
 - **Redelivery is expected.** A message delivered again (after a crash, a reconnect, a claim
   from a dead consumer) carries the same `broker_id` as before; the runner's dedupe relies on
   it when the `event:` mapping gives no id.
@@ -34,7 +38,7 @@ Rules every module keeps:
   one of its subclasses) with a message that never contains the URL's password:
   use `display_url` to name the endpoint. `acknowledge` on a connection that has since dropped
   raises BrokerError too; the runner then reconnects and the broker redelivers.
-- **Cancellation.** The runner cancels a task blocked in `messages()` to stop a source; a
+- **Cancellation.** The runner cancels a task blocked in `deliveries()` to stop a source; a
   module must leave the broker consistent when cancelled at any await (an entry moved to a
   processing list is still there, a delivery not acked is redelivered).
 - **No blocking calls** on the event loop.
@@ -119,8 +123,9 @@ class Broker(Protocol):
         declare nothing the operator did not ask for); raises BrokerError."""
         ...
 
-    def messages(self) -> AsyncIterator[Message]:
-        """Deliveries, oldest first, forever; at most max_in_flight unacknowledged at once.
+    def deliveries(self) -> AsyncIterator[list[Message]]:
+        """Deliveries (non-empty lists of messages), oldest first, forever; at most max_in_flight
+        messages unacknowledged at once.
 
         Messages this consumer received before a crash and never acknowledged come first
         where the broker keeps them (a Redis stream's pending entries, a list's processing
@@ -128,10 +133,11 @@ class Broker(Protocol):
         """
         ...
 
-    async def acknowledge(self, message: Message) -> None:
-        """Tell the broker the message is done (XACK, LREM, basic.ack, +ACK, a saved cursor).
+    async def acknowledge(self, delivery: list[Message]) -> None:
+        """Tell the broker the delivery is done (XACK, LREM, basic.ack, +ACK, a saved cursor).
 
-        Called only after everything the message caused is committed; raises BrokerError.
+        Called once per delivery, with the whole of it, only after everything its messages
+        caused is committed; raises BrokerError.
         """
         ...
 

@@ -120,7 +120,7 @@ class Amqp:
             handle=delivery,
         )
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def deliveries(self) -> AsyncIterator[list[Message]]:
         if self.channel is None or self.queue is None:
             raise BrokerError("not connected")
         inbox: asyncio.Queue[AbstractIncomingMessage | BaseException] = asyncio.Queue()
@@ -143,14 +143,24 @@ class Amqp:
             raise self._error(f"consuming queue {self.name!r}", exc) from None
         while True:
             item = await inbox.get()
+            delivery: list[Message] = []
+            # What has arrived, at most prefetch (max_in_flight) of them, then a failure behind them.
+            while not isinstance(item, BaseException):
+                delivery.append(self._message(item))
+                if inbox.empty():
+                    break
+                item = inbox.get_nowait()
+            if delivery:
+                yield delivery
             if isinstance(item, BaseException):
                 raise self._error(f"consuming queue {self.name!r}", item)
-            yield self._message(item)
 
-    async def acknowledge(self, message: Message) -> None:
-        delivery: AbstractIncomingMessage = message.handle
+    async def acknowledge(self, delivery: list[Message]) -> None:
+        # One basic.ack with `multiple` for the delivery: the runner acknowledges every delivery,
+        # in order, before it takes the next, so no earlier tag on the channel is left open.
+        last: AbstractIncomingMessage = delivery[-1].handle
         try:
-            await delivery.ack()
+            await last.ack(multiple=True)
         except ERRORS as exc:
             raise self._error("acknowledging", exc) from None
 

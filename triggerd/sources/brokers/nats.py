@@ -126,7 +126,7 @@ class NatsSource:
             handle=msg,
         )
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def deliveries(self) -> AsyncIterator[list[Message]]:
         if self.pull is None:
             raise BrokerError("not connected")
         while True:
@@ -137,8 +137,8 @@ class NatsSource:
                 continue
             except ERRORS as exc:
                 raise self._error(f"pulling from durable {self.durable!r}", exc) from None
-            for msg in batch:
-                yield self._message(msg)
+            if batch:
+                yield [self._message(msg) for msg in batch]
 
     async def _still_there(self) -> None:
         """A pull on a durable that was deleted just expires; ask for it while idle, so a deleted
@@ -149,10 +149,11 @@ class NatsSource:
         except ERRORS as exc:
             raise self._error(f"looking up durable {self.durable!r} of stream {self.stream!r}", exc) from None
 
-    async def acknowledge(self, message: Message) -> None:
-        msg: Msg = message.handle
+    async def acknowledge(self, delivery: list[Message]) -> None:
         try:
-            await msg.ack_sync(timeout=ACK_TIMEOUT)
+            for message in delivery:
+                msg: Msg = message.handle
+                await msg.ack_sync(timeout=ACK_TIMEOUT)
         except ERRORS as exc:
             raise self._error("acknowledging", exc) from None
 

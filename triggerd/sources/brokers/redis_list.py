@@ -67,23 +67,26 @@ class RedisList:
             handle=entry,
         )
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def deliveries(self) -> AsyncIterator[list[Message]]:
         client = self._connected()
         try:
             # Oldest last: BLMOVE puts each entry at the head of the processing list.
             leftovers: list[bytes] = await client.lrange(self.processing, 0, -1)  # type: ignore[assignment]
             for leftover in reversed(leftovers):
-                yield self._message(leftover)
+                yield [self._message(leftover)]
             while True:
                 entry: Any = await client.blmove(self.key, self.processing, BLOCK_SECONDS, src="RIGHT", dest="LEFT")
                 if entry is not None:
-                    yield self._message(entry)
+                    yield [self._message(entry)]  # one at a time: BLMOVE moves one entry
         except (RedisError, OSError) as exc:
             raise self._error("reading", exc) from None
 
-    async def acknowledge(self, message: Message) -> None:
+    async def acknowledge(self, delivery: list[Message]) -> None:
         try:
-            await self._connected().lrem(self.processing, 1, message.handle)
+            pipe = self._connected().pipeline(transaction=False)
+            for message in delivery:
+                pipe.lrem(self.processing, 1, message.handle)
+            await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._error("acknowledging", exc) from None
 

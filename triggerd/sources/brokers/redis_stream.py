@@ -94,7 +94,7 @@ class RedisStream:
             handle=ident,
         )
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def deliveries(self) -> AsyncIterator[list[Message]]:
         client = self._connected()
         count = self.source.max_in_flight
         try:
@@ -105,22 +105,20 @@ class RedisStream:
                 entries = found[0][1] if found else []
                 if not entries:
                     break
-                for entry_id, fields in entries:
-                    if not fields:  # deleted from the stream while pending: nothing to handle
-                        await client.xack(self.key, self.group, entry_id)
-                        continue
-                    yield self._message(entry_id, fields)
+                delivery = await self._delivery(client, entries)
+                if delivery:
+                    yield delivery
                 cursor = text(entries[-1][0])
             next_claim = 0.0
             while True:
                 if time.monotonic() >= next_claim:
-                    async for message in self._claim(client, count):
-                        yield message
+                    async for delivery in self._claim(client, count):
+                        yield delivery
                     next_claim = time.monotonic() + min(self.claim_idle, MAX_CLAIM_CHECK)
                 found = await client.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=count, block=BLOCK_MS)
                 for _stream, entries in found or []:
-                    for entry_id, fields in entries:
-                        yield self._message(entry_id, fields)
+                    if entries:
+                        yield [self._message(entry_id, fields) for entry_id, fields in entries]
         except ResponseError as exc:
             if "NOGROUP" in str(exc):  # the stream or group was deleted: connect creates it again
                 raise self._error(f"reading group {self.group!r} of stream {self.key!r}", exc) from None
@@ -128,7 +126,15 @@ class RedisStream:
         except (RedisError, OSError) as exc:
             raise self._error("reading", exc) from None
 
-    async def _claim(self, client: Redis, count: int) -> AsyncIterator[Message]:
+    async def _delivery(self, client: Redis, entries: Any) -> list[Message]:
+        """Pending entries as messages; those deleted from the stream meanwhile have nothing to
+        handle and are acknowledged here."""
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:
+            await client.xack(self.key, self.group, *gone)
+        return [self._message(entry_id, fields) for entry_id, fields in entries if fields]
+
+    async def _claim(self, client: Redis, count: int) -> AsyncIterator[list[Message]]:
         """Entries idle longer than claim_idle in other consumers' pending lists, now ours."""
         start = "0-0"
         while True:
@@ -136,17 +142,15 @@ class RedisStream:
                 self.key, self.group, self.consumer, int(self.claim_idle * 1000), start_id=start, count=count
             )
             start = text(answer[0])
-            for entry_id, fields in answer[1]:
-                if fields is None:  # deleted from the stream while pending: nothing to handle
-                    await client.xack(self.key, self.group, entry_id)
-                    continue
-                yield self._message(entry_id, fields)
+            delivery = await self._delivery(client, answer[1])
+            if delivery:
+                yield delivery
             if start == "0-0":
                 return
 
-    async def acknowledge(self, message: Message) -> None:
+    async def acknowledge(self, delivery: list[Message]) -> None:
         try:
-            await self._connected().xack(self.key, self.group, message.handle)
+            await self._connected().xack(self.key, self.group, *(m.handle for m in delivery))
         except (RedisError, OSError) as exc:
             raise self._error("acknowledging", exc) from None
 

@@ -2,12 +2,18 @@
 
 A SourceRunner owns one source: it connects through the type's Broker with capped
 exponential backoff (a source that is down never stops the daemon), turns each message
-into an event (`convert.to_event`), publishes it with `EventBus.publish_once` and
+into an event (`convert.to_event`), publishes it with `EventBus.publish_batch` and
 acknowledges only after that returned, i.e. after every run, window change and the event id
 are committed. A message that cannot become an event is stored as a dead letter, then
-acknowledged. While the store refuses writes the runner retries the same message after a
-pause and acknowledges nothing; since it handles one message at a time, it takes no new one
-either, and the broker holds the rest (at most max_in_flight delivered unacknowledged).
+acknowledged. It works a delivery at a time (what the broker handed over together, at most
+max_in_flight messages): the dead letters of the delivery, then its events in one
+publish_batch, then one acknowledgement of the whole delivery. While the store refuses
+writes the runner retries the same delivery after a pause and acknowledges none of it; it
+asks for no new delivery either, and the broker holds the rest.
+
+Order: events are matched and counted in delivery order, and a delivery's runs are all
+committed before the next delivery is taken; the runs of one delivery are created in its
+order (run ids are monotonic within a daemon) and committed together.
 
 `Sources` starts a runner per enabled source, restarts only those whose definition changed
 on reload, and reports their state for `GET /v1/sources` and the metrics.
@@ -23,6 +29,7 @@ import os
 import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -159,9 +166,9 @@ class SourceRunner:
                 self._set_state(SourceState.CONSUMING)
                 log.info("source %s consuming", self.source.id, extra={"source_id": self.source.id})
                 lag_task = asyncio.create_task(self._watch_lag(broker))
-                async for message in broker.messages():
+                async for delivery in broker.deliveries():
                     delay = BACKOFF_START  # a delivery proves the connection works
-                    await self._handle(broker, message)
+                    await self._handle(broker, delivery)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a client's own errors too: a broken source never stops the daemon
@@ -177,44 +184,52 @@ class SourceRunner:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, BACKOFF_CAP)
 
-    async def _handle(self, broker: Broker, message: Message) -> None:
-        self.in_flight += 1
+    async def _handle(self, broker: Broker, delivery: list[Message]) -> None:
+        self.in_flight = len(delivery)
         METRICS.source_in_flight.labels(self.source.id).set(self.in_flight)
         try:
             now = self.clock.now()
-            try:
-                event = to_event(self.source, message, now, self.max_message_bytes)
-            except Poison as exc:
-                # One id per (source, broker id): a poison message redelivered because its ack
-                # was lost is recorded once.
-                digest = hashlib.sha256(f"{self.source.id}\0{message.broker_id}".encode()).hexdigest()
-                dead = DeadMessage(
-                    id="dlm_" + digest[:24],
-                    source_id=self.source.id,
-                    reason=mask(str(exc)),
-                    payload=message.body[:MAX_DEAD_PAYLOAD_BYTES],
-                    headers=dict(message.headers),
-                    broker_id=message.broker_id,
-                    received_at=isoformat(now),
-                )
-                await self._until_stored(lambda: self.store.add_dead_message(dead))
-                log.warning(
-                    "source %s: message %s is a dead letter: %s",
-                    self.source.id,
-                    message.broker_id,
-                    dead.reason,
-                    extra={"source_id": self.source.id},
-                )
-                outcome = "dead_letter"
-            else:
-                published = await self._until_stored(lambda: self.bus.publish_once(event, origin="source"))
-                outcome = "duplicate" if published is None else "published"
-            await broker.acknowledge(message)
-            self.counts[outcome] += 1
-            METRICS.source_messages.labels(self.source.id, outcome).inc()
+            events = []
+            outcomes: list[str] = []
+            for message in delivery:
+                try:
+                    events.append(to_event(self.source, message, now, self.max_message_bytes))
+                except Poison as exc:
+                    await self._dead_letter(message, exc, now)
+                    outcomes.append("dead_letter")
+            if events:
+                published = await self._until_stored(lambda: self.bus.publish_batch(events, origin="source"))
+                outcomes.extend("duplicate" if p is None else "published" for p in published)
+            await broker.acknowledge(delivery)
+            for outcome in outcomes:
+                self.counts[outcome] += 1
+                METRICS.source_messages.labels(self.source.id, outcome).inc()
         finally:
-            self.in_flight -= 1
-            METRICS.source_in_flight.labels(self.source.id).set(self.in_flight)
+            self.in_flight = 0
+            METRICS.source_in_flight.labels(self.source.id).set(0)
+
+    async def _dead_letter(self, message: Message, exc: Poison, now: datetime) -> None:
+        """Store a message that cannot become an event (committed on return)."""
+        # One id per (source, broker id): a poison message redelivered because its ack was lost
+        # is recorded once.
+        digest = hashlib.sha256(f"{self.source.id}\0{message.broker_id}".encode()).hexdigest()
+        dead = DeadMessage(
+            id="dlm_" + digest[:24],
+            source_id=self.source.id,
+            reason=mask(str(exc)),
+            payload=message.body[:MAX_DEAD_PAYLOAD_BYTES],
+            headers=dict(message.headers),
+            broker_id=message.broker_id,
+            received_at=isoformat(now),
+        )
+        await self._until_stored(lambda: self.store.add_dead_message(dead))
+        log.warning(
+            "source %s: message %s is a dead letter: %s",
+            self.source.id,
+            message.broker_id,
+            dead.reason,
+            extra={"source_id": self.source.id},
+        )
 
     async def _until_stored(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run a store write until it succeeds: nothing is acknowledged that was not stored.

@@ -119,7 +119,7 @@ class Sse:
                 # stream that fails at the same event on every reconnection.
                 pending, cut = pending[:MAX_EVENT_BYTES], True
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def deliveries(self) -> AsyncIterator[list[Message]]:
         last_id = self.saved or ""
         data: list[str] = []
         size = 0
@@ -129,7 +129,7 @@ class Sse:
             async for line in self._lines():
                 if line == "":
                     if data:
-                        yield self._message(kind or "message", "\n".join(data), own_id, last_id)
+                        yield [self._message(kind or "message", "\n".join(data), own_id, last_id)]
                     data, size, kind, own_id = [], 0, "", None
                     continue
                 if line.startswith(":"):
@@ -160,8 +160,8 @@ class Sse:
             handle=last_id,
         )
 
-    async def acknowledge(self, message: Message) -> None:
-        cursor: str = message.handle
+    async def acknowledge(self, delivery: list[Message]) -> None:
+        cursor: str = delivery[-1].handle  # the last event id seen up to the delivery's last message
         if not cursor or cursor == self.saved:
             return
         try:
