@@ -150,16 +150,21 @@ def run_from_row(r: Sequence[Any], attempts: Mapping[str, Sequence[Attempt]]) ->
 
 
 def count_into(
-    stored: list[dict[str, Any]], entry: dict[str, Any], horizon: str, threshold: int
+    stored: list[dict[str, Any]],
+    entry: dict[str, Any],
+    horizon: str,
+    threshold: int,
+    fired: list[list[dict[str, Any]]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """One event counted into a window (SPEC 3.4), as both stores' count_event decide it under
     the window row's lock: (the window to store, the counted entries if this one reached the
     threshold, else None). Entries received at or before `horizon` have left the window; an
-    entry whose event (source and id, as CloudEvents identify one) the window already holds is a
-    retry or a redelivery and counts nothing.
+    entry whose event (source and id, as CloudEvents identify one) the window already holds, or
+    a pending crossing of the window (`fired`) holds, is a retry or a redelivery and counts nothing.
     """
     window = [w for w in stored if parse_instant(w["received_at"]) > parse_instant(horizon)]
-    if any(_identity(w["event"]) == _identity(entry["event"]) for w in window):
+    held = [*window, *(w for crossing in fired for w in crossing)]
+    if any(_identity(w["event"]) == _identity(entry["event"]) for w in held):
         return window, None
     window.append(entry)
     if len(window) >= threshold:
@@ -169,3 +174,10 @@ def count_into(
 
 def _identity(event: dict[str, Any]) -> tuple[Any, Any]:
     return event.get("source"), event.get("id")
+
+
+def crossing_key(counted: Sequence[Mapping[str, Any]]) -> str:
+    """A crossing's name: the source and id of the event that completed it (the last counted),
+    unique within its window, since a window never counts one event twice."""
+    source, event_id = _identity(counted[-1]["event"])
+    return f"{source}/{event_id}"
