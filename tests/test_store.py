@@ -619,8 +619,15 @@ def test_a_crossing_stays_pending_with_its_window_until_cleared(store_url: str) 
         await store.clear_crossing("t", "g", "s/e2")
         assert await store.pending_crossings() == []
         await store.clear_crossing("t", "g", "s/e2")  # a second clear (two daemons) is harmless
+        assert await store.pending_crossings() == []
+        # a cleared crossing still holds its completing event while that is within the window
+        assert await store.count_event("t", "g", "fp", entry("e2", 5), horizon, 2) is None
+        assert await store.load_windows() == []
         assert await store.count_event("t", "g", "fp", entry("e4", 5), horizon, 2) is None
         assert await store.load_windows() == [("t", "g", "fp", [entry("e4", 5)])]
+        # once it has left the window, the same event counts afresh
+        later = "2026-01-01T00:00:02.000Z"
+        assert await store.count_event("t", "g", "fp", entry("e2", 6), later, 2) == [entry("e4", 5), entry("e2", 6)]
         await store.close()
 
     asyncio.run(scenario())

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import count_into, crossing_key, dumps, loads
+from triggerd.store.rows import clear_crossing, count_into, dumps, forget_cleared, loads, pending, record_crossing
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -69,14 +69,13 @@ class CountEvent:
         )
         row = await cur.fetchone()
         stored = loads(row[1]) if row is not None and row[0] == self.fingerprint else []
-        fired = loads(row[2]) or [] if row is not None else []
+        fired = forget_cleared(loads(row[2]) or [], self.horizon) if row is not None else []
         window, counted = count_into(stored, self.entry, self.horizon, self.threshold, fired)
-        if counted is not None:
-            fired.append(counted)
+        crossings = record_crossing(fired, counted)
         await conn.execute(
             "UPDATE event_windows SET fingerprint = %s, events = %s, fired = %s "
             "WHERE trigger_id = %s AND group_key = %s",
-            (self.fingerprint, dumps(window), dumps(fired or None), self.trigger_id, self.group),
+            (self.fingerprint, dumps(window), dumps(crossings), self.trigger_id, self.group),
         )
         return counted
 
@@ -101,10 +100,9 @@ class ClearCrossing:
         row = await cur.fetchone()
         if row is None or row[0] is None:
             return
-        fired = [c for c in loads(row[0]) if crossing_key(c) != self.crossing]
         await conn.execute(
             "UPDATE event_windows SET fired = %s WHERE trigger_id = %s AND group_key = %s",
-            (dumps(fired or None), self.trigger_id, self.group),
+            (dumps(clear_crossing(loads(row[0]), self.crossing)), self.trigger_id, self.group),
         )
 
 
@@ -151,7 +149,7 @@ class SourceTables:
                 "SELECT trigger_id, group_key, fired FROM event_windows WHERE fired IS NOT NULL "
                 "ORDER BY trigger_id, group_key"
             )
-            return [(t, g, crossing) for t, g, fired in await cur.fetchall() for crossing in loads(fired)]
+            return [(t, g, crossing) for t, g, fired in await cur.fetchall() for crossing in pending(loads(fired))]
 
         return await self._read(select)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import count_into, crossing_key, dumps, loads
+from triggerd.store.rows import clear_crossing, count_into, dumps, forget_cleared, loads, pending, record_crossing
 
 T = TypeVar("T")
 
@@ -75,15 +75,13 @@ class SourceTables:
                 (trigger_id, group),
             ).fetchone()
             stored = json.loads(row[1]) if row is not None and row[0] == fingerprint else []
-            fired = loads(row[2]) or [] if row is not None else []
+            fired = forget_cleared(loads(row[2]) or [], horizon) if row is not None else []
             window, counted = count_into(stored, entry, horizon, threshold, fired)
-            if counted is not None:
-                fired.append(counted)
             conn.execute(
                 "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events, fired) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (trigger_id, group_key) DO UPDATE "
                 "SET fingerprint = excluded.fingerprint, events = excluded.events, fired = excluded.fired",
-                (trigger_id, group, fingerprint, dumps(window), dumps(fired or None)),
+                (trigger_id, group, fingerprint, dumps(window), dumps(record_crossing(fired, counted))),
             )
             return counted
 
@@ -95,7 +93,7 @@ class SourceTables:
                 "SELECT trigger_id, group_key, fired FROM event_windows WHERE fired IS NOT NULL "
                 "ORDER BY trigger_id, group_key"
             )
-            return [(t, g, crossing) for t, g, fired in rows for crossing in json.loads(fired)]
+            return [(t, g, crossing) for t, g, fired in rows for crossing in pending(json.loads(fired))]
 
         return await self._read(select)
 
@@ -107,14 +105,9 @@ class SourceTables:
             ).fetchone()
             if row is None or row[0] is None:
                 return
-            fired = [c for c in json.loads(row[0]) if crossing_key(c) != key]
             conn.execute(
                 "UPDATE event_windows SET fired = ? WHERE trigger_id = ? AND group_key = ?",
-                (dumps(fired or None), *where),
-            )
-            conn.execute(
-                "DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ? AND events = '[]' AND fired IS NULL",
-                where,
+                (dumps(clear_crossing(json.loads(row[0]), key)), *where),
             )
 
         await self._write(clear)
