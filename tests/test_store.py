@@ -614,11 +614,13 @@ def test_a_crossing_stays_pending_with_its_window_until_cleared(store_url: str) 
         await store.save_windows([("t", "g", "fp", [])])
         assert await store.load_windows() == []
         assert await store.pending_crossings() == [("t", "g", crossing)]
-        await store.clear_crossing("t", "g", "s/e1")  # names no crossing: nothing changes
+        # names no crossing: nothing changes
+        await store.clear_crossing("t", "g", "s/e1@2026-01-01T00:00:01.000Z")
         assert await store.pending_crossings() == [("t", "g", crossing)]
-        await store.clear_crossing("t", "g", "s/e2")
+        await store.clear_crossing("t", "g", "s/e2@2026-01-01T00:00:02.000Z")
         assert await store.pending_crossings() == []
-        await store.clear_crossing("t", "g", "s/e2")  # a second clear (two daemons) is harmless
+        # a second clear (two daemons firing it) is harmless
+        await store.clear_crossing("t", "g", "s/e2@2026-01-01T00:00:02.000Z")
         assert await store.pending_crossings() == []
         # a cleared crossing still holds its completing event while that is within the window
         assert await store.count_event("t", "g", "fp", entry("e2", 5), horizon, 2) is None

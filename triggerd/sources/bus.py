@@ -109,7 +109,11 @@ class EventBus:
                 log.warning("crossing of removed trigger %s dropped", trigger_id, extra={"trigger_id": trigger_id})
                 await self.store.clear_crossing(trigger_id, group, crossing_key(counted))
                 continue
-            await self._fire_crossing(trigger, group, counted, Published())
+            try:
+                await self._fire_crossing(trigger, group, counted, Published())
+            except (StoreError, Unavailable) as exc:
+                # It stays pending: the next start or reload (here or on another daemon) fires it.
+                log.warning("pending crossing of %s not fired: %s", trigger_id, exc, extra={"trigger_id": trigger_id})
 
     async def _drop_stale_windows(self, configuration: Configuration) -> None:
         # count_event would start such a window afresh anyway (its fingerprint differs); dropping

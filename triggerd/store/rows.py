@@ -207,7 +207,9 @@ def pending(fired: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 def crossing_key(counted: Sequence[Mapping[str, Any]]) -> str:
-    """A crossing's name: the source and id of the event that completed it (the last counted),
-    unique within its window, since a window never counts one event twice."""
-    source, event_id = _identity(counted[-1]["event"])
-    return f"{source}/{event_id}"
+    """A crossing's name: the source, id and receipt time of the event that completed it (the last
+    counted). A window never counts one event twice at once, and the time keeps a crossing that
+    an id a sender reused completes later from being taken for this one."""
+    last = counted[-1]
+    source, event_id = _identity(last["event"])
+    return f"{source}/{event_id}@{last['received_at']}"
