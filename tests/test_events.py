@@ -122,6 +122,21 @@ def app_event(event_id: str) -> dict[str, Any]:
     return {"id": event_id, "type": "app.error", "source": "svc", "time": "2026-01-01T00:00:00Z", "data": {}}
 
 
+async def crossed_and_died(store_url: str, *event_ids: str) -> None:
+    """What a daemon that died between a crossing's commit and its run's leaves in the store: the
+    daemon's own count_event, with no run for the crossing."""
+    store = open_store(StoreSettings(store_url))
+    await store.open()
+    try:
+        now = datetime.now(UTC)
+        for event_id in event_ids:
+            entry = {"received_at": isoformat(now), "event": app_event(event_id)}
+            counted = await store.count_event("bursts", "", "previous", entry, isoformat(now - HOUR), len(event_ids))
+        assert counted is not None
+    finally:
+        await store.close()
+
+
 def test_a_crossing_a_crash_left_without_its_run_fires_once_after_restart(tmp_path: Path, store_url: str) -> None:
     """The counting windows' outbox (SPEC 9, 10): a crossing committed by a daemon that died
     before its run was made becomes exactly one run when a daemon starts on the store again, with
@@ -130,21 +145,7 @@ def test_a_crossing_a_crash_left_without_its_run_fires_once_after_restart(tmp_pa
     with running_daemon(tmp_path, OUTBOX, store=store_url) as daemon:
         assert daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"] == []
 
-    async def crossed_and_died() -> None:
-        # The daemon's own count_event, as a previous life would have left it: the crossing is
-        # committed and no run exists for it.
-        store = open_store(StoreSettings(store_url))
-        await store.open()
-        try:
-            now = datetime.now(UTC)
-            for event_id in ("e1", "e2"):
-                entry = {"received_at": isoformat(now), "event": app_event(event_id)}
-                counted = await store.count_event("bursts", "", "previous", entry, isoformat(now - HOUR), 2)
-            assert counted is not None
-        finally:
-            await store.close()
-
-    asyncio.run(crossed_and_died())
+    asyncio.run(crossed_and_died(store_url, "e1", "e2"))
 
     def runs(daemon: Daemon) -> list[dict[str, Any]]:
         return list(daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"])
@@ -167,6 +168,17 @@ def test_a_crossing_a_crash_left_without_its_run_fires_once_after_restart(tmp_pa
         assert len(emit(daemon, app_event("e4"))["run_ids"]) == 1
     finally:
         daemon.stop()
+
+
+def test_a_reload_fires_the_crossing_another_daemon_left(tmp_path: Path, store_url: str) -> None:
+    """Pending crossings are fired on each reload too: a daemon sharing the store died after one."""
+    with running_daemon(tmp_path, OUTBOX, store=store_url) as daemon:
+        asyncio.run(crossed_and_died(store_url, "r1", "r2", "r3"))
+        assert daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"] == []
+        status, answer = daemon.request("POST", "/v1/reload")
+        assert status == 200, answer
+        (run,) = daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"]
+        assert daemon.wait_run(run["id"])["input"]["count"] == 3
 
 
 CHAIN = f"""\
