@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tests.harness import FIXTURES, Daemon, running_daemon, wait_for, write_config
+from triggerd.clock import isoformat
+from triggerd.config.models import StoreSettings
+from triggerd.store import open_store
 
 PY = json.dumps(sys.executable)
 
@@ -93,6 +98,87 @@ def test_counting_per_group(tmp_path: Path, store_url: str) -> None:
         assert len(emit(daemon, app_error("b"))["run_ids"]) == 1
         other = emit(daemon, {"type": "app.checkout.error", "source": "other", "data": {"service": "a"}})
         assert (other["matched"], other["run_ids"]) == ([], [])  # source not in the list
+
+
+OUTBOX = """\
+agent: {id: echo, type: command, command: [cat]}
+---
+trigger:
+  id: bursts
+  type: event
+  event: {pattern: "app.*", count_threshold: 2, window: 1h}
+  agent:
+    id: echo
+    input_mapping:
+      count: $.count
+      events: $.events
+"""
+
+
+HOUR = timedelta(hours=1)
+
+
+def app_event(event_id: str) -> dict[str, Any]:
+    return {"id": event_id, "type": "app.error", "source": "svc", "time": "2026-01-01T00:00:00Z", "data": {}}
+
+
+async def crossed_and_died(store_url: str, *event_ids: str) -> None:
+    """What a daemon that died between a crossing's commit and its run's leaves in the store: the
+    daemon's own count_event, with no run for the crossing."""
+    store = open_store(StoreSettings(store_url))
+    await store.open()
+    try:
+        now = datetime.now(UTC)
+        for event_id in event_ids:
+            entry = {"received_at": isoformat(now), "event": app_event(event_id)}
+            counted = await store.count_event("bursts", "", "previous", entry, isoformat(now - HOUR), len(event_ids))
+        assert counted is not None
+    finally:
+        await store.close()
+
+
+def test_a_crossing_a_crash_left_without_its_run_fires_once_after_restart(tmp_path: Path, store_url: str) -> None:
+    """The counting windows' outbox (SPEC 9, 10): a crossing committed by a daemon that died
+    before its run was made becomes exactly one run when a daemon starts on the store again, with
+    the counted events as input; a second start makes none, and a redelivery of the event that
+    completed the window is not counted into the next one."""
+    with running_daemon(tmp_path, OUTBOX, store=store_url) as daemon:
+        assert daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"] == []
+
+    asyncio.run(crossed_and_died(store_url, "e1", "e2"))
+
+    def runs(daemon: Daemon) -> list[dict[str, Any]]:
+        return list(daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"])
+
+    daemon = Daemon(tmp_path, daemon.port, daemon.env).start()
+    try:
+        (run,) = runs(daemon)
+        run = daemon.wait_run(run["id"])
+    finally:
+        daemon.stop()
+    assert run["input"]["count"] == 2
+    assert [e["id"] for e in run["input"]["events"]] == ["e1", "e2"]
+    assert run["output"] == run["input"]
+
+    daemon = Daemon(tmp_path, daemon.port, daemon.env).start()
+    try:
+        assert [r["id"] for r in runs(daemon)] == [run["id"]]
+        assert emit(daemon, app_event("e2"))["run_ids"] == []  # redelivered: held by the crossing
+        assert emit(daemon, app_event("e3"))["run_ids"] == []  # the first of the next window
+        assert len(emit(daemon, app_event("e4"))["run_ids"]) == 1
+    finally:
+        daemon.stop()
+
+
+def test_a_reload_fires_the_crossing_another_daemon_left(tmp_path: Path, store_url: str) -> None:
+    """Pending crossings are fired on each reload too: a daemon sharing the store died after one."""
+    with running_daemon(tmp_path, OUTBOX, store=store_url) as daemon:
+        asyncio.run(crossed_and_died(store_url, "r1", "r2", "r3"))
+        assert daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"] == []
+        status, answer = daemon.request("POST", "/v1/reload")
+        assert status == 200, answer
+        (run,) = daemon.request("GET", "/v1/runs?trigger=bursts")[1]["runs"]
+        assert daemon.wait_run(run["id"])["input"]["count"] == 3
 
 
 CHAIN = f"""\

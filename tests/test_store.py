@@ -590,6 +590,52 @@ def test_count_event_drops_old_entries_ignores_a_redelivery_and_clears_on_the_cr
     asyncio.run(scenario())
 
 
+def test_a_crossing_stays_pending_with_its_window_until_cleared(store_url: str) -> None:
+    """The counting windows' outbox (SPEC 9, 10): a crossing is committed with its count and read
+    back by pending_crossings until clear_crossing, whatever else the window does meanwhile; an
+    event a pending crossing holds is not counted again (a redelivery of the crossing event)."""
+
+    def entry(event_id: str, second: int) -> dict[str, Any]:
+        return {"received_at": f"2026-01-01T00:00:{second:02d}.000Z", "event": {"id": event_id, "source": "s"}}
+
+    async def scenario() -> None:
+        store = make_store(store_url)
+        await store.open()
+        horizon = "2026-01-01T00:00:00.000Z"
+        assert await store.pending_crossings() == []
+        assert await store.count_event("t", "g", "fp", entry("e1", 1), horizon, 2) is None
+        crossing = [entry("e1", 1), entry("e2", 2)]
+        assert await store.count_event("t", "g", "fp", entry("e2", 2), horizon, 2) == crossing
+        assert await store.pending_crossings() == [("t", "g", crossing)]
+        # the crossing event redelivered counts nothing; a new one starts the next window
+        assert await store.count_event("t", "g", "fp", entry("e2", 3), horizon, 2) is None
+        assert await store.load_windows() == []
+        assert await store.count_event("t", "g", "fp", entry("e3", 4), horizon, 2) is None
+        # emptying the window (a changed trigger's windows dropped) keeps the pending crossing
+        await store.save_windows([("t", "g", "fp", [])])
+        assert await store.load_windows() == []
+        assert await store.pending_crossings() == [("t", "g", crossing)]
+        # names no crossing: nothing changes
+        await store.clear_crossing("t", "g", "s/e1@2026-01-01T00:00:01.000Z")
+        assert await store.pending_crossings() == [("t", "g", crossing)]
+        await store.clear_crossing("t", "g", "s/e2@2026-01-01T00:00:02.000Z")
+        assert await store.pending_crossings() == []
+        # a second clear (two daemons firing it) is harmless
+        await store.clear_crossing("t", "g", "s/e2@2026-01-01T00:00:02.000Z")
+        assert await store.pending_crossings() == []
+        # a cleared crossing still holds its completing event while that is within the window
+        assert await store.count_event("t", "g", "fp", entry("e2", 5), horizon, 2) is None
+        assert await store.load_windows() == []
+        assert await store.count_event("t", "g", "fp", entry("e4", 5), horizon, 2) is None
+        assert await store.load_windows() == [("t", "g", "fp", [entry("e4", 5)])]
+        # once it has left the window, the same event counts afresh
+        later = "2026-01-01T00:00:02.000Z"
+        assert await store.count_event("t", "g", "fp", entry("e2", 6), later, 2) == [entry("e4", 5), entry("e2", 6)]
+        await store.close()
+
+    asyncio.run(scenario())
+
+
 def test_two_stores_on_one_database_counting_at_once_cross_once_per_threshold(store_url: str) -> None:
     """Two daemons counting into the same windows at once count together (SPEC 10): 50 events per
     window, threshold 7, are 7 crossings of 7 distinct events each, whichever store counted them."""

@@ -7,8 +7,12 @@ count_threshold fires at once; one with it adds the event to its counting window
 within `window`, then counts afresh. Windows live in the store, saved with the trigger's
 fingerprint: they survive a restart, a changed definition starts from zero, and every
 count is one store write under the window row's lock (Store.count_event), so daemons
-sharing a database count together and fire once per threshold (SPEC 10). `publish`
-returns only after every run it caused and every count it made are committed.
+sharing a database count together and fire once per threshold (SPEC 10). A crossing is
+committed with its count as pending (the store's outbox); its run carries an idempotency key
+named after the crossing, and the crossing is cleared after. Pending crossings a crash left
+are fired on start and on each reload, by any daemon sharing the store: the key makes their
+runs once (SPEC 9). `publish` returns only after every run it caused and every count it
+made are committed.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ from triggerd.metrics import METRICS
 from triggerd.runs import Firing, RunOutcome, RunStatus, Source
 from triggerd.sources.events import Event, EventIndex, new_event_id, source_matches
 from triggerd.store.abc import Store
+from triggerd.store.rows import crossing_key
 
 log = logging.getLogger("triggerd.events")
 MAX_COUNTED_IN_INPUT = 100
+# A crossing's run key is remembered at least this long (or the trigger's window if longer), so
+# that a pending crossing fired again after a restart within it finds its run.
+CROSSING_DEDUPE_SECONDS = 86400.0
 
 
 @dataclass
@@ -79,14 +87,33 @@ class EventBus:
         self._internal: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Drop the saved counting windows of triggers changed or removed since they were saved."""
+        """Fire the pending crossings a previous life left, then drop the saved counting windows
+        of triggers changed or removed since they were saved."""
+        await self._fire_pending(self.dispatcher.configuration)
         await self._drop_stale_windows(self.dispatcher.configuration)
 
     async def reconfigure(self, configuration: Configuration) -> None:
-        """A new index; the windows of changed or removed triggers are dropped from the store."""
+        """A new index; pending crossings are fired, and the windows of changed or removed
+        triggers are dropped from the store."""
         self.index = EventIndex.build(configuration.triggers.values())
         async with self._lock:
+            await self._fire_pending(configuration)
             await self._drop_stale_windows(configuration)
+
+    async def _fire_pending(self, configuration: Configuration) -> None:
+        # A crossing is an accepted firing (SPEC 9): it fires under the trigger's current
+        # definition even if that changed; a removed trigger's crossing has nothing to fire.
+        for trigger_id, group, counted in await self.store.pending_crossings():
+            trigger = configuration.triggers.get(trigger_id)
+            if trigger is None or trigger.event is None:
+                log.warning("crossing of removed trigger %s dropped", trigger_id, extra={"trigger_id": trigger_id})
+                await self.store.clear_crossing(trigger_id, group, crossing_key(counted))
+                continue
+            try:
+                await self._fire_crossing(trigger, group, counted, Published())
+            except (StoreError, Unavailable) as exc:
+                # It stays pending: the next start or reload (here or on another daemon) fires it.
+                log.warning("pending crossing of %s not fired: %s", trigger_id, exc, extra={"trigger_id": trigger_id})
 
     async def _drop_stale_windows(self, configuration: Configuration) -> None:
         # count_event would start such a window afresh anyway (its fingerprint differs); dropping
@@ -128,7 +155,10 @@ class EventBus:
         committed. Runs carry an idempotency key made of source and id (see Event.dedupe_seconds)
         and a window does not count an event it holds already: a crash or a store failure before
         the ids' commit leaves them unrecorded, and the redelivery (or the retry) finds the runs
-        already there and counts nothing twice. On a failure the whole delivery fails.
+        already there and counts nothing twice: an event that completed a window is held by the
+        window's pending crossing until its run is made (only a crash between that crossing's
+        clear and the recording of the id leaves a redelivery that counts into the next window).
+        On a failure the whole delivery fails.
         """
         now = self.clock.now()
         stamp = isoformat(now)
@@ -192,7 +222,7 @@ class EventBus:
                         trigger.id,
                         group,
                         trigger.fingerprint,
-                        {"received_at": isoformat(now), "event": body},
+                        {"received_at": isoformat(now), "event": body, "chain_depth": event.chain_depth},
                         isoformat(now - timedelta(seconds=trigger.event.window or 0)),
                         trigger.event.count_threshold,
                     )
@@ -208,8 +238,7 @@ class EventBus:
                     continue
                 counted = await count
                 if counted is not None:
-                    events = [w["event"] for w in counted]
-                    await self._fire(trigger, event, event_context(trigger, alone["event"], events), result)
+                    await self._fire_crossing(trigger, group_key(trigger, alone), counted, result)
         except BaseException:
             # The counts already queued are committed or failed on their own; wait for them, so
             # that none outlives the request (and no failure of theirs goes unretrieved).
@@ -217,19 +246,53 @@ class EventBus:
             raise
 
     async def _fire(self, trigger: Trigger, event: Event, context: dict[str, Any], result: Published) -> None:
+        key = f"event:{event.source}:{event.id}" if event.dedupe_seconds > 0 else None
+        await self._submit(trigger, event.id, context, key, event.dedupe_seconds, event.chain_depth + 1, result)
+
+    async def _fire_crossing(
+        self, trigger: Trigger, group: str, counted: list[dict[str, Any]], result: Published
+    ) -> None:
+        """Make a crossing's run, keyed by the crossing so that it is made once by whichever daemon
+        gets there (now, or after a crash from the pending crossing), then clear the crossing.
+        A clear lost to a crash is harmless: the next firing of it finds the run by its key."""
+        assert trigger.event is not None
+        last = counted[-1]
+        key = crossing_key(counted)
+        context = event_context(trigger, last["event"], [w["event"] for w in counted])
+        await self._submit(
+            trigger,
+            str(last["event"].get("id")),
+            context,
+            f"count:{trigger.id}:{group}:{key}",
+            max(trigger.event.window or 0.0, CROSSING_DEDUPE_SECONDS),
+            int(last.get("chain_depth", 0)) + 1,
+            result,
+        )
+        await self.store.clear_crossing(trigger.id, group, key)
+
+    async def _submit(
+        self,
+        trigger: Trigger,
+        event_id: str,
+        context: dict[str, Any],
+        key: str | None,
+        dedupe_seconds: float,
+        chain_depth: int,
+        result: Published,
+    ) -> None:
         try:
             run_input = build_input(trigger.agent.input, trigger.agent.input_mapping, context)
         except (MissingInput, PathTooBroad) as exc:
-            log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event.id})
+            log.error("event did not fire: %s", exc, extra={"trigger_id": trigger.id, "event_id": event_id})
             return
         firing = Firing(
             trigger.id,
             trigger.agent.id,
             run_input,
             Source.EVENT,
-            idempotency_key=f"event:{event.source}:{event.id}" if event.dedupe_seconds > 0 else None,
-            dedupe_seconds=event.dedupe_seconds,
-            chain_depth=event.chain_depth + 1,
+            idempotency_key=key,
+            dedupe_seconds=dedupe_seconds,
+            chain_depth=chain_depth,
         )
         submitted = await self.dispatcher.submit(firing)
         result.run_ids.append(submitted.run_id)

@@ -189,8 +189,20 @@ class Store(Protocol):
         a window saved under another fingerprint (a changed trigger) starts afresh, and an entry
         whose event (source and id) the window holds already is not counted again. If the window then holds
         `threshold` entries it is cleared and they are returned (the crossing, which exactly one
-        caller sees); otherwise it is saved and None is returned.
+        caller sees); otherwise it is saved and None is returned. A crossing is also kept with the
+        window, in the same commit, as pending (the outbox) until clear_crossing: its run is made
+        by the caller, or after a crash by whichever daemon reads pending_crossings. An event a
+        pending crossing holds is not counted again either.
         """
+        ...
+
+    async def pending_crossings(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        """Every crossing count_event kept and clear_crossing has not cleared:
+        (trigger id, group key, the counted entries), oldest first within a window."""
+        ...
+
+    async def clear_crossing(self, trigger_id: str, group: str, key: str) -> None:
+        """Forget the pending crossing named `key` (rows.crossing_key) of this window, if it is there."""
         ...
 
     async def get_run(self, run_id: str) -> Run | None: ...

@@ -163,4 +163,9 @@ MIGRATIONS: list[list[str]] = [
             boot_id TEXT
         ) WITHOUT ROWID""",
     ],
+    [
+        # The counting windows' outbox (SPEC 9, 10): a window's crossings, committed with the count
+        # that made them, until their runs are made (store/abc.py count_event, clear_crossing).
+        "ALTER TABLE event_windows ADD COLUMN fired TEXT",
+    ],
 ]

@@ -191,4 +191,8 @@ MIGRATIONS: list[list[str]] = [
             boot_id TEXT
         )""",
     ],
+    [
+        # The counting windows' outbox (SPEC 9, 10), as in store/migrations.py.
+        "ALTER TABLE event_windows ADD COLUMN fired TEXT",
+    ],
 ]

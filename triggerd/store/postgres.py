@@ -32,7 +32,7 @@ from triggerd.store.abc import Created, TriggerStats
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
 from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
-from triggerd.store.postgres_sources import CountEvent, SourceTables, save_windows
+from triggerd.store.postgres_sources import ClearCrossing, CountEvent, SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
@@ -420,9 +420,10 @@ _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 def _write_order(item: tuple[Any, Any]) -> tuple[int, str, str]:
-    """Counts first, by window, then claims, then the rest: a count holds only window rows when
-    it waits for another, and a claim's lock holder never waits for a window row (no cycle)."""
-    if isinstance(item[0], CountEvent):
+    """Counts (and clears of crossings) first, by window, then claims, then the rest: a count
+    holds only window rows when it waits for another, and a claim's lock holder never waits for a
+    window row (no cycle)."""
+    if isinstance(item[0], (CountEvent, ClearCrossing)):
         return (0, *item[0].key)
     return (1 if isinstance(item[0], Claim) else 2, "", "")
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import count_into, dumps, loads
+from triggerd.store.rows import clear_crossing, count_into, dumps, forget_cleared, loads, pending, record_crossing
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -64,14 +64,46 @@ class CountEvent:
             (self.trigger_id, self.group, self.fingerprint),
         )
         cur = await conn.execute(
-            "SELECT fingerprint, events FROM event_windows WHERE trigger_id = %s AND group_key = %s FOR UPDATE",
+            "SELECT fingerprint, events, fired FROM event_windows WHERE trigger_id = %s AND group_key = %s FOR UPDATE",
             (self.trigger_id, self.group),
         )
         row = await cur.fetchone()
         stored = loads(row[1]) if row is not None and row[0] == self.fingerprint else []
-        window, counted = count_into(stored, self.entry, self.horizon, self.threshold)
-        await save_windows(conn, [(self.trigger_id, self.group, self.fingerprint, window)])
+        fired = forget_cleared(loads(row[2]) or [], self.horizon) if row is not None else []
+        window, counted = count_into(stored, self.entry, self.horizon, self.threshold, fired)
+        crossings = record_crossing(fired, counted)
+        await conn.execute(
+            "UPDATE event_windows SET fingerprint = %s, events = %s, fired = %s "
+            "WHERE trigger_id = %s AND group_key = %s",
+            (self.fingerprint, dumps(window), dumps(crossings), self.trigger_id, self.group),
+        )
         return counted
+
+
+@dataclass(frozen=True)
+class ClearCrossing:
+    """clear_crossing's write: it locks a window row, so the writer orders it with the counts."""
+
+    trigger_id: str
+    group: str
+    crossing: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.trigger_id, self.group
+
+    async def __call__(self, conn: Conn) -> None:
+        cur = await conn.execute(
+            "SELECT fired FROM event_windows WHERE trigger_id = %s AND group_key = %s FOR UPDATE",
+            (self.trigger_id, self.group),
+        )
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return
+        await conn.execute(
+            "UPDATE event_windows SET fired = %s WHERE trigger_id = %s AND group_key = %s",
+            (dumps(clear_crossing(loads(row[0]), self.crossing)), self.trigger_id, self.group),
+        )
 
 
 class SourceTables:
@@ -108,6 +140,19 @@ class SourceTables:
         self, trigger_id: str, group: str, fingerprint: str, entry: dict[str, Any], horizon: str, threshold: int
     ) -> list[dict[str, Any]] | None:
         return await self._write(CountEvent(trigger_id, group, fingerprint, entry, horizon, threshold))
+
+    async def pending_crossings(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        async def select(conn: Conn) -> list[tuple[str, str, list[dict[str, Any]]]]:
+            cur = await conn.execute(
+                "SELECT trigger_id, group_key, fired FROM event_windows WHERE fired IS NOT NULL "
+                "ORDER BY trigger_id, group_key"
+            )
+            return [(t, g, crossing) for t, g, fired in await cur.fetchall() for crossing in pending(loads(fired))]
+
+        return await self._read(select)
+
+    async def clear_crossing(self, trigger_id: str, group: str, key: str) -> None:
+        await self._write(ClearCrossing(trigger_id, group, key))
 
     async def add_dead_message(self, message: DeadMessage) -> None:
         async def add(conn: Conn) -> None:

@@ -150,16 +150,22 @@ def run_from_row(r: Sequence[Any], attempts: Mapping[str, Sequence[Attempt]]) ->
 
 
 def count_into(
-    stored: list[dict[str, Any]], entry: dict[str, Any], horizon: str, threshold: int
+    stored: list[dict[str, Any]],
+    entry: dict[str, Any],
+    horizon: str,
+    threshold: int,
+    fired: list[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """One event counted into a window (SPEC 3.4), as both stores' count_event decide it under
     the window row's lock: (the window to store, the counted entries if this one reached the
     threshold, else None). Entries received at or before `horizon` have left the window; an
-    entry whose event (source and id, as CloudEvents identify one) the window already holds is a
-    retry or a redelivery and counts nothing.
+    entry whose event (source and id, as CloudEvents identify one) the window already holds, or
+    one of the window's crossings (`fired`, see record_crossing) holds, is a retry or a
+    redelivery and counts nothing.
     """
     window = [w for w in stored if parse_instant(w["received_at"]) > parse_instant(horizon)]
-    if any(_identity(w["event"]) == _identity(entry["event"]) for w in window):
+    held = [*window, *(w for crossing in fired for w in crossing["entries"])]
+    if any(_identity(w["event"]) == _identity(entry["event"]) for w in held):
         return window, None
     window.append(entry)
     if len(window) >= threshold:
@@ -169,3 +175,41 @@ def count_into(
 
 def _identity(event: dict[str, Any]) -> tuple[Any, Any]:
     return event.get("source"), event.get("id")
+
+
+def forget_cleared(fired: list[dict[str, Any]], horizon: str) -> list[dict[str, Any]]:
+    """A window's crossings (its `fired` column) without the cleared ones whose event has left
+    the window (received at or before `horizon`).
+
+    A cleared crossing keeps its completing event (and no more) until then, so that a broker's
+    redelivery of that event, which a crash kept from being recorded as seen, is not counted
+    into the next window after the crossing's run was made.
+    """
+    gone = parse_instant(horizon)
+    return [c for c in fired if not c["cleared"] or parse_instant(c["entries"][-1]["received_at"]) > gone]
+
+
+def record_crossing(fired: list[dict[str, Any]], counted: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A window's crossings after a count: a new crossing, if any, added as pending (the outbox
+    SPEC 9 asks of an accepted firing). None when there are none."""
+    kept = [*fired, {"entries": counted, "cleared": False}] if counted is not None else fired
+    return kept or None
+
+
+def clear_crossing(fired: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """A window's crossings with the one named `key` cleared (its run is made)."""
+    return [{"entries": c["entries"][-1:], "cleared": True} if crossing_key(c["entries"]) == key else c for c in fired]
+
+
+def pending(fired: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The counted entries of a window's crossings not yet cleared, oldest first."""
+    return [c["entries"] for c in fired if not c["cleared"]]
+
+
+def crossing_key(counted: Sequence[Mapping[str, Any]]) -> str:
+    """A crossing's name: the source, id and receipt time of the event that completed it (the last
+    counted). A window never counts one event twice at once, and the time keeps a crossing that
+    an id a sender reused completes later from being taken for this one."""
+    last = counted[-1]
+    source, event_id = _identity(last["event"])
+    return f"{source}/{event_id}@{last['received_at']}"

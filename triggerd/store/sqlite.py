@@ -169,7 +169,9 @@ class SqliteStore(SourceTables, SqliteClaims):
 
     async def load_windows(self) -> list[tuple[str, str, str, Any]]:
         def load(conn: sqlite3.Connection) -> list[tuple[str, str, str, Any]]:
-            rows = conn.execute("SELECT trigger_id, group_key, fingerprint, events FROM event_windows")
+            rows = conn.execute(
+                "SELECT trigger_id, group_key, fingerprint, events FROM event_windows WHERE events <> '[]'"
+            )
             return [(t, g, f, loads(e)) for t, g, f, e in rows]
 
         return await self._read(load)

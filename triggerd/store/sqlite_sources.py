@@ -12,21 +12,26 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from triggerd.store.abc import DeadMessage
-from triggerd.store.rows import count_into, dumps
+from triggerd.store.rows import clear_crossing, count_into, dumps, forget_cleared, loads, pending, record_crossing
 
 T = TypeVar("T")
 
 
 def save_windows(conn: sqlite3.Connection, windows: list[tuple[str, str, str, Any]]) -> None:
-    """Replace counting windows inside the caller's transaction; an empty list deletes one."""
+    """Replace counting windows inside the caller's transaction; an empty list deletes one,
+    unless it keeps pending crossings (those stay until clear_crossing)."""
     for trigger_id, group, fingerprint, events in windows:
         if events:
             conn.execute(
-                "INSERT OR REPLACE INTO event_windows (trigger_id, group_key, fingerprint, events) VALUES (?, ?, ?, ?)",
+                "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (trigger_id, group_key) DO UPDATE "
+                "SET fingerprint = excluded.fingerprint, events = excluded.events",
                 (trigger_id, group, fingerprint, dumps(events)),
             )
         else:
-            conn.execute("DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ?", (trigger_id, group))
+            key = (trigger_id, group)
+            conn.execute("DELETE FROM event_windows WHERE trigger_id = ? AND group_key = ? AND fired IS NULL", key)
+            conn.execute("UPDATE event_windows SET events = '[]' WHERE trigger_id = ? AND group_key = ?", key)
 
 
 class SourceTables:
@@ -71,15 +76,46 @@ class SourceTables:
         # database until it commits, so the read and the write below are one step for all daemons.
         def count(conn: sqlite3.Connection) -> list[dict[str, Any]] | None:
             row = conn.execute(
-                "SELECT fingerprint, events FROM event_windows WHERE trigger_id = ? AND group_key = ?",
+                "SELECT fingerprint, events, fired FROM event_windows WHERE trigger_id = ? AND group_key = ?",
                 (trigger_id, group),
             ).fetchone()
             stored = json.loads(row[1]) if row is not None and row[0] == fingerprint else []
-            window, counted = count_into(stored, entry, horizon, threshold)
-            save_windows(conn, [(trigger_id, group, fingerprint, window)])
+            fired = forget_cleared(loads(row[2]) or [], horizon) if row is not None else []
+            window, counted = count_into(stored, entry, horizon, threshold, fired)
+            conn.execute(
+                "INSERT INTO event_windows (trigger_id, group_key, fingerprint, events, fired) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (trigger_id, group_key) DO UPDATE "
+                "SET fingerprint = excluded.fingerprint, events = excluded.events, fired = excluded.fired",
+                (trigger_id, group, fingerprint, dumps(window), dumps(record_crossing(fired, counted))),
+            )
             return counted
 
         return await self._write(count)
+
+    async def pending_crossings(self) -> list[tuple[str, str, list[dict[str, Any]]]]:
+        def select(conn: sqlite3.Connection) -> list[tuple[str, str, list[dict[str, Any]]]]:
+            rows = conn.execute(
+                "SELECT trigger_id, group_key, fired FROM event_windows WHERE fired IS NOT NULL "
+                "ORDER BY trigger_id, group_key"
+            )
+            return [(t, g, crossing) for t, g, fired in rows for crossing in pending(json.loads(fired))]
+
+        return await self._read(select)
+
+    async def clear_crossing(self, trigger_id: str, group: str, key: str) -> None:
+        def clear(conn: sqlite3.Connection) -> None:
+            where = (trigger_id, group)
+            row = conn.execute(
+                "SELECT fired FROM event_windows WHERE trigger_id = ? AND group_key = ?", where
+            ).fetchone()
+            if row is None or row[0] is None:
+                return
+            conn.execute(
+                "UPDATE event_windows SET fired = ? WHERE trigger_id = ? AND group_key = ?",
+                (dumps(clear_crossing(json.loads(row[0]), key)), *where),
+            )
+
+        await self._write(clear)
 
     async def add_dead_message(self, message: DeadMessage) -> None:
         await self._write(
