@@ -28,12 +28,12 @@ from typing import Any
 
 from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
-from triggerd.agents.process_group import end_if_ours
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
+from triggerd.dispatch.orphans import end_interrupted_processes, record_process
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.masking import mask, mask_value
@@ -41,14 +41,13 @@ from triggerd.metrics import METRICS, labelled
 from triggerd.runs import (
     CancelReason,
     Firing,
-    ProcessGroup,
     Run,
     RunOutcome,
     RunStatus,
     Source,
     new_run_id,
 )
-from triggerd.store.abc import Interrupted, Store
+from triggerd.store.abc import Store
 
 log = logging.getLogger("triggerd.dispatch")
 STORE_RETRY_SECONDS = 1.0
@@ -116,7 +115,7 @@ class Dispatcher:
         self.store = store
         self.configuration = configuration
         self.clock = clock or SystemClock()
-        self.pool = pool or AgentPool(self._process_started)
+        self.pool = pool or AgentPool(lambda request, group: record_process(self.store, request, group))
         self.rng = rng or random.Random()
         self.state = DispatcherState.STOPPED
         settings = configuration.settings
@@ -429,7 +428,7 @@ class Dispatcher:
             self.admission.forget(run.trigger_id)
             jobs.append(job)
         if claims.interrupted:
-            await self._end_interrupted_processes(claims.interrupted)
+            await end_interrupted_processes(claims.interrupted)
         for job in jobs:
             log.info("run claimed (attempt %d)", job.attempt, extra=job.log_extra)
             job.task = asyncio.create_task(self._execute(job), name=f"run-{job.run_id}")
@@ -581,37 +580,3 @@ class Dispatcher:
             log.info("run cancelled (%s)", outcome.error, extra=extra)
         else:
             log.error("run %s: %s", then, outcome.error, extra=extra)
-
-    # --- resume after a stop or a crash -------------------------------------------
-
-    async def _process_started(self, request: AgentRequest, group: ProcessGroup) -> None:
-        """Store a command attempt's process group, so that a start after a crash can end it (SPEC 5.2)."""
-        try:
-            await self.store.record_process(request.run_id, request.attempt, group)
-        except StoreError as exc:
-            # The attempt itself can still succeed; only a crash during it would leave the command running.
-            log.warning(
-                "cannot record the process group of attempt %d: %s",
-                request.attempt,
-                exc,
-                extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
-            )
-
-    async def _end_interrupted_processes(self, interrupted: list[Interrupted]) -> None:
-        """End the process groups attempts taken over left running, before any is retried (SPEC 5.2).
-
-        Only a group whose leader is still the recorded process (same pid, start time and boot)
-        is signalled: a pid since reused by another process, one from before a reboot, or one
-        on another machine, is not.
-        """
-        found = [(attempt, attempt.process) for attempt in interrupted if attempt.process is not None]
-        ended = await asyncio.gather(*(end_if_ours(process) for _, process in found))
-        for (attempt, process), how in zip(found, ended, strict=True):
-            if how is not None:
-                log.warning(
-                    "process group %d of interrupted attempt %d was still running: %s",
-                    process.pgid,
-                    attempt.number,
-                    how,
-                    extra={"run_id": attempt.run_id},
-                )
