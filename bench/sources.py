@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aio_pika
 from loopback import free_port, start_daemon, start_redis, wait_port
+from rabbitmq_node import node_env, server_binary
 from redis.asyncio import Redis
 
 PREFETCH = 16  # the source's max_in_flight by default, and the baseline's batch
@@ -108,24 +109,8 @@ def rabbitmq(folder: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], int
     """A private RabbitMQ node: its name, ports, epmd, data and cookie (HOME) all in `folder`."""
     folder.mkdir()
     port, dist, epmd = free_port(), free_port(), free_port()
-    (folder / "enabled_plugins").write_text("[].\n")
-    (folder / "rabbitmq.conf").write_text("loopback_users = none\n")
-    env = {
-        **os.environ,
-        "HOME": str(folder),
-        "RABBITMQ_NODENAME": f"triggerd-bench-{port}@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(dist),
-        "ERL_EPMD_PORT": str(epmd),
-        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(folder / "log"),
-        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
-        "RABBITMQ_PID_FILE": str(folder / "pid"),
-    }
-    binary = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-    found = str(binary) if binary.exists() else shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+    env = {**os.environ, **node_env(folder, port, dist, epmd, "triggerd-bench")}
+    found = server_binary()
     server = subprocess.Popen(
         [found], cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

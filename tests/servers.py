@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from bench.postgres import PostgresServer, PostgresUnavailable, start_postgres
+from bench.rabbitmq_node import node_env, server_binary
 from tests.harness import free_port
 
 REQUIRE = os.environ.get("TRIGGERD_REQUIRE_SERVERS") == "1"
@@ -167,26 +168,12 @@ def _nats(root: Path, binary: str) -> BrokerServer:
 def _rabbitmq(root: Path, binary: str) -> BrokerServer:
     # A node of its own: its name, ports, epmd, data and cookie (HOME) all below `root`.
     port, dist, epmd = free_port(), free_port(), free_port()
-    (root / "enabled_plugins").write_text("[].\n")
-    (root / "rabbitmq.conf").write_text("loopback_users = none\n")
-    env = {
-        "HOME": str(root),
-        "RABBITMQ_NODENAME": f"triggerd-test-{port}@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(dist),
-        "ERL_EPMD_PORT": str(epmd),
-        "RABBITMQ_MNESIA_BASE": str(root / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(root / "log"),
-        "RABBITMQ_CONFIG_FILE": str(root / "rabbitmq"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(root / "enabled_plugins"),
-        "RABBITMQ_PID_FILE": str(root / "pid"),
-    }
-    server = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-    ctl = server.with_name("rabbitmqctl")
-    argv = [str(server if server.exists() else binary)]
+    env = node_env(root, port, dist, epmd, "triggerd-test")
+    ctl = Path(server_binary(binary)).with_name("rabbitmqctl")
     stop = [str(ctl), "-n", env["RABBITMQ_NODENAME"], "stop"] if ctl.exists() else None
-    return BrokerServer("RabbitMQ", root, port, argv, env, f"amqp://guest:guest@127.0.0.1:{port}/", stop)
+    return BrokerServer(
+        "RabbitMQ", root, port, [server_binary(binary)], env, f"amqp://guest:guest@127.0.0.1:{port}/", stop
+    )
 
 
 def _end_epmd(server: BrokerServer) -> None:

@@ -1,0 +1,53 @@
+"""What keeps a crash from leaving an agent running beside its own retry (SPEC 5.2, Durability).
+
+A command attempt's process group is stored when it starts; a daemon that takes an attempt over
+(after its own crash, or another daemon's lease ran out) ends that group first, if it still runs
+on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from triggerd.agents.abc import AgentRequest
+from triggerd.agents.process_group import end_if_ours
+from triggerd.errors import StoreError
+from triggerd.runs import ProcessGroup
+from triggerd.store.abc import Interrupted, Store
+
+log = logging.getLogger("triggerd.dispatch")
+
+
+async def record_process(store: Store, request: AgentRequest, group: ProcessGroup) -> None:
+    """Store a command attempt's process group, so that a start after a crash can end it."""
+    try:
+        await store.record_process(request.run_id, request.attempt, group)
+    except StoreError as exc:
+        # The attempt itself can still succeed; only a crash during it would leave the command running.
+        log.warning(
+            "cannot record the process group of attempt %d: %s",
+            request.attempt,
+            exc,
+            extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
+        )
+
+
+async def end_interrupted_processes(interrupted: list[Interrupted]) -> None:
+    """End the process groups attempts taken over left running, before any is retried.
+
+    Only a group whose leader is still the recorded process (same pid, start time and boot)
+    is signalled: a pid since reused by another process, one from before a reboot, or one
+    on another machine, is not.
+    """
+    found = [(attempt, attempt.process) for attempt in interrupted if attempt.process is not None]
+    ended = await asyncio.gather(*(end_if_ours(process) for _, process in found))
+    for (attempt, process), how in zip(found, ended, strict=True):
+        if how is not None:
+            log.warning(
+                "process group %d of interrupted attempt %d was still running: %s",
+                process.pgid,
+                attempt.number,
+                how,
+                extra={"run_id": attempt.run_id},
+            )
