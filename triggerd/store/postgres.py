@@ -41,7 +41,7 @@ from triggerd.store.rows import (
     attempts_by_run,
     decide,
     dumps,
-    is_instant,
+    listing_query,
     loads,
     run_from_row,
 )
@@ -271,19 +271,8 @@ class PostgresStore(SourceTables, PostgresClaims):
         limit: int = 50,
         before: str | None = None,
     ) -> list[Run]:
-        clauses, params = [], []
-        if trigger_id is not None:
-            clauses.append("trigger_id = %s")
-            params.append(trigger_id)
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(str(status))
-        if before is not None:
-            clauses.append("created_at < %s" if is_instant(before) else "id < %s")
-            params.append(before)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        query = f"{where} ORDER BY id DESC LIMIT %s"
-        return await self._read(lambda c: _select_runs(c, query, (*params, limit)))
+        query, params = listing_query(trigger_id, status, limit, before, "%s")
+        return await self._read(lambda c: _select_runs(c, query, params))
 
     async def dead_letters(self, limit: int = 100) -> list[Run]:
         return await self._read(lambda c: _select_runs(c, "WHERE dead_letter ORDER BY id DESC LIMIT %s", (limit,)))

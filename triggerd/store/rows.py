@@ -213,3 +213,22 @@ def crossing_key(counted: Sequence[Mapping[str, Any]]) -> str:
     last = counted[-1]
     source, event_id = _identity(last["event"])
     return f"{source}/{event_id}@{last['received_at']}"
+
+
+def listing_query(
+    trigger_id: str | None, status: Any, limit: int, before: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE/ORDER/LIMIT tail and parameters of Store.list_runs, with the driver's placeholder
+    `mark` ("?" for sqlite3, "%s" for psycopg): newest first, `before` a run id or an instant."""
+    clauses, params = [], []
+    if trigger_id is not None:
+        clauses.append(f"trigger_id = {mark}")
+        params.append(trigger_id)
+    if status is not None:
+        clauses.append(f"status = {mark}")
+        params.append(str(status))
+    if before is not None:
+        clauses.append(f"created_at < {mark}" if is_instant(before) else f"id < {mark}")
+        params.append(before)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return f"{where} ORDER BY id DESC LIMIT {mark}", [*params, limit]

@@ -36,7 +36,7 @@ from triggerd.store.rows import (
     attempts_by_run,
     decide,
     dumps,
-    is_instant,
+    listing_query,
     loads,
     run_from_row,
 )
@@ -191,19 +191,8 @@ class SqliteStore(SourceTables, SqliteClaims):
         limit: int = 50,
         before: str | None = None,
     ) -> list[Run]:
-        clauses, params = [], []
-        if trigger_id is not None:
-            clauses.append("trigger_id = ?")
-            params.append(trigger_id)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(str(status))
-        if before is not None:
-            clauses.append("created_at < ?" if is_instant(before) else "id < ?")
-            params.append(before)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        query = f"{where} ORDER BY id DESC LIMIT ?"
-        return await self._read(lambda c: _select_runs(c, query, (*params, limit)))
+        query, params = listing_query(trigger_id, status, limit, before, "?")
+        return await self._read(lambda c: _select_runs(c, query, params))
 
     async def dead_letters(self, limit: int = 100) -> list[Run]:
         return await self._read(lambda c: _select_runs(c, "WHERE dead_letter = 1 ORDER BY id DESC LIMIT ?", (limit,)))
