@@ -39,9 +39,11 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 log = logging.getLogger("triggerd.http")
 
 # Kept free of connections: asyncio accepts up to a listener's backlog (128) connections in one
-# loop pass before any of them is counted, times two listeners, plus the store, agents' pipes,
-# and outgoing HTTP. A small limit keeps half of itself instead.
-RESERVED_DESCRIPTORS = 384
+# loop pass, and a connection is counted two passes later (a task, then `connection_made`) while
+# the one it sheds closes its descriptor one pass after that; so a fast burst holds several
+# backlogs' worth beyond the cap for a moment. Plus the store, agents' pipes and outgoing HTTP.
+# A small limit keeps half of itself instead.
+RESERVED_DESCRIPTORS = 512
 REPORT_INTERVAL = 10.0
 _OUT_OF_RESOURCE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
