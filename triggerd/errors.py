@@ -59,11 +59,12 @@ class StoreError(TriggerdError):
 class AgentFailure(TriggerdError):
     """Raised by an agent backend when an attempt failed; `retryable` says whether retry may help."""
 
-    def __init__(self, message: str, *, retryable: bool, output: object = None) -> None:
+    def __init__(self, message: str, *, retryable: bool, output: object = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.output = output
+        self.reason = reason  # the run's `reason` when this failure ends it (max_turns, say)
 
 
 class NotFound(TriggerdError):

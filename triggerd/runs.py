@@ -104,6 +104,7 @@ class Attempt:
     status: RunStatus
     error: str | None
     process: ProcessGroup | None = None  # a command attempt's, once started (SPEC 5.2); not in the API form
+    steps: tuple[Mapping[str, Any], ...] = ()  # its tool calls (SPEC 5.1); the API shows them on the run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +142,12 @@ class Run:
     attempts: tuple[Attempt, ...] = field(default=())
 
     @property
+    def steps(self) -> list[dict[str, Any]]:
+        """Every attempt's tool calls (SPEC 5.1), oldest first, each with its attempt's number: a
+        retry starts the loop afresh, and the calls of the attempts before it stay on record."""
+        return [{"attempt": a.number, **step} for a in self.attempts for step in a.steps]
+
+    @property
     def failures(self) -> int:
         """Attempts that count against retry.max_attempts (an interrupted one counts as failed)."""
         return sum(a.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) for a in self.attempts)
@@ -157,6 +164,7 @@ class Run:
             "error": self.error,
             "attempts": [a.to_json() for a in self.attempts],
             "usage": self.usage,
+            "steps": self.steps,
             "source": str(self.source),
             "nominal_time": self.nominal_time,
             "idempotency_key": self.idempotency_key,

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from triggerd.agents.abc import AgentBackend
 from triggerd.agents.command import CommandBackend, ProcessStarted
 from triggerd.agents.http import HttpBackend
 from triggerd.config.models import AnthropicAgent, AnyAgent, CommandAgent
 
 
-def build_backend(agent: AnyAgent, process_started: ProcessStarted | None = None) -> AgentBackend:
-    """The backend of a definition; a command backend tells `process_started` of each process group it starts."""
+def build_backend(
+    agent: AnyAgent, process_started: ProcessStarted | None, backends: Callable[[AnyAgent], AgentBackend]
+) -> AgentBackend:
+    """The backend of a definition; a command backend tells `process_started` of each process group it starts.
+
+    An anthropic agent's tools run on `backends` (the pool's: a tool agent has one backend,
+    whether a trigger runs it or a model calls it).
+    """
     if isinstance(agent, CommandAgent):
         return CommandBackend(agent, process_started=process_started)
     if isinstance(agent, AnthropicAgent):
         # The SDK takes about two seconds to import: only configurations that use it pay for it.
         from triggerd.agents.anthropic_messages import AnthropicBackend
 
-        return AnthropicBackend(agent)
+        return AnthropicBackend(agent, backends)
     return HttpBackend(agent)
 
 
@@ -30,7 +38,7 @@ class AgentPool:
     def backend(self, agent: AnyAgent) -> AgentBackend:
         key = (agent.id, agent.fingerprint)
         if key not in self._backends:
-            self._backends[key] = build_backend(agent, self.process_started)
+            self._backends[key] = build_backend(agent, self.process_started, self.backend)
         return self._backends[key]
 
     async def close(self) -> None:

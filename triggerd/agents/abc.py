@@ -11,13 +11,24 @@ Rules every backend keeps:
 - A template that names a key missing from the input is AgentFailure with
   retryable=False: the same input would fail the same way.
 - Secrets (API keys, header values, env values) never appear in errors.
+- What an attempt did on the way (tool calls, tokens spent) goes into the request's
+  Transcript as it happens, so that an attempt that fails, times out or is cancelled
+  still leaves its steps and usage to record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class Transcript:
+    """An attempt's record as it goes: `steps` (tool calls, SPEC 5.1) and `usage` summed over turns."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,7 @@ class AgentRequest:
     agent_id: str
     attempt: int
     input: Mapping[str, Any]
+    transcript: Transcript = field(default_factory=Transcript, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

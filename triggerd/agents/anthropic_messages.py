@@ -1,25 +1,33 @@
-"""The anthropic agent: one Messages API call through the official SDK, our retries only."""
+"""The anthropic agent: the Messages API through the official SDK, our retries only.
+
+Without tools an attempt is one call. With tools (SPEC 5.1) it is the tool-use loop: while
+the model stops for `tool_use`, each tool_use block runs (tools.py) and the tool_result
+blocks go back, up to max_turns calls; the final text is the output.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import anthropic
 import anthropic.resources.messages
 
-from triggerd.agents.abc import AgentRequest, AgentResult
-from triggerd.config.models import AnthropicAgent
+from triggerd.agents.abc import AgentBackend, AgentRequest, AgentResult
+from triggerd.agents.tools import ToolBox, add_usage
+from triggerd.config.models import AnthropicAgent, AnyAgent
 from triggerd.errors import AgentFailure, TemplateError
 
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 class AnthropicBackend:
-    def __init__(self, agent: AnthropicAgent) -> None:
+    def __init__(self, agent: AnthropicAgent, backends: Callable[[AnyAgent], AgentBackend]) -> None:
         self.agent = agent
+        self.toolbox = ToolBox(agent.tools, backends) if agent.tools else None
         self._client: anthropic.AsyncAnthropic | None = None
 
     def client(self) -> anthropic.AsyncAnthropic:
@@ -51,11 +59,47 @@ class AnthropicBackend:
             params["system"] = self.agent.system
         if self.agent.temperature is not None:
             params["temperature"] = self.agent.temperature
+        if self.toolbox is not None:
+            return await self._converse(request, params, self.toolbox)
+        message = await self._create(params)
+        text = "".join(block.text for block in message.content if block.type == "text")
+        output = {"text": text, "model": message.model, "stop_reason": message.stop_reason, "id": message.id}
+        request.transcript.usage = message.usage.model_dump(exclude_none=True)
+        return AgentResult(output, request.transcript.usage)
+
+    async def _converse(self, request: AgentRequest, params: dict[str, Any], toolbox: ToolBox) -> AgentResult:
+        """The tool-use loop of one attempt: a retry starts it afresh from the prompt."""
+        params["tools"] = [*toolbox.definitions, *params.get("tools", [])]
+        messages: list[dict[str, Any]] = params["messages"]
+        transcript = request.transcript
+        for turn in range(1, self.agent.max_turns + 1):
+            message = await self._create(params)
+            transcript.usage = add_usage(transcript.usage, message.usage.model_dump(exclude_none=True))
+            if message.stop_reason != "tool_use":
+                text = "".join(block.text for block in message.content if block.type == "text")
+                return AgentResult(_parsed(text), transcript.usage)
+            if turn == self.agent.max_turns:
+                break  # no model call is left to read what the tools would answer: run none
+            messages.append({"role": "assistant", "content": [block.to_dict(mode="json") for block in message.content]})
+            # One after another, in the model's order: a tool may act on what the one before did.
+            results = [
+                await toolbox.call(request, turn, block.id, block.name, block.input)
+                for block in message.content
+                if block.type == "tool_use"
+            ]
+            messages.append({"role": "user", "content": results})
+        raise AgentFailure(
+            f"max_turns ({self.agent.max_turns}) reached and the model still asked for a tool",
+            retryable=False,
+            reason="max_turns",
+        )
+
+    async def _create(self, params: dict[str, Any]) -> anthropic.types.Message:
         keywords, extra = split_params(params)
         if extra:
             keywords["extra_body"] = {**keywords.get("extra_body", {}), **extra}
         try:
-            message = await self.client().messages.create(**keywords)
+            message: anthropic.types.Message = await self.client().messages.create(**keywords)
         except anthropic.APIStatusError as exc:
             retryable = exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
             raise AgentFailure(
@@ -66,10 +110,7 @@ class AnthropicBackend:
         except TypeError as exc:
             # The SDK raises TypeError at request time when it finds no credentials.
             raise AgentFailure(f"Anthropic client not usable: {exc}", retryable=False) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
-        output = {"text": text, "model": message.model, "stop_reason": message.stop_reason, "id": message.id}
-        usage = message.usage.model_dump(exclude_none=True)
-        return AgentResult(output, usage)
+        return message
 
     async def close(self) -> None:
         if self._client is not None:
@@ -100,3 +141,11 @@ def _error_text(exc: anthropic.APIStatusError) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return f"{error.get('type', 'error')}: {error['message']}"
     return exc.message
+
+
+def _parsed(text: str) -> Any:
+    """The final text, parsed when it is JSON (SPEC 5.1)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

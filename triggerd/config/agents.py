@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema
+
 from triggerd.config.documents import Document
 from triggerd.config.models import (
+    DEFAULT_MAX_TURNS,
     AgentType,
     AnthropicAgent,
     AnyAgent,
@@ -13,6 +16,7 @@ from triggerd.config.models import (
     HttpAgent,
     Origin,
     Secret,
+    Tool,
 )
 from triggerd.config.triggers import fingerprint
 from triggerd.errors import TemplateError
@@ -25,6 +29,34 @@ def _template(doc: Document, pointer: str, text: str) -> Template:
     except TemplateError as exc:
         doc.fail(pointer, str(exc))
         return Template(text, (text,))
+
+
+def _tools(doc: Document, items: list[dict[str, Any]]) -> tuple[Tool, ...]:
+    """An anthropic agent's tools as written (SPEC 5.1); the loader resolves the agents they name.
+
+    Each input_schema must itself be a valid JSON Schema: the model's input is checked
+    against it before a tool runs, and a schema that cannot check anything would let it all through.
+    """
+    tools: list[Tool] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        pointer = f"/agent/tools/{index}"
+        name, schema = item["agent"], item["input_schema"]
+        if name in seen:
+            doc.fail(
+                f"{pointer}/agent", f"tool '{name}' is already tool {seen[name]} of this agent (tool names are unique)"
+            )
+        seen.setdefault(name, index)
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "".join(f"/{part}" for part in exc.path)
+            doc.fail(
+                f"{pointer}/input_schema{where}",
+                f"input_schema of tool '{name}' is not a valid JSON Schema: {exc.message}",
+            )
+        tools.append(Tool(name, item.get("description"), schema))
+    return tuple(tools)
 
 
 def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
@@ -55,6 +87,8 @@ def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
             params=a.get("params", {}),
             api_key=Secret(api_key) if api_key else None,
             base_url=a.get("base_url"),
+            tools=_tools(doc, a.get("tools", [])),
+            max_turns=a.get("max_turns", DEFAULT_MAX_TURNS),
         )
     elif common["type"] is AgentType.COMMAND:
         agent = CommandAgent(

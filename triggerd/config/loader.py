@@ -14,14 +14,24 @@ import glob
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from triggerd.config.agents import build_agent
 from triggerd.config.documents import Document, read_documents
-from triggerd.config.models import AnyAgent, Configuration, Settings, SourceDefinition, Trigger
+from triggerd.config.models import (
+    AnthropicAgent,
+    AnyAgent,
+    CommandAgent,
+    Configuration,
+    HttpAgent,
+    Settings,
+    SourceDefinition,
+    Tool,
+    Trigger,
+)
 from triggerd.config.problems import Mark, Problem, Severity, problem_at, sort_key
 from triggerd.config.schema import SchemaKind, schema_problems
 from triggerd.config.settings import build_settings
@@ -237,6 +247,7 @@ def _load_definitions(
     _unique_ids(agents, problems)
     _unique_ids(triggers, problems)
     _unique_ids(sources, problems)
+    _resolve_tools(agents, problems)
     _known_agents(triggers, agents, problems)
     _unique_endpoints(triggers, problems)
     _known_sources(triggers, sources, problems)
@@ -332,6 +343,69 @@ def _known_agents(triggers: list[_Loaded], agents: list[_Loaded], problems: list
             message = f"unknown agent '{agent_id}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
         problems.append(item.doc.problem("/trigger/agent/id", message))
         item.rejected = True
+
+
+def _resolve_tools(agents: list[_Loaded], problems: list[Problem]) -> None:
+    """Every tool of an anthropic agent names a command or http agent that loads (SPEC 5.1); the
+    agent's model then holds those definitions, and its fingerprint covers theirs, so that a
+    changed tool agent replaces the caller's backend too.
+
+    Tools are never anthropic agents, so the tool-use loop never nests and a cycle of agents
+    calling each other cannot be written; one is still named as a cycle, that being the mistake.
+    """
+    by_id: dict[str, _Loaded] = {}
+    for each in agents:
+        by_id.setdefault(each.id, each)
+    for item in agents:
+        model = item.model
+        if not isinstance(model, AnthropicAgent) or not model.tools or item.rejected:
+            continue
+        resolved: list[Tool] = []
+        for index, tool in enumerate(model.tools):
+            message = _tool_problem(item.id, tool.name, by_id)
+            if message is not None:
+                problems.append(item.doc.problem(f"/agent/tools/{index}/agent", message))
+                item.rejected = True
+                continue
+            target = by_id[tool.name].model
+            assert isinstance(target, (CommandAgent, HttpAgent))
+            resolved.append(replace(tool, agent=target))
+        if not item.rejected:
+            digest = hashlib.sha256(model.fingerprint.encode())
+            for tool in resolved:
+                assert tool.agent is not None
+                digest.update(tool.agent.fingerprint.encode())
+            item.model = replace(model, tools=tuple(resolved), fingerprint=digest.hexdigest())
+
+
+def _tool_problem(caller: str, name: str, by_id: Mapping[str, _Loaded]) -> str | None:
+    """Why agent `caller` cannot have agent `name` as a tool, or None when it can."""
+    target = by_id.get(name)
+    if target is None:
+        hint = difflib.get_close_matches(name, list(by_id), n=1)
+        return f"tool names unknown agent '{name}'" + (f"; did you mean '{hint[0]}'?" if hint else "")
+    if target.body.get("type") == "anthropic":
+        path = _tool_path(name, caller, by_id, [caller, name])
+        if path is not None:
+            return f"tools form a cycle: {' -> '.join(path)}; a tool is a command or http agent"
+        return f"tool '{name}' is an anthropic agent; a tool is a command or http agent"
+    if not target.loads:
+        return f"tool agent '{name}' failed to load ({target.where})"
+    return None
+
+
+def _tool_path(start: str, goal: str, by_id: Mapping[str, _Loaded], path: list[str]) -> list[str] | None:
+    """A chain of tools from `start` that reaches `goal` (the agents named so far in `path`), if any."""
+    if start == goal:
+        return path
+    tools = by_id[start].body.get("tools") if start in by_id else None
+    for tool in tools if isinstance(tools, list) else []:
+        name = tool.get("agent") if isinstance(tool, dict) else None
+        if isinstance(name, str) and name not in path[1:]:
+            found = _tool_path(name, goal, by_id, [*path, name])
+            if found is not None:
+                return found
+    return None
 
 
 def _unique_endpoints(triggers: list[_Loaded], problems: list[Problem]) -> None:

@@ -122,6 +122,9 @@ class Settings:
 # --- agents (SPEC 5.1) -------------------------------------------------------
 
 
+DEFAULT_MAX_TURNS = 10  # model calls per attempt of an agent with tools (SPEC 5.1)
+
+
 class AgentType(StrEnum):
     ANTHROPIC = "anthropic"
     COMMAND = "command"
@@ -152,6 +155,8 @@ class AnthropicAgent(Agent):
     params: Mapping[str, Any]
     api_key: Secret | None
     base_url: str | None
+    tools: tuple[Tool, ...] = ()
+    max_turns: int = DEFAULT_MAX_TURNS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +190,26 @@ class HttpAgent(Agent):
 
 
 AnyAgent = AnthropicAgent | CommandAgent | HttpAgent
+ToolAgent = CommandAgent | HttpAgent
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """One of an anthropic agent's tools (SPEC 5.1): another agent the model may call.
+
+    `agent` is the named command or http agent, set by the loader once every definition is
+    read (a definition on its own only knows the name).
+    """
+
+    name: str  # the tool agent's id, which is also the tool's name for the model
+    description: str | None
+    input_schema: Mapping[str, Any]
+    agent: ToolAgent | None = None
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as the Messages API receives it."""
+        described = self.description if self.description is not None else (self.agent and self.agent.description)
+        return {"name": self.name, "description": described or "", "input_schema": dict(self.input_schema)}
 
 
 # --- triggers (SPEC 3) -------------------------------------------------------

@@ -100,6 +100,8 @@ class _Outcome:
     usage: Any = None
     error: str | None = None
     retryable: bool = False
+    reason: str | None = None
+    steps: Any = None
 
 
 class Dispatcher:
@@ -489,8 +491,16 @@ class Dispatcher:
     async def _attempt(self, job: Job, number: int) -> _Outcome:
         if job.cancel_reason is not None:
             return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason)
-        backend = self.pool.backend(job.agent)
         request = AgentRequest(job.run_id, job.trigger.id, job.agent.id, number, job.input)
+        outcome = await self._run_agent(job, request)
+        # Kept whatever the outcome: the tool calls made and the tokens spent before a failure,
+        # a timeout or a cancel are part of the record (SPEC 5.1).
+        transcript = request.transcript
+        return replace(outcome, usage=outcome.usage or transcript.usage, steps=transcript.steps or None)
+
+    async def _run_agent(self, job: Job, request: AgentRequest) -> _Outcome:
+        number = request.attempt
+        backend = self.pool.backend(job.agent)
         timeout = job.trigger.timeout_seconds
         if job.agent.timeout_seconds is not None:
             timeout = min(timeout, job.agent.timeout_seconds)
@@ -506,7 +516,13 @@ class Dispatcher:
                 raise  # this task itself is being cancelled, not just the attempt
             return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason or str(CancelReason.REQUESTED))
         except AgentFailure as failure:
-            return _Outcome(RunStatus.FAILED, output=failure.output, error=failure.message, retryable=failure.retryable)
+            return _Outcome(
+                RunStatus.FAILED,
+                output=failure.output,
+                error=failure.message,
+                retryable=failure.retryable,
+                reason=failure.reason,
+            )
         except Exception as exc:  # a backend bug must not take the dispatcher down
             log.exception("agent backend raised", extra=job.log_extra)
             return _Outcome(RunStatus.FAILED, error=f"internal error: {exc.__class__.__name__}", retryable=True)
@@ -524,6 +540,7 @@ class Dispatcher:
             outcome,
             output=mask_value(outcome.output),
             error=None if outcome.error is None else mask(outcome.error),
+            steps=mask_value(outcome.steps),
         )
         then, retry_in = outcome.status, None
         if outcome.status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
@@ -540,7 +557,8 @@ class Dispatcher:
             then=then,
             output=outcome.output,
             usage=outcome.usage,
-            reason=outcome.error if then is RunStatus.CANCELLED else None,
+            steps=outcome.steps,
+            reason=outcome.error if then is RunStatus.CANCELLED else outcome.reason,
             next_attempt_at=isoformat(now + timedelta(seconds=retry_in)) if retry_in is not None else None,
             dead_letter=then in (RunStatus.FAILED, RunStatus.TIMED_OUT),
         )

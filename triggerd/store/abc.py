@@ -252,8 +252,10 @@ class Store(Protocol):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
+        steps: Any = None,
     ) -> bool:
-        """Close attempt `number` with `status`, and move the run to `then`; releases the run's claim.
+        """Close attempt `number` with `status` and its `steps` (tool calls, SPEC 5.1), and move the
+        run to `then`; releases the run's claim.
 
         `then` is PENDING (a retry, due at next_attempt_at) or a final status, which
         also sets finished_at, output, usage, error, reason and the dead-letter mark.

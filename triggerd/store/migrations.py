@@ -168,4 +168,8 @@ MIGRATIONS: list[list[str]] = [
         # that made them, until their runs are made (store/abc.py count_event, clear_crossing).
         "ALTER TABLE event_windows ADD COLUMN fired TEXT",
     ],
+    [
+        # An anthropic agent's tool calls, per attempt (SPEC 5.1): a JSON list of steps.
+        "ALTER TABLE attempts ADD COLUMN steps TEXT",
+    ],
 ]

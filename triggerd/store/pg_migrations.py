@@ -195,4 +195,8 @@ MIGRATIONS: list[list[str]] = [
         # The counting windows' outbox (SPEC 9, 10), as in store/migrations.py.
         "ALTER TABLE event_windows ADD COLUMN fired TEXT",
     ],
+    [
+        # An anthropic agent's tool calls, per attempt (SPEC 5.1), as in store/migrations.py.
+        "ALTER TABLE attempts ADD COLUMN steps TEXT",
+    ],
 ]

@@ -318,14 +318,15 @@ class PostgresStore(SourceTables, PostgresClaims):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
+        steps: Any = None,
     ) -> bool:
         async def end(conn: Conn) -> bool:
             # The run's row first, as a takeover locks it: the same order, so the two never deadlock.
             await conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))
             cur = await conn.execute(
-                "UPDATE attempts SET finished_at = %s, status = %s, error = %s "
+                "UPDATE attempts SET finished_at = %s, status = %s, error = %s, steps = %s "
                 "WHERE run_id = %s AND number = %s AND finished_at IS NULL",
-                (at, str(status), error, run_id, number),
+                (at, str(status), error, dumps(steps), run_id, number),
             )
             if not cur.rowcount:
                 return False  # taken over after its lease expired: the outcome comes too late

@@ -20,7 +20,7 @@ RUN_COLUMNS = (
     "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
     "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
 )
-ATTEMPT_COLUMNS = "run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id"
+ATTEMPT_COLUMNS = "run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id, steps"
 UNFINISHED = "status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown')"
 
 
@@ -117,9 +117,10 @@ def decide(
 def attempts_by_run(rows: Iterable[Sequence[Any]]) -> dict[str, list[Attempt]]:
     """Rows of ATTEMPT_COLUMNS, ordered by run and number, as each run's attempts."""
     attempts: dict[str, list[Attempt]] = {}
-    for run_id, number, started, finished, status, error, pgid, ticks, boot in rows:
+    for run_id, number, started, finished, status, error, pgid, ticks, boot, steps in rows:
         process = ProcessGroup(pgid, ticks, boot) if pgid is not None else None
-        attempts.setdefault(run_id, []).append(Attempt(number, started, finished, RunStatus(status), error, process))
+        attempt = Attempt(number, started, finished, RunStatus(status), error, process, tuple(loads(steps) or ()))
+        attempts.setdefault(run_id, []).append(attempt)
     return attempts
 
 

@@ -237,12 +237,13 @@ class SqliteStore(SourceTables, SqliteClaims):
         reason: str | None = None,
         next_attempt_at: str | None = None,
         dead_letter: bool = False,
+        steps: Any = None,
     ) -> bool:
         def end(conn: sqlite3.Connection) -> bool:
             if not conn.execute(
-                "UPDATE attempts SET finished_at = ?, status = ?, error = ? "
+                "UPDATE attempts SET finished_at = ?, status = ?, error = ?, steps = ? "
                 "WHERE run_id = ? AND number = ? AND finished_at IS NULL",
-                (at, str(status), error, run_id, number),
+                (at, str(status), error, dumps(steps), run_id, number),
             ).rowcount:
                 return False  # taken over after its lease expired: the outcome comes too late
             release = "claimed_by = NULL, lease_until = NULL, cancel_requested = NULL"
