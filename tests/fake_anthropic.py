@@ -1,4 +1,9 @@
-"""A small stand-in for the Messages API on loopback: it checks requests and answers from a script."""
+"""A small stand-in for the Messages API on loopback: it checks requests and answers from a script.
+
+A reply may ask for tools (`tool_uses`), as the real API does with `stop_reason: "tool_use"`;
+the fake then checks, as the real API does, that the next request answers every tool_use block
+of every assistant turn with a tool_result block, and names only tools the request defines.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ class Reply:
     delay: float = 0.0
     usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 12, "output_tokens": 5})
     error_type: str = "overloaded_error"
+    tool_uses: list[tuple[str, Any]] = field(default_factory=list)  # (tool name, input) blocks to answer with
 
 
 class FakeMessagesAPI:
@@ -52,6 +58,11 @@ class FakeMessagesAPI:
                 {"type": "error", "error": {"type": "invalid_request_error", "message": f"missing {missing}"}},
                 status=400,
             )
+        problem = conversation_problem(body)
+        if problem is not None:
+            return web.json_response(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": problem}}, status=400
+            )
         reply = self.replies.pop(0) if self.replies else Reply()
         if reply.delay:
             await asyncio.sleep(reply.delay)
@@ -59,14 +70,19 @@ class FakeMessagesAPI:
             return web.json_response(
                 {"type": "error", "error": {"type": reply.error_type, "message": "Overloaded"}}, status=reply.status
             )
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}]
+        for index, (name, tool_input) in enumerate(reply.tool_uses):
+            content.append(
+                {"type": "tool_use", "id": f"toolu_{len(self.requests):02d}_{index}", "name": name, "input": tool_input}
+            )
         return web.json_response(
             {
                 "id": f"msg_{len(self.requests):04d}",
                 "type": "message",
                 "role": "assistant",
                 "model": body["model"],
-                "content": [{"type": "text", "text": reply.text}],
-                "stop_reason": "end_turn",
+                "content": content,
+                "stop_reason": "tool_use" if reply.tool_uses else "end_turn",
                 "stop_sequence": None,
                 "usage": reply.usage,
             }
@@ -93,3 +109,34 @@ class FakeMessagesAPI:
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(json.dumps(r["body"])) for r in self.requests]
+
+    def tool_results(self, request: int) -> list[dict[str, Any]]:
+        """The tool_result blocks of request `request`'s last message (the answers to the reply before)."""
+        content = self.bodies()[request]["messages"][-1]["content"]
+        return [block for block in content if isinstance(block, dict) and block.get("type") == "tool_result"]
+
+
+def conversation_problem(body: dict[str, Any]) -> str | None:
+    """Why the real API would refuse this conversation's tool blocks, or None."""
+    defined = {tool.get("name") for tool in body.get("tools", [])}
+    messages = body["messages"]
+    for index, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        uses = {block["id"]: block["name"] for block in content if block.get("type") == "tool_use"}
+        if not uses:
+            continue
+        unknown = sorted(name for name in uses.values() if name not in defined)
+        if unknown:
+            return f"messages.{index}: tool_use of tools the request does not define: {unknown}"
+        answer = messages[index + 1] if index + 1 < len(messages) else None
+        blocks = answer.get("content") if answer is not None and answer.get("role") == "user" else None
+        results = [b for b in blocks if b.get("type") == "tool_result"] if isinstance(blocks, list) else []
+        answered = [b.get("tool_use_id") for b in results]
+        if sorted(answered) != sorted(uses):
+            return f"messages.{index + 1}: tool_use ids {sorted(uses)} must each have one tool_result, got {answered}"
+        for block in results:
+            if not isinstance(block.get("content"), str) or not isinstance(block.get("is_error", False), bool):
+                return f"messages.{index + 1}: a tool_result's content must be text here, and is_error a boolean"
+    return None

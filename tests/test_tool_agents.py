@@ -1,0 +1,242 @@
+"""An anthropic agent that acts (SPEC 5.1 "Tools"): the tool-use loop, through the real SDK against
+the fake Messages API on loopback, with command agents as tools run by the real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.fake_anthropic import FakeMessagesAPI, Reply
+from tests.harness import pid_alive, running_daemon, wait_for
+
+LOOKUP = """\
+import json, os, sys
+service = json.load(sys.stdin)["service"]
+print(json.dumps({"service": service, "state": "down", "token": os.environ["STATUS_TOKEN"]}))
+"""
+RESTART = """\
+import json, pathlib, sys
+service = json.load(sys.stdin)["service"]
+pathlib.Path(sys.argv[1], "restarted-" + str(service)).write_text("yes")
+sys.stdout.write("restarted " + str(service))
+"""
+FAILING = """\
+import sys
+sys.stderr.write("disk full\\n")
+sys.exit(3)
+"""
+SLOW = """\
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+open(sys.argv[1] + ".tmp", "w").write(f"{os.getpid()} {child.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(60)
+"""
+
+
+def definitions(tmp_path: Path, base_url: str, max_turns: int = 8) -> str:
+    scripts = {"lookup": LOOKUP, "restart": RESTART, "failing": FAILING, "slow": SLOW}
+    for name, text in scripts.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    python = json.dumps(sys.executable)
+    return f"""\
+agent:
+  id: triage
+  type: anthropic
+  model: claude-test-1
+  prompt: "Triage: {{{{ alert }}}}"
+  api_key: test-key
+  base_url: "{base_url}"
+  max_turns: {max_turns}
+  tools:
+    - agent: lookup
+      description: "Look up one service's state"
+      input_schema: {{type: object, properties: {{service: {{type: string}}}}, required: [service]}}
+    - agent: restart
+      input_schema: {{type: object, properties: {{service: {{type: string}}}}, required: [service]}}
+    - agent: failing
+      description: "Always fails"
+      input_schema: {{type: object}}
+    - agent: slow
+      description: "Takes a minute"
+      input_schema: {{type: object}}
+---
+agent:
+  id: lookup
+  type: command
+  command: [{python}, "{tmp_path}/lookup.py"]
+  env: {{STATUS_TOKEN: "${{STATUS_TOKEN}}"}}
+---
+agent:
+  id: restart
+  type: command
+  description: "Restart one service"
+  command: [{python}, "{tmp_path}/restart.py", "{tmp_path}"]
+---
+agent:
+  id: failing
+  type: command
+  command: [{python}, "{tmp_path}/failing.py"]
+---
+agent:
+  id: slow
+  type: command
+  command: [{python}, "{tmp_path}/slow.py", "{tmp_path}/slow.pids"]
+---
+trigger:
+  id: alerts
+  type: event
+  event: {{pattern: never}}
+  agent: {{id: triage}}
+  timeout_seconds: 60
+"""
+
+
+ENV = {"STATUS_TOKEN": "s3cret-status-token"}
+SERVICE = {"type": "object", "properties": {"service": {"type": "string"}}, "required": ["service"]}
+
+
+def steps_without_times(run: dict[str, Any]) -> list[dict[str, Any]]:
+    for step in run["steps"]:
+        assert step["started_at"] <= step["finished_at"]
+    return [{k: v for k, v in step.items() if k not in ("started_at", "finished_at")} for step in run["steps"]]
+
+
+def test_a_two_tool_conversation_completes_with_the_final_text_and_two_steps(tmp_path: Path, store_url: str) -> None:
+    replies = [
+        Reply(text="Looking.", tool_uses=[("lookup", {"service": "web"})]),
+        Reply(text="Restarting.", tool_uses=[("restart", {"service": "web"})]),
+        Reply(text='{"summary": "web was down and is restarted"}'),
+    ]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV, store=store_url) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "web 502"}))
+    assert (run["status"], run["error"]) == ("completed", None)
+    assert run["output"] == {"summary": "web was down and is restarted"}  # the final text, parsed as JSON
+    assert steps_without_times(run) == [
+        {
+            "attempt": 1,
+            "turn": 1,
+            "tool": "lookup",
+            "input": {"service": "web"},
+            "output": {"service": "web", "state": "down", "token": "***"},  # masked like run output
+        },
+        {"attempt": 1, "turn": 2, "tool": "restart", "input": {"service": "web"}, "output": "restarted web"},
+    ]
+    assert (tmp_path / "restarted-web").exists()
+    bodies = api.bodies()
+    assert len(bodies) == 3
+    assert bodies[0]["tools"][:2] == [
+        {"name": "lookup", "description": "Look up one service's state", "input_schema": SERVICE},
+        {"name": "restart", "description": "Restart one service", "input_schema": SERVICE},  # the agent's own
+    ]
+    assert bodies[0]["messages"] == [{"role": "user", "content": "Triage: web 502"}]
+    [looked_up] = api.tool_results(1)
+    assert looked_up["tool_use_id"] == "toolu_01_0" and not looked_up.get("is_error")
+    assert json.loads(looked_up["content"]) == {"service": "web", "state": "down", "token": "***"}
+    assert api.tool_results(2) == [{"type": "tool_result", "tool_use_id": "toolu_02_0", "content": "restarted web"}]
+    assert len(bodies[2]["messages"]) == 5  # the prompt, then each turn's tool_use and its tool_result
+    assert "s3cret-status-token" not in json.dumps(bodies)
+
+
+def test_usage_sums_every_turn(tmp_path: Path) -> None:
+    replies = [
+        Reply(
+            tool_uses=[("lookup", {"service": "a"}), ("lookup", {"service": "b"})],
+            usage={"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 7},
+        ),
+        Reply(tool_uses=[("lookup", {"service": "c"})], usage={"input_tokens": 200, "output_tokens": 20}),
+        Reply(text="done", usage={"input_tokens": 300, "output_tokens": 30, "cache_read_input_tokens": 1}),
+    ]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "done")
+    assert run["usage"]["input_tokens"] == 600
+    assert run["usage"]["output_tokens"] == 60
+    assert run["usage"]["cache_read_input_tokens"] == 8
+    assert [(s["turn"], s["input"]["service"]) for s in run["steps"]] == [(1, "a"), (1, "b"), (2, "c")]
+    assert [b["tool_use_id"] for b in api.tool_results(1)] == ["toolu_01_0", "toolu_01_1"]
+
+
+def test_a_tool_input_that_fails_its_schema_goes_back_as_an_error_and_runs_nothing(tmp_path: Path) -> None:
+    replies = [Reply(tool_uses=[("restart", {"service": 42})]), Reply(text="I could not restart it.")]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "I could not restart it.")
+    assert not (tmp_path / "restarted-42").exists()  # the command never started
+    [result] = api.tool_results(1)
+    assert result["is_error"] is True
+    assert result["content"] == (
+        "input does not match the input_schema of tool 'restart': 42 is not of type 'string' (at /service)"
+    )
+    [step] = steps_without_times(run)
+    assert step == {"attempt": 1, "turn": 1, "tool": "restart", "input": {"service": 42}, "error": result["content"]}
+
+
+def test_a_failing_command_tool_is_an_error_result_and_the_model_decides(tmp_path: Path) -> None:
+    replies = [
+        Reply(tool_uses=[("failing", {})]),
+        Reply(tool_uses=[("restart", {"service": "db"})]),  # the model's next turn: another way
+        Reply(text="Restarted db instead."),
+    ]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "Restarted db instead.")
+    [result] = api.tool_results(1)
+    assert (result["is_error"], result["content"]) == (True, "tool 'failing' failed: exit status 3: disk full")
+    assert [(s["tool"], s.get("error")) for s in run["steps"]] == [
+        ("failing", "tool 'failing' failed: exit status 3: disk full"),
+        ("restart", None),
+    ]
+    assert (tmp_path / "restarted-db").exists()
+
+
+def test_max_turns_ends_the_run_failed_with_reason_max_turns(tmp_path: Path) -> None:
+    replies = [Reply(tool_uses=[("lookup", {"service": "a"})]) for _ in range(5)]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url, max_turns=2), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["reason"]) == ("failed", "max_turns")
+    assert run["error"] == "max_turns (2) reached and the model still asked for a tool"
+    assert len(api.requests) == 2
+    assert [s["turn"] for s in run["steps"]] == [1]  # the second turn's tool call never ran: no turn was left
+    assert run["usage"]["input_tokens"] == 24  # both turns, though the run failed
+
+
+def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "slow.pids"
+    with (
+        FakeMessagesAPI([Reply(tool_uses=[("slow", {})])]) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run_id = daemon.fire("alerts", {"alert": "x"})
+        wait_for(pids.exists, timeout=15, what="the slow tool to start")
+        leader, child = map(int, pids.read_text().split())
+        assert os.getpgid(child) == leader  # the child is in the tool's own process group
+        started = time.monotonic()
+        status, run = daemon.request("POST", f"/v1/runs/{run_id}/cancel")
+        elapsed = time.monotonic() - started
+        assert (status, run["status"]) == (200, "cancelled")
+        wait_for(lambda: not pid_alive(leader) and not pid_alive(child), timeout=10, what="the tool's processes to end")
+        run = daemon.run(run_id)
+    assert elapsed < 8
+    [step] = run["steps"]
+    assert (step["tool"], step["error"]) == ("slow", "cancelled: the run's attempt ended during this call")
+    assert len(api.requests) == 1
