@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,10 @@ def test_a_two_tool_conversation_completes_with_the_final_text_and_two_steps(tmp
         running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV, store=store_url) as daemon,
     ):
         run = daemon.wait_run(daemon.fire("alerts", {"alert": "web 502"}))
+        schemas = daemon.request("GET", "/v1/openapi.json")[1]["components"]["schemas"]
+    assert "steps" in schemas["Run"]["required"]
+    for step in run["steps"]:  # the description says what a step holds
+        assert set(schemas["Step"]["required"]) <= set(step) <= set(schemas["Step"]["properties"])
     assert (run["status"], run["error"]) == ("completed", None)
     assert run["output"] == {"summary": "web was down and is restarted"}  # the final text, parsed as JSON
     assert steps_without_times(run) == [
@@ -159,12 +164,54 @@ def test_usage_sums_every_turn(tmp_path: Path) -> None:
         running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
     ):
         run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+        shown = cli(tmp_path, "show", run["id"])
     assert (run["status"], run["output"]) == ("completed", "done")
     assert run["usage"]["input_tokens"] == 600
     assert run["usage"]["output_tokens"] == 60
     assert run["usage"]["cache_read_input_tokens"] == 8
     assert [(s["turn"], s["input"]["service"]) for s in run["steps"]] == [(1, "a"), (1, "b"), (2, "c")]
     assert [b["tool_use_id"] for b in api.tool_results(1)] == ["toolu_01_0", "toolu_01_1"]
+    # `triggerd show`: the record, then the steps as a transcript
+    assert shown.returncode == 0, shown.stderr
+    record, transcript = shown.stdout.split("\nsteps (3):\n")
+    assert json.loads(record)["usage"]["input_tokens"] == 600
+    lines = transcript.splitlines()
+    assert [line.split("  ")[1] for line in lines[::3]] == [
+        "attempt 1, turn 1: lookup",
+        "attempt 1, turn 1: lookup",
+        "attempt 1, turn 2: lookup",
+    ]
+    assert lines[1:3] == [
+        '    input:  {"service": "a"}',
+        '    output: {"service": "a", "state": "down", "token": "***"}',
+    ]
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triggerd", *args, "--config", "triggerd.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+        check=False,
+        env={"PATH": os.environ["PATH"], **ENV},
+    )
+
+
+def test_triggerd_test_shows_the_tool_definitions_the_model_would_receive(tmp_path: Path) -> None:
+    text = definitions(tmp_path, "http://127.0.0.1:9", max_turns=3)
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "all.yaml").write_text(text.replace("{{ alert }}", "{{ trigger_context.event.data.alert }}"))
+    (tmp_path / "triggerd.yaml").write_text("definitions: [defs]\n")
+    (tmp_path / "event.json").write_text('{"type": "never", "data": {"alert": "disk"}}')
+    proc = cli(tmp_path, "test", "alerts", "--event", "event.json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = lines.index("tools           (4, at most 3 model calls per attempt)")
+    offered = json.loads("\n".join(line[2:] for line in lines[start + 1 : lines.index("  ]", start) + 1]))
+    assert [tool["name"] for tool in offered] == ["lookup", "restart", "failing", "slow"]
+    assert offered[0] == {"name": "lookup", "description": "Look up one service's state", "input_schema": SERVICE}
 
 
 def test_a_tool_input_that_fails_its_schema_goes_back_as_an_error_and_runs_nothing(tmp_path: Path) -> None:

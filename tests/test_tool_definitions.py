@@ -69,7 +69,9 @@ def test_a_cycle_of_tools_is_named(write: Write, tmp_path: Path) -> None:
 
 
 def test_a_bad_input_schema_is_reported_where_it_is_wrong(write: Write, tmp_path: Path) -> None:
-    tools = "    - agent: worker\n      input_schema:\n        type: object\n        properties:\n          n: {type: 12}\n"
+    tools = (
+        "    - agent: worker\n      input_schema:\n        type: object\n        properties:\n          n: {type: 12}\n"
+    )
     path = write("a.yaml", caller(tools) + "---\n" + AGENT)
     [problem] = found(load_dir(tmp_path))
     assert problem[:3] == (str(path), 10, "error")

@@ -187,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
         sub = remote(name, help_text, f"triggerd {name} 01m8npg0f4fmxj750wz0b62qep")
         sub.add_argument("run_id", metavar="RUN_ID", help="the run's id, as `triggerd runs` shows it")
+        if name == "show":
+            sub.add_argument(
+                "--format",
+                choices=["text", "json"],
+                default="text",
+                help="text: the record, then its tool calls as a transcript; json: the whole record",
+            )
     return parser
 
 
@@ -492,7 +499,11 @@ def _remote(args: argparse.Namespace) -> int:
         runs = client.request("GET", "/v1/runs", query=query)["runs"]
         print(json.dumps(runs, indent=2) if args.format == "json" else _runs_table(runs))
     elif args.command == "show":
-        print(json.dumps(client.request("GET", f"/v1/runs/{client.quoted(args.run_id)}"), indent=2))
+        run = client.request("GET", f"/v1/runs/{client.quoted(args.run_id)}")
+        steps = run.pop("steps") if args.format == "text" and run.get("steps") else None
+        print(json.dumps(run, indent=2))
+        if steps:
+            print(f"\nsteps ({len(steps)}):\n" + transcript(steps))
     elif args.command == "cancel":
         answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/cancel")
         print(f"{answer['id']} {answer['status']}")
@@ -500,6 +511,23 @@ def _remote(args: argparse.Namespace) -> int:
         answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/replay")
         print(f"{answer['run_id']} {answer['status']} (replay of {answer['replay_of']})")
     return EXIT_OK
+
+
+def transcript(steps: list[dict[str, Any]], width: int = 2000) -> str:
+    """A run's tool calls (SPEC 5.1) as text: one heading per call, then its input and its output or error."""
+    lines = []
+    for step in steps:
+        lines.append(
+            f"  attempt {step.get('attempt')}, turn {step.get('turn')}: {step.get('tool')}"
+            f"  {step.get('started_at')} .. {step.get('finished_at') or 'unfinished'}"
+        )
+        for key in ("input", "output", "error"):
+            if key in step:
+                value = step[key] if isinstance(step[key], str) else json.dumps(step[key], ensure_ascii=False)
+                cut = f" ... ({len(value) - width} more characters)" if len(value) > width else ""
+                shown = (value[:width] + cut).replace("\n", "\n" + " " * 12)  # a multi-line output stays indented
+                lines.append(f"    {key + ':':7} {shown}")
+    return "\n".join(lines)
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> str:

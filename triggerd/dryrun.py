@@ -308,6 +308,10 @@ def _preview(trial: Trial, agent: AnyAgent, context: dict[str, Any], run_input: 
             prompt = agent.prompt.render(run_input) if agent.prompt else json.dumps(run_input, indent=2)
             trial.step("prompt", f"({agent.model})")
             trial.detail(prompt)
+            if agent.tools:
+                # What the model receives beside the prompt, so that an operator sees the whole offer.
+                trial.step("tools", f"({len(agent.tools)}, at most {agent.max_turns} model calls per attempt)")
+                trial.detail(json.dumps(agent.tool_definitions(), indent=2, ensure_ascii=False))
         else:
             trial.step("request", f"{agent.method} {agent.url}")
     except TemplateError as exc:

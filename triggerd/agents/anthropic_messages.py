@@ -69,7 +69,7 @@ class AnthropicBackend:
 
     async def _converse(self, request: AgentRequest, params: dict[str, Any], toolbox: ToolBox) -> AgentResult:
         """The tool-use loop of one attempt: a retry starts it afresh from the prompt."""
-        params["tools"] = [*toolbox.definitions, *params.get("tools", [])]
+        params["tools"] = self.agent.tool_definitions()
         messages: list[dict[str, Any]] = params["messages"]
         transcript = request.transcript
         for turn in range(1, self.agent.max_turns + 1):

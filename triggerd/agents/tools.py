@@ -37,7 +37,6 @@ class ToolBox:
 
     def __init__(self, tools: Sequence[Tool], backends: Callable[[AnyAgent], AgentBackend]) -> None:
         self.tools = {tool.name: tool for tool in tools}
-        self.definitions = [tool.definition() for tool in tools]
         self.backends = backends
         self._validators = {
             tool.name: jsonschema.validators.validator_for(tool.input_schema)(tool.input_schema) for tool in tools

@@ -158,6 +158,10 @@ class AnthropicAgent(Agent):
     tools: tuple[Tool, ...] = ()
     max_turns: int = DEFAULT_MAX_TURNS
 
+    def tool_definitions(self) -> list[Any]:
+        """The tools the model receives: the agent tools, then any the `params` name (server tools, say)."""
+        return [*(tool.definition() for tool in self.tools), *self.params.get("tools", [])]
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommandAgent(Agent):

@@ -110,9 +110,23 @@ def openapi() -> dict[str, Any]:
                 "error": nullable_string,
             },
         },
+        "Step": {
+            "type": "object",
+            "required": ["attempt", "turn", "tool", "input", "started_at"],
+            "properties": {
+                "attempt": {"type": "integer"},
+                "turn": {"type": "integer", "description": "The model call that asked for this tool call"},
+                "tool": {"type": "string", "description": "The tool agent's id"},
+                "input": {},
+                "output": {"description": "The tool's output; absent when it failed"},
+                "error": {"type": "string", "description": "Why it failed (sent to the model as an is_error result)"},
+                "started_at": {"type": "string"},
+                "finished_at": nullable_string,
+            },
+        },
         "Run": {
             "type": "object",
-            "required": ["id", "trigger_id", "agent_id", "status", "attempts", "source", "created_at"],
+            "required": ["id", "trigger_id", "agent_id", "status", "attempts", "steps", "source", "created_at"],
             "properties": {
                 "id": {"type": "string"},
                 "trigger_id": {"type": "string"},
@@ -123,7 +137,12 @@ def openapi() -> dict[str, Any]:
                 "output": {},
                 "error": nullable_string,
                 "attempts": {"type": "array", "items": _ref("Attempt")},
-                "usage": {},
+                "usage": {"description": "Anthropic tokens, summed over every model call of the last attempt"},
+                "steps": {
+                    "type": "array",
+                    "description": "The tool calls of an anthropic agent with tools (SPEC 5.1), every attempt's",
+                    "items": _ref("Step"),
+                },
                 "source": {"enum": ["webhook", "schedule", "event", "manual", "replay"]},
                 "nominal_time": nullable_string,
                 "idempotency_key": nullable_string,
