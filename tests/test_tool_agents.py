@@ -209,7 +209,7 @@ def test_triggerd_test_shows_the_tool_definitions_the_model_would_receive(tmp_pa
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     start = lines.index("tools           (4, at most 3 model calls per attempt)")
-    offered = json.loads("\n".join(line[2:] for line in lines[start + 1 : lines.index("  ]", start) + 1]))
+    offered = [json.loads(line) for line in lines[start + 1 : start + 5]]  # one tool a line
     assert [tool["name"] for tool in offered] == ["lookup", "restart", "failing", "slow"]
     assert offered[0] == {"name": "lookup", "description": "Look up one service's state", "input_schema": SERVICE}
 

@@ -311,7 +311,7 @@ def _preview(trial: Trial, agent: AnyAgent, context: dict[str, Any], run_input: 
             if agent.tools:
                 # What the model receives beside the prompt, so that an operator sees the whole offer.
                 trial.step("tools", f"({len(agent.tools)}, at most {agent.max_turns} model calls per attempt)")
-                trial.detail(json.dumps(agent.tool_definitions(), indent=2, ensure_ascii=False))
+                trial.detail("\n".join(literal(definition) for definition in agent.tool_definitions()))
         else:
             trial.step("request", f"{agent.method} {agent.url}")
     except TemplateError as exc:
