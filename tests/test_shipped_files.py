@@ -71,6 +71,8 @@ def test_examples_are_valid(example: Path, tmp_path: Path) -> None:
             "STRIPE_WEBHOOK_SECRET",
             "FULFILMENT_TOKEN",
             "REPORT_DB_URL",
+            "ALERTMANAGER_TOKEN",
+            "PAGER_TOKEN",
         )
     }
     env["CREDENTIALS_DIRECTORY"] = str(tmp_path)
