@@ -243,6 +243,11 @@ def test_a_failing_command_tool_is_an_error_result_and_the_model_decides(tmp_pat
         running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
     ):
         run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+        logged = [line["message"] for line in daemon.log_lines() if line["message"].startswith("tool call")]
+    assert logged == [
+        "tool call failing (turn 1) failed: tool 'failing' failed: exit status 3: disk full",
+        "tool call restart (turn 2) completed",
+    ]
     assert (run["status"], run["output"]) == ("completed", "Restarted db instead.")
     [result] = api.tool_results(1)
     assert (result["is_error"], result["content"]) == (True, "tool 'failing' failed: exit status 3: disk full")

@@ -75,18 +75,15 @@ class AnthropicBackend:
         for turn in range(1, self.agent.max_turns + 1):
             message = await self._create(params)
             transcript.usage = add_usage(transcript.usage, message.usage.model_dump(exclude_none=True))
-            if message.stop_reason != "tool_use":
+            uses = [block for block in message.content if block.type == "tool_use"]
+            if message.stop_reason != "tool_use" or not uses:
                 text = "".join(block.text for block in message.content if block.type == "text")
                 return AgentResult(_parsed(text), transcript.usage)
             if turn == self.agent.max_turns:
                 break  # no model call is left to read what the tools would answer: run none
             messages.append({"role": "assistant", "content": [block.to_dict(mode="json") for block in message.content]})
             # One after another, in the model's order: a tool may act on what the one before did.
-            results = [
-                await toolbox.call(request, turn, block.id, block.name, block.input)
-                for block in message.content
-                if block.type == "tool_use"
-            ]
+            results = [await toolbox.call(request, turn, use.id, use.name, use.input) for use in uses]
             messages.append({"role": "user", "content": results})
         raise AgentFailure(
             f"max_turns ({self.agent.max_turns}) reached and the model still asked for a tool",
