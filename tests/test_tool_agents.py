@@ -292,3 +292,24 @@ def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path)
     [step] = run["steps"]
     assert (step["tool"], step["error"]) == ("slow", "cancelled: the run's attempt ended during this call")
     assert len(api.requests) == 1
+
+
+def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_steps(tmp_path: Path) -> None:
+    replies = [
+        Reply(tool_uses=[("lookup", {"service": "a"})]),
+        Reply(status=529),  # the API fails mid-conversation: the attempt fails and is retried
+        Reply(tool_uses=[("lookup", {"service": "b"})]),
+        Reply(text="fine"),
+    ]
+    text = definitions(tmp_path, "http://127.0.0.1:9").replace(
+        "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}\n"
+    )
+    with FakeMessagesAPI(replies) as api:
+        text = text.replace("http://127.0.0.1:9", api.base_url)
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "fine")
+    assert [a["status"] for a in run["attempts"]] == ["failed", "completed"]
+    assert api.bodies()[2]["messages"] == [{"role": "user", "content": "Triage: x"}]  # afresh from the prompt
+    assert [(s["attempt"], s["turn"], s["input"]["service"]) for s in run["steps"]] == [(1, 1, "a"), (2, 1, "b")]
+    assert run["usage"]["input_tokens"] == 24  # the last attempt's two calls
