@@ -35,6 +35,7 @@ class FakeMessagesAPI:
         self.replies = list(replies)
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
+        self.echoed: list[dict[str, Any]] = []  # requests to /echo
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -88,6 +89,12 @@ class FakeMessagesAPI:
             }
         )
 
+    async def echo(self, request: web.Request) -> web.Response:
+        """An http agent's endpoint beside the API (for http tools): answers what it was sent."""
+        body = await request.json()
+        self.echoed.append({"headers": dict(request.headers), "body": body})
+        return web.json_response({"echo": body["input"]})
+
     def __enter__(self) -> FakeMessagesAPI:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
@@ -96,6 +103,7 @@ class FakeMessagesAPI:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/echo", self.echo)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

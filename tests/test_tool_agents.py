@@ -313,3 +313,47 @@ def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_ste
     assert api.bodies()[2]["messages"] == [{"role": "user", "content": "Triage: x"}]  # afresh from the prompt
     assert [(s["attempt"], s["turn"], s["input"]["service"]) for s in run["steps"]] == [(1, 1, "a"), (2, 1, "b")]
     assert run["usage"]["input_tokens"] == 24  # the last attempt's two calls
+
+
+def test_an_http_tool_posts_the_tool_input_and_a_slow_tool_times_out_as_an_error(tmp_path: Path) -> None:
+    replies = [
+        Reply(tool_uses=[("echo", {"note": "hi"}), ("slow", {})]),
+        Reply(text="done"),
+    ]
+    with FakeMessagesAPI(replies) as api:
+        text = (
+            definitions(tmp_path, api.base_url)
+            .replace(
+                "    - agent: slow\n", "    - agent: echo\n      input_schema: {type: object}\n    - agent: slow\n"
+            )
+            .replace('slow.pids"]\n', 'slow.pids"]\n  timeout_seconds: 1\n')
+        )
+        text += f"""---
+agent:
+  id: echo
+  type: http
+  url: "{api.base_url}/echo"
+  headers: {{Authorization: "Bearer ${{STATUS_TOKEN}}"}}
+"""
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run_id = daemon.fire("alerts", {"alert": "x"})
+            run = daemon.wait_run(run_id)
+    assert (run["status"], run["output"]) == ("completed", "done")
+    [echoed] = api.echoed
+    assert echoed["body"] == {
+        "run_id": run_id,
+        "trigger_id": "alerts",
+        "agent_id": "echo",
+        "attempt": 1,
+        "input": {"note": "hi"},
+    }
+    assert echoed["headers"]["Authorization"] == "Bearer s3cret-status-token"
+    echo_result, slow_result = api.tool_results(1)
+    assert json.loads(echo_result["content"]) == {"echo": {"note": "hi"}}
+    assert (slow_result["is_error"], slow_result["content"]) == (True, "tool 'slow' timed out after 1s")
+    leader, child = map(int, (tmp_path / "slow.pids").read_text().split())
+    assert not pid_alive(leader) and not pid_alive(child)  # its process group was ended
+    assert [(s["tool"], s.get("error")) for s in run["steps"]] == [
+        ("echo", None),
+        ("slow", "tool 'slow' timed out after 1s"),
+    ]
