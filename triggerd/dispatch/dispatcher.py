@@ -499,13 +499,12 @@ class Dispatcher:
         return replace(outcome, usage=outcome.usage or transcript.usage, steps=transcript.steps or None)
 
     async def _run_agent(self, job: Job, request: AgentRequest) -> _Outcome:
-        number = request.attempt
         backend = self.pool.backend(job.agent)
         timeout = job.trigger.timeout_seconds
         if job.agent.timeout_seconds is not None:
             timeout = min(timeout, job.agent.timeout_seconds)
-        job.attempt_task = asyncio.create_task(backend.run(request), name=f"attempt-{job.run_id}-{number}")
-        log.info("attempt %d started", number, extra=job.log_extra)
+        job.attempt_task = asyncio.create_task(backend.run(request), name=f"attempt-{job.run_id}-{request.attempt}")
+        log.info("attempt %d started", request.attempt, extra=job.log_extra)
         try:
             result = await asyncio.wait_for(job.attempt_task, timeout)
         except TimeoutError:
