@@ -81,7 +81,12 @@ class AnthropicBackend:
                 return AgentResult(_parsed(text), transcript.usage)
             if turn == self.agent.max_turns:
                 break  # no model call is left to read what the tools would answer: run none
-            messages.append({"role": "assistant", "content": [block.to_dict(mode="json") for block in message.content]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": [block.to_dict(mode="json", exclude_none=True) for block in message.content],
+                }
+            )
             # One after another, in the model's order: a tool may act on what the one before did.
             results = [await toolbox.call(request, turn, use.id, use.name, use.input) for use in uses]
             messages.append({"role": "user", "content": results})

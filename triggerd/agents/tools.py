@@ -66,7 +66,10 @@ class ToolBox:
         tool = self.tools.get(name)
         if tool is None or tool.agent is None:
             raise ToolError(f"unknown tool '{name}'; the tools are: {', '.join(self.tools)}")
-        problems = sorted(self._validators[name].iter_errors(tool_input), key=lambda e: list(map(str, e.path)))
+        try:
+            problems = sorted(self._validators[name].iter_errors(tool_input), key=lambda e: list(map(str, e.path)))
+        except Exception as exc:  # a $ref that resolves to nothing (remote ones are never fetched): run nothing
+            raise ToolError(f"the input_schema of tool '{name}' cannot check this input: {exc}") from None
         if problems:
             shown = "; ".join(f"{p.message} (at /{'/'.join(map(str, p.path))})" for p in problems[:5])
             raise ToolError(f"input does not match the input_schema of tool '{name}': {shown}")
