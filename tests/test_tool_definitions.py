@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import AGENT, Write, found, load_dir
 from triggerd.config.models import AnthropicAgent, CommandAgent
 
@@ -97,3 +99,33 @@ def test_a_tool_agent_that_fails_to_load_is_named(write: Write, tmp_path: Path) 
         (str(path), 6, "error", f"tool agent 'worker' failed to load ({broken}:1)"),
         (str(broken), 4, "error", "placeholder '{{ bad key }}' is not a dotted path like {{ a.b }}"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("schema", "column", "message"),
+    [
+        ('{type: object, $schema: "x"}', 45, "names an unknown JSON Schema dialect: 'x'"),
+        ('{type: object, $ref: "#/nope"}', 42, "has $ref '#/nope', which names nothing in the input_schema"),
+        (
+            '{type: object, $ref: "https://schemas.example/x"}',
+            42,
+            "has $ref 'https://schemas.example/x'; a tool's $ref points inside its own input_schema (#/...)",
+        ),
+    ],
+)
+def test_an_input_schema_that_could_not_check_an_input(
+    write: Write, tmp_path: Path, schema: str, column: int, message: str
+) -> None:
+    path = write("a.yaml", caller(f"    - agent: worker\n      input_schema: {schema}\n") + "---\n" + AGENT)
+    [problem] = load_dir(tmp_path).problems
+    assert (problem.file, problem.line, problem.column) == (str(path), 7, column)
+    assert problem.message == f"input_schema of tool 'worker' {message}"
+
+
+def test_local_references_and_a_known_dialect_are_accepted(write: Write, tmp_path: Path) -> None:
+    schema = (
+        '{$schema: "http://json-schema.org/draft-07/schema#", type: object, '
+        'definitions: {name: {type: string}}, properties: {a: {$ref: "#/definitions/name"}}}'
+    )
+    write("a.yaml", caller(f"    - agent: worker\n      input_schema: {schema}\n") + "---\n" + AGENT)
+    assert found(load_dir(tmp_path)) == []

@@ -47,16 +47,59 @@ def _tools(doc: Document, items: list[dict[str, Any]]) -> tuple[Tool, ...]:
                 f"{pointer}/agent", f"tool '{name}' is already tool {seen[name]} of this agent (tool names are unique)"
             )
         seen.setdefault(name, index)
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            where = "".join(f"/{part}" for part in exc.path)
-            doc.fail(
-                f"{pointer}/input_schema{where}",
-                f"input_schema of tool '{name}' is not a valid JSON Schema: {exc.message}",
-            )
+        for where, message in _schema_problems(schema):
+            doc.fail(f"{pointer}/input_schema{where}", f"input_schema of tool '{name}' {message}")
         tools.append(Tool(name, item.get("description"), schema))
     return tuple(tools)
+
+
+def _schema_problems(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """(pointer inside the schema, message) for what makes `schema` unable to check a tool input.
+
+    Its `$schema`, when given, must name a dialect jsonschema knows; the schema must be valid
+    under it; and every `$ref` must point inside the schema itself: nothing is ever fetched to
+    check what a model sent, and a reference to nothing would fail every call.
+    """
+    dialect = schema.get("$schema")
+    # validator_for returns `default` for a dialect it does not know (typed as a validator class; any value works).
+    if dialect is not None and (
+        not isinstance(dialect, str) or jsonschema.validators.validator_for(schema, default=None) is None  # type: ignore[arg-type]
+    ):
+        return [("/$schema", f"names an unknown JSON Schema dialect: {dialect!r}")]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return [("".join(f"/{part}" for part in exc.path), f"is not a valid JSON Schema: {exc.message}")]
+    return [(where, message) for where, ref in _references(schema, "") if (message := _unresolved(schema, ref))]
+
+
+def _references(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every string `$ref` in a schema, with its pointer."""
+    if isinstance(node, list):
+        return [found for i, item in enumerate(node) for found in _references(item, f"{where}/{i}")]
+    if not isinstance(node, dict):
+        return []
+    found = [(f"{where}/$ref", node["$ref"])] if isinstance(node.get("$ref"), str) else []
+    for key, value in node.items():
+        escaped = key.replace("~", "~0").replace("/", "~1")
+        found.extend(_references(value, f"{where}/{escaped}"))
+    return found
+
+
+def _unresolved(schema: dict[str, Any], ref: str) -> str | None:
+    """Why `$ref: ref` does not name a place inside `schema`, or None when it does."""
+    if ref != "#" and not ref.startswith("#/"):
+        return f"has $ref {ref!r}; a tool's $ref points inside its own input_schema (#/...)"
+    node: Any = schema
+    for part in ref[2:].split("/") if ref != "#" else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return f"has $ref {ref!r}, which names nothing in the input_schema"
+    return None
 
 
 def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
