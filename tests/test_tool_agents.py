@@ -3,8 +3,10 @@ the fake Messages API on loopback, with command agents as tools run by the real 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.fake_anthropic import FakeMessagesAPI, Reply
-from tests.harness import pid_alive, running_daemon, wait_for
+from tests.harness import Daemon, pid_alive, running_daemon, wait_for, write_config
+from tests.test_orphans import stored_process
 
 LOOKUP = """\
 import json, os, sys
@@ -357,3 +360,33 @@ agent:
         ("echo", None),
         ("slow", "tool 'slow' timed out after 1s"),
     ]
+
+
+def test_a_tool_left_running_by_a_killed_daemon_is_ended_before_the_retry(tmp_path: Path) -> None:
+    pids = tmp_path / "slow.pids"
+    with FakeMessagesAPI([Reply(tool_uses=[("slow", {})]), Reply(text="recovered")]) as api:
+        text = definitions(tmp_path, api.base_url).replace(
+            "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s}\n"
+        )
+        port = write_config(tmp_path, text)
+        daemons = [Daemon(tmp_path, port, {"PATH": os.environ["PATH"], **ENV}).start()]
+        try:
+            run_id = daemons[0].fire("alerts", {"alert": "x"})
+            wait_for(pids.exists, timeout=15, what="the slow tool to start")
+            leader, child = map(int, pids.read_text().split())
+            # The tool's process group is recorded on the calling run's attempt, as a command run's is.
+            wait_for(lambda: stored_process(tmp_path, run_id, 1)[0] == leader, timeout=5, what="the record")
+            assert daemons[0].stop(signal.SIGKILL) == -signal.SIGKILL
+            assert pid_alive(leader) and pid_alive(child), "the tool died with the daemon: nothing to show"
+            daemons.append(Daemon(tmp_path, port, {"PATH": os.environ["PATH"], **ENV}).start())
+            run = daemons[1].wait_run(run_id)
+            assert not pid_alive(leader) and not pid_alive(child)
+        finally:
+            for daemon in daemons:
+                if daemon.process is not None and daemon.process.poll() is None:
+                    daemon.stop()
+            for pid in map(int, pids.read_text().split()) if pids.exists() else ():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert (run["status"], run["output"]) == ("completed", "recovered")
+    assert [(a["status"], a["error"]) for a in run["attempts"]] == [("failed", "interrupted"), ("completed", None)]
