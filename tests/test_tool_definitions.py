@@ -129,3 +129,15 @@ def test_local_references_and_a_known_dialect_are_accepted(write: Write, tmp_pat
     )
     write("a.yaml", caller(f"    - agent: worker\n      input_schema: {schema}\n") + "---\n" + AGENT)
     assert found(load_dir(tmp_path)) == []
+
+
+def test_max_turns_without_tools_is_a_warning(write: Write, tmp_path: Path) -> None:
+    path = write("a.yaml", "agent:\n  id: solo\n  type: anthropic\n  model: m\n  max_turns: 3\n")
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            5,
+            "warning",
+            "agent 'solo': max_turns counts the turns of a tool-use loop; without tools it has no effect",
+        )
+    ]

@@ -133,6 +133,11 @@ def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
             tools=_tools(doc, a.get("tools", [])),
             max_turns=a.get("max_turns", DEFAULT_MAX_TURNS),
         )
+        if "max_turns" in a and not agent.tools:
+            doc.warn(
+                "/agent/max_turns",
+                f"agent '{agent_id}': max_turns counts the turns of a tool-use loop; without tools it has no effect",
+            )
     elif common["type"] is AgentType.COMMAND:
         agent = CommandAgent(
             **common,
