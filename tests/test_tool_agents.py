@@ -3,6 +3,7 @@ the fake Messages API on loopback, with command agents as tools run by the real 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +17,8 @@ from typing import Any
 from tests.fake_anthropic import FakeMessagesAPI, Reply
 from tests.harness import Daemon, pid_alive, running_daemon, wait_for, write_config
 from tests.test_orphans import stored_process
+from tests.test_store import make_store, new_run
+from triggerd.runs import RunStatus
 
 LOOKUP = """\
 import json, os, sys
@@ -285,6 +288,8 @@ def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path)
         wait_for(pids.exists, timeout=15, what="the slow tool to start")
         leader, child = map(int, pids.read_text().split())
         assert os.getpgid(child) == leader  # the child is in the tool's own process group
+        [running] = daemon.run(run_id)["steps"]  # the call in progress is on record already
+        assert (running["tool"], running["attempt"], "finished_at" in running) == ("slow", 1, False)
         started = time.monotonic()
         status, run = daemon.request("POST", f"/v1/runs/{run_id}/cancel")
         elapsed = time.monotonic() - started
@@ -390,3 +395,38 @@ def test_a_tool_left_running_by_a_killed_daemon_is_ended_before_the_retry(tmp_pa
                     os.kill(pid, signal.SIGKILL)
     assert (run["status"], run["output"]) == ("completed", "recovered")
     assert [(a["status"], a["error"]) for a in run["attempts"]] == [("failed", "interrupted"), ("completed", None)]
+    # The call the crash cut short stays on record (stored as it started), unfinished.
+    assert [(s["attempt"], s["tool"], "finished_at" in s) for s in run["steps"]] == [(1, "slow", False)]
+
+
+def test_both_stores_keep_steps_per_attempt_while_it_runs_and_when_it_ends(store_url: str) -> None:
+    first = [{"turn": 1, "tool": "lookup", "input": {"service": "a"}, "started_at": "2026-01-01T00:00:01.000Z"}]
+    ended = [{**first[0], "output": "up", "finished_at": "2026-01-01T00:00:02.000Z"}]
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        store = make_store(store_url)
+        await store.open()
+        run = new_run()
+        await store.create_run(run)
+        seen = []
+        await store.start_attempt(run.id, 1, "2026-01-01T00:00:01.000Z")
+        await store.record_steps(run.id, 1, first)
+        seen.append((await store.get_run(run.id)).steps)
+        await store.end_attempt(
+            run.id,
+            1,
+            status=RunStatus.FAILED,
+            error="x",
+            at="2026-01-01T00:00:03.000Z",
+            then=RunStatus.PENDING,
+            steps=ended,
+        )
+        await store.record_steps(run.id, 1, first)  # too late: the attempt is closed
+        await store.start_attempt(run.id, 2, "2026-01-01T00:00:04.000Z")
+        seen.append((await store.get_run(run.id)).steps)
+        await store.close()
+        return seen
+
+    running, after = asyncio.run(scenario())
+    assert running == [{"attempt": 1, **first[0]}]
+    assert after == [{"attempt": 1, **ended[0]}]

@@ -18,17 +18,25 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
 @dataclass(slots=True)
 class Transcript:
-    """An attempt's record as it goes: `steps` (tool calls, SPEC 5.1) and `usage` summed over turns."""
+    """An attempt's record as it goes: `steps` (tool calls, SPEC 5.1) and `usage` summed over turns.
+
+    `keep`, when set, is handed the steps whenever they change (the dispatcher stores them).
+    """
 
     steps: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, Any] | None = None
+    keep: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+
+    async def kept(self) -> None:
+        if self.keep is not None:
+            await self.keep(self.steps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,11 +46,13 @@ class ToolBox:
         """Run one tool_use block; return its tool_result block. Cancellation passes through."""
         step: dict[str, Any] = {"turn": turn, "tool": name, "input": tool_input, "started_at": _now()}
         request.transcript.steps.append(step)
+        await request.transcript.kept()  # on record before it runs: a crash during the call leaves it there
         extra = {"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id}
         try:
             output = await self._run(request, name, tool_input)
         except ToolError as exc:
             step.update(error=str(exc), finished_at=_now())
+            await request.transcript.kept()
             log.warning("tool call %s (turn %d) failed: %s", name, turn, mask(str(exc)), extra=extra)
             return {"type": "tool_result", "tool_use_id": use_id, "content": mask(str(exc)), "is_error": True}
         except asyncio.CancelledError:
@@ -58,6 +60,7 @@ class ToolBox:
             log.info("tool call %s (turn %d) cancelled", name, turn, extra=extra)
             raise
         step.update(output=output, finished_at=_now())
+        await request.transcript.kept()
         log.info("tool call %s (turn %d) completed", name, turn, extra=extra)
         content = output if isinstance(output, str) else dumps(output)
         return {"type": "tool_result", "tool_use_id": use_id, "content": mask(content) or "(no output)"}

@@ -33,7 +33,7 @@ from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
-from triggerd.dispatch.orphans import end_interrupted_processes, record_process
+from triggerd.dispatch.orphans import end_interrupted_processes, record_process, record_steps
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.masking import mask, mask_value
@@ -492,6 +492,7 @@ class Dispatcher:
         if job.cancel_reason is not None:
             return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason)
         request = AgentRequest(job.run_id, job.trigger.id, job.agent.id, number, job.input)
+        request.transcript.keep = partial(record_steps, self.store, request)
         outcome = await self._run_agent(job, request)
         # Kept whatever the outcome: the tool calls made and the tokens spent before a failure,
         # a timeout or a cancel are part of the record (SPEC 5.1).

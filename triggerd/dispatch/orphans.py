@@ -2,21 +2,39 @@
 
 A command attempt's process group is stored when it starts; a daemon that takes an attempt over
 (after its own crash, or another daemon's lease ran out) ends that group first, if it still runs
-on this machine.
+on this machine. An attempt's tool calls (SPEC 5.1) are stored as they start and end, so that
+a crash does not lose the record of what an agent did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from typing import Any
 
 from triggerd.agents.abc import AgentRequest
 from triggerd.agents.process_group import end_if_ours
 from triggerd.errors import StoreError
+from triggerd.masking import mask_value
 from triggerd.runs import ProcessGroup
 from triggerd.store.abc import Interrupted, Store
 
 log = logging.getLogger("triggerd.dispatch")
+
+
+async def record_steps(store: Store, request: AgentRequest, steps: list[dict[str, Any]]) -> None:
+    """Store an attempt's tool calls so far (SPEC 5.1), masked, so that a crash does not lose them."""
+    try:
+        await store.record_steps(request.run_id, request.attempt, mask_value(copy.deepcopy(steps)))
+    except StoreError as exc:
+        # The attempt goes on; its end records every step again.
+        log.warning(
+            "cannot record the tool calls of attempt %d: %s",
+            request.attempt,
+            exc,
+            extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
+        )
 
 
 async def record_process(store: Store, request: AgentRequest, group: ProcessGroup) -> None:

@@ -238,6 +238,11 @@ class Store(Protocol):
         """
         ...
 
+    async def record_steps(self, run_id: str, number: int, steps: Any) -> None:
+        """Store the tool calls (SPEC 5.1) attempt `number` has made so far, while it runs, so that the
+        API shows them at once and a crash keeps them; a no-op once the attempt is closed."""
+        ...
+
     async def end_attempt(
         self,
         run_id: str,

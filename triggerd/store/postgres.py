@@ -304,6 +304,15 @@ class PostgresStore(SourceTables, PostgresClaims):
             )
         )
 
+    async def record_steps(self, run_id: str, number: int, steps: Any) -> None:
+        text = dumps(steps)
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE attempts SET steps = %s WHERE run_id = %s AND number = %s AND finished_at IS NULL",
+                (text, run_id, number),
+            )
+        )
+
     async def end_attempt(
         self,
         run_id: str,

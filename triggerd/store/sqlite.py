@@ -223,6 +223,15 @@ class SqliteStore(SourceTables, SqliteClaims):
             )
         )
 
+    async def record_steps(self, run_id: str, number: int, steps: Any) -> None:
+        text = dumps(steps)
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE attempts SET steps = ? WHERE run_id = ? AND number = ? AND finished_at IS NULL",
+                (text, run_id, number),
+            )
+        )
+
     async def end_attempt(
         self,
         run_id: str,
