@@ -328,7 +328,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     runs = await _read(store.dead_letters(PAGE_SIZE))
     messages = await _read(store.dead_messages(PAGE_SIZE))
     rows = [
-        f'<tr data-id="{esc(r.id)}"><td><input type="checkbox" class="pick" value="{esc(r.id)}" '
+        f'<tr class="dead" data-id="{esc(r.id)}"><td><input type="checkbox" class="pick" value="{esc(r.id)}" '
         f'aria-label="select {esc(r.id)}"></td>'
         f"<td>{run_link(r.id)}</td><td>{esc(r.trigger_id)}</td><td>{badge(str(r.status))}</td>"
         f'<td class="reason">{esc(r.error or r.reason)}</td><td>{json_block(r.input)}</td>'

@@ -52,6 +52,8 @@ async function act(button) {
   const { ok, status, answer } = await post(button.dataset.post, button.dataset.body ? JSON.parse(button.dataset.body) : {});
   button.disabled = false;
   if (!ok) return notice(`${status}: ${answer.error || "refused"}`, true);
+  const dead = button.closest("tr.dead");  // a replayed dead letter is one no more
+  if (dead) dead.remove();
   if (answer.run_id) notice(answer.replay_of ? "Replayed as run" : "Queued run", false, runLink(answer.run_id));
   else notice("Done: " + (answer.status || "ok"));
   if (!answer.run_id) setTimeout(() => location.reload(), 400);
