@@ -1,7 +1,7 @@
 """The console (SPEC 13) driven in a real headless Chromium through Playwright, against the real daemon.
 
-The browser starts once per test session; a server-less run skips these tests, and CI (where
-TRIGGERD_REQUIRE_SERVERS=1) fails them instead when Chromium or Playwright is missing.
+The browser starts once (for this module, the only one that drives it). Without Chromium or
+Playwright these tests skip, as the server tests do, and fail instead where TRIGGERD_REQUIRE_SERVERS=1 (CI).
 """
 
 from __future__ import annotations
@@ -59,8 +59,14 @@ trigger:
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium, started once for the console tests.
+
+    Module scope, not session: while Playwright's sync API is open it keeps its event loop set as
+    the thread's running loop, and every later test that calls asyncio.run would fail. This is
+    the one module that drives a browser, so it still starts once per test session.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from triggerd.errors import StoreError
 from triggerd.http.admin import TOKENS, is_loopback
 from triggerd.http.responses import Handler
 
@@ -160,6 +161,8 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     try:
         response = await _guarded(request, handler)
+    except StoreError as exc:
+        response = _refuse(503, f"the store is unavailable: {exc}")
     except web.HTTPException as exc:
         exc.headers.update(HEADERS)
         raise

@@ -21,8 +21,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """POST /ui/api/{path}: the /v1/{path} handler's answer."""
     target = request.clone(rel_url=request.rel_url.with_path("/v1/" + request.match_info["path"]))
     match = await request.app.router.resolve(target)
-    if match.http_exception is not None:
-        return error(match.http_exception.status, f"the admin API has no POST {target.path}")
+    # "/v1/" + path is normalised ("..") before routing: only an admin API route may answer.
+    refused = match.http_exception
+    if refused is not None or not target.path.startswith("/v1/"):
+        return error(refused.status if refused else 404, f"the admin API has no POST {target.path}")
     match.add_app(request.app)
     match.freeze()
     target._match_info = match  # what aiohttp sets when it routes a request itself

@@ -29,7 +29,6 @@ from triggerd.console.render import (
     table,
     when,
 )
-from triggerd.errors import StoreError
 from triggerd.http.admin import CONFIG, DISPATCHER, SCHEDULES, SOURCES, TOKENS, describe_trigger
 from triggerd.runs import RunStatus, Source
 
@@ -42,13 +41,6 @@ def _html(title: str, active: str, request: web.Request, body: str, live: str = 
     signed_in = bool(request.app[TOKENS])
     text = page(title, active, body, session.csrf, signed_in=signed_in, live=live)
     return web.Response(text=text, content_type="text/html")
-
-
-async def _read(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except StoreError as exc:
-        raise web.HTTPServiceUnavailable(text=f"store unavailable: {exc}") from None
 
 
 def _counts(by_status: dict[str, int]) -> str:
@@ -68,8 +60,8 @@ def _age(oldest: str | None, now: str) -> str:
 async def overview(request: web.Request) -> web.Response:
     dispatcher = request.app[DISPATCHER]
     now = dispatcher.clock.now()
-    hour = await _read(dispatcher.store.run_summary(isoformat(now - timedelta(hours=1))))
-    day = await _read(dispatcher.store.run_summary(isoformat(now - timedelta(days=1))))
+    hour = await dispatcher.store.run_summary(isoformat(now - timedelta(hours=1)))
+    day = await dispatcher.store.run_summary(isoformat(now - timedelta(days=1)))
     failures = sum(day.by_status.get(s, 0) for s in FAILED)
     tiles = (
         f'<div class="tiles"><a class="tile" href="/ui/runs?status=pending"><b>{hour.pending}</b>queued'
@@ -139,8 +131,8 @@ def _source_badge(source: dict[str, Any]) -> str:
 
 async def triggers(request: web.Request) -> web.Response:
     dispatcher = request.app[DISPATCHER]
-    stats = await _read(dispatcher.store.trigger_stats())
-    skips = await _read(dispatcher.store.skip_counts())
+    stats = await dispatcher.store.trigger_stats()
+    skips = await dispatcher.store.skip_counts()
     schedules: Any = request.app[SCHEDULES]
     cards = []
     for trigger in sorted(dispatcher.configuration.triggers.values(), key=lambda t: t.id):
@@ -217,14 +209,12 @@ def _filters(request: web.Request) -> dict[str, str]:
 async def list_filtered(request: web.Request, filters: dict[str, str], before: str | None = None) -> list[Any]:
     status = RunStatus(filters["status"]) if "status" in filters else None
     store = request.app[DISPATCHER].store
-    runs: list[Any] = await _read(
-        store.list_runs(
-            trigger_id=filters.get("trigger"),
-            status=status,
-            source=filters.get("source"),
-            limit=PAGE_SIZE,
-            before=before,
-        )
+    runs: list[Any] = await store.list_runs(
+        trigger_id=filters.get("trigger"),
+        status=status,
+        source=filters.get("source"),
+        limit=PAGE_SIZE,
+        before=before,
     )
     return runs
 
@@ -258,7 +248,7 @@ async def runs(request: web.Request) -> web.Response:
 
 async def run_detail(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
-    run = await _read(request.app[DISPATCHER].store.get_run(run_id))
+    run = await request.app[DISPATCHER].store.get_run(run_id)
     if run is None:
         raise web.HTTPNotFound(text=f"no run '{run_id}'")
     data = run.to_json()
@@ -325,8 +315,8 @@ def _steps(steps: Any) -> str:
 
 async def dead_letters(request: web.Request) -> web.Response:
     store = request.app[DISPATCHER].store
-    runs = await _read(store.dead_letters(PAGE_SIZE))
-    messages = await _read(store.dead_messages(PAGE_SIZE))
+    runs = await store.dead_letters(PAGE_SIZE)
+    messages = await store.dead_messages(PAGE_SIZE)
     rows = [
         f'<tr class="dead" data-id="{esc(r.id)}"><td><input type="checkbox" class="pick" value="{esc(r.id)}" '
         f'aria-label="select {esc(r.id)}"></td>'
