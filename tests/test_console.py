@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +259,17 @@ def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
         assert http("GET", daemon.url + "/ui/runs?status=bogus")[0] == 400
         assert http("GET", daemon.url + "/ui/runs/nope")[0] == 404
         assert http("POST", daemon.url + "/ui/api/triggers/echo/fire", {})[0] == 403  # no session, no CSRF token
+
+
+def test_an_open_live_stream_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
+    with running_daemon(tmp_path, defs) as daemon:
+        stream = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        stream.request("GET", "/ui/events")
+        answer = stream.getresponse()
+        assert answer.status == 200 and answer.getheader("Content-Type") == "text/event-stream"
+        assert answer.read(13) == b"retry: 2000\n\n"
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 10  # aiohttp would wait 60 s for a handler that never ends
+        stream.close()
