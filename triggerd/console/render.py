@@ -31,8 +31,12 @@ def esc(value: Any) -> str:
 
 def page(title: str, active: str, body: str, csrf: str, *, signed_in: bool = False, live: str = "") -> str:
     """A whole page: the navigation, the CSRF token for the script, the body."""
-    links = "".join(
-        f'<a href="{href}"{" aria-current=page" if key == active else ""}>{label}</a>' for key, href, label in NAV
+    links = (
+        ""
+        if not active
+        else "".join(
+            f'<a href="{href}"{" aria-current=page" if key == active else ""}>{label}</a>' for key, href, label in NAV
+        )
     )
     sign_out = (
         f'<form method="post" action="/ui/sign-out" class="sign-out"><input type="hidden" name="csrf" '
