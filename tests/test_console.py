@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import FINAL, http, running_daemon, wait_for
+from tests.harness import FINAL, free_port, http, running_daemon, wait_for
 from tests.servers import unavailable
 
 CHROMIUM = os.environ.get("TRIGGERD_CHROMIUM", "/usr/bin/chromium")
@@ -259,6 +259,16 @@ def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
         assert http("GET", daemon.url + "/ui/runs?status=bogus")[0] == 400
         assert http("GET", daemon.url + "/ui/runs/nope")[0] == 404
         assert http("POST", daemon.url + "/ui/api/triggers/echo/fire", {})[0] == 403  # no session, no CSRF token
+
+
+def test_served_on_the_admin_listener_only(tmp_path: Path) -> None:
+    admin_port = free_port()
+    defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
+    with running_daemon(tmp_path, defs, f'admin:\n  listen: "127.0.0.1:{admin_port}"\n') as daemon:
+        assert http("GET", daemon.url + "/ui/")[0] == 404  # the webhook listener has no console
+        assert http("GET", daemon.url + "/ui/static/console.js")[0] == 404
+        status, body = http("GET", f"http://127.0.0.1:{admin_port}/ui/triggers")
+        assert status == 200 and 'id="echo"' in body
 
 
 def test_an_open_live_stream_does_not_hold_up_shutdown(tmp_path: Path) -> None:
