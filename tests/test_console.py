@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPConnection
 from pathlib import Path
@@ -257,7 +259,11 @@ def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
         assert status == 200 and "<h1>Overview</h1>" in body
         assert http("GET", daemon.url + "/ui/sign-in")[0] == 200  # redirected to the overview: nothing to sign in to
         assert http("GET", daemon.url + "/ui/runs?status=bogus")[0] == 400
-        assert http("GET", daemon.url + "/ui/runs/nope")[0] == 404
+        missing = urllib.request.Request(daemon.url + "/ui/runs/nope")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(missing, timeout=10)
+        assert refused.value.code == 404 and "no run 'nope'" in refused.value.read().decode()
+        assert "default-src 'self'" in refused.value.headers["Content-Security-Policy"]  # on errors too
         assert http("POST", daemon.url + "/ui/api/triggers/echo/fire", {})[0] == 403  # no session, no CSRF token
 
 

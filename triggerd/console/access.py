@@ -164,8 +164,11 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
     except StoreError as exc:
         response = _refuse(503, f"the store is unavailable: {exc}")
     except web.HTTPException as exc:
-        exc.headers.update(HEADERS)
-        raise
+        if exc.status < 400:  # a redirect
+            exc.headers.update(HEADERS)
+            raise
+        # Answered here, as text with the headers below: never_500 would make it JSON without them.
+        response = _refuse(exc.status, exc.text or exc.reason)
     response.headers.update(HEADERS)
     if not request.path.startswith(STATIC):
         response.headers["Cache-Control"] = "no-store"
