@@ -160,6 +160,23 @@ def test_a_fired_run_appears_live_turns_completed_and_opens(context: Any, daemon
     assert title is not None and title.endswith("Z UTC")  # UTC on hover, the browser's zone shown
 
 
+def test_fire_refuses_an_input_that_is_not_json_and_a_phone_needs_no_sideways_scroll(browser: Any, daemon: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = signed_in(context, daemon)
+        for path in ("/ui/", "/ui/triggers", "/ui/runs", "/ui/dead-letters", "/ui/sources"):
+            page.goto(daemon.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        page.goto(daemon.url + "/ui/triggers")
+        before = len(_runs(daemon))
+        page.fill("#echo textarea[name=input]", "{not json")
+        page.click("#echo button[type=submit]")
+        assert "not valid JSON" in page.wait_for_selector("#notice.bad").inner_text()
+        assert len(_runs(daemon)) == before  # nothing was sent
+    finally:
+        context.close()
+
+
 def test_cancel_a_running_run(context: Any, daemon: Any) -> None:
     run_id = daemon.fire("sleepy")
     daemon.wait_run(run_id, {"running"})

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from triggerd.console.pages import _filters, list_filtered
+from triggerd.console.pages import list_filtered, run_filters
 from triggerd.console.render import run_row
 from triggerd.errors import StoreError
 from triggerd.http.admin import DISPATCHER
@@ -42,7 +42,7 @@ def _signature(run: Any) -> tuple[Any, ...]:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    filters = _filters(request)
+    filters = run_filters(request)
     run_id = request.query.get("run")
     store = request.app[DISPATCHER].store
     response = web.StreamResponse(

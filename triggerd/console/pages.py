@@ -195,7 +195,7 @@ def _trigger_card(t: dict[str, Any], skips: dict[str, int]) -> str:
     )
 
 
-def _filters(request: web.Request) -> dict[str, str]:
+def run_filters(request: web.Request) -> dict[str, str]:
     """The runs page's filters; an unknown status or source is a 400, as on /v1."""
     q = request.query
     found = {k: q[k] for k in ("trigger", "status", "source") if q.get(k)}
@@ -226,7 +226,7 @@ def _select(name: str, options: list[str], chosen: str | None) -> str:
 
 
 async def runs(request: web.Request) -> web.Response:
-    filters = _filters(request)
+    filters = run_filters(request)
     before = request.query.get("before") or None
     found = await list_filtered(request, filters, before)
     trigger_ids = sorted(request.app[DISPATCHER].configuration.triggers)
