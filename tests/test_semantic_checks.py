@@ -100,11 +100,12 @@ def test_default_endpoint_collides_with_an_explicit_one(write: Write, tmp_path: 
     ]
 
 
-def test_endpoint_under_the_admin_api_is_refused(write: Write, tmp_path: Path) -> None:
+@pytest.mark.parametrize("endpoint", ["/v1/runs", "/ui/hook"])  # the admin API, the console (SPEC 13)
+def test_endpoint_under_the_admin_api_is_refused(write: Write, tmp_path: Path, endpoint: str) -> None:
     write("agents.yaml", AGENT)
-    path = write("a.yaml", webhook("a", "/v1/runs"))
+    path = write("a.yaml", webhook("a", endpoint))
     assert found(load_dir(tmp_path)) == [
-        (str(path), 6, "error", "endpoint /v1/runs is reserved for triggerd's own API")
+        (str(path), 6, "error", f"endpoint {endpoint} is reserved for triggerd's own API")
     ]
 
 

@@ -32,7 +32,7 @@ from triggerd.errors import CronError, PatternError
 from triggerd.patterns import compile_regex
 from triggerd.sources.cron import check_cron
 
-RESERVED_PATHS = ("/v1", "/healthz", "/readyz", "/metrics")
+RESERVED_PATHS = ("/v1", "/ui", "/healthz", "/readyz", "/metrics")  # /ui: the console (SPEC 13)
 
 # What the warning for generic hmac on a provider's header (models.PRESETS) says it verifies.
 _PRESET_TEXT = {"github-sha1": "GitHub's 'sha1=<hex HMAC-SHA1 of the body>' with delivery id X-GitHub-Delivery"}

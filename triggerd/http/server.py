@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from triggerd.clock import Clock
 from triggerd.config.models import Listen, Settings
+from triggerd.console import add_console
 from triggerd.dispatch.dispatcher import Dispatcher
 from triggerd.http.admin import add_admin_routes
 from triggerd.http.connections import AcceptErrors, ConnectionPool, Runner, connection_limit
@@ -73,6 +74,7 @@ class HttpServer:
             add_admin_routes(
                 app, self.dispatcher, tokens, self.schedules, self.events, self.reload, self.config, self.sources
             )
+            add_console(app)
         if webhooks:
             self.webhooks.mount(app)  # last: its catch-all must not shadow the routes above
         return app

@@ -66,6 +66,16 @@ class TriggerStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The runs at a glance (the console's overview, SPEC 13), read in one call."""
+
+    by_status: Mapping[str, int]  # runs created at or after `since`, by status
+    pending: int  # the queue depth: every pending run, whenever created
+    oldest_pending: str | None  # created_at of the oldest pending run
+    dead_letters: int  # runs whose final failure has not been replayed
+
+
+@dataclass(frozen=True, slots=True)
 class Instance:
     """A daemon sharing the store (GET /v1/instances)."""
 
@@ -214,8 +224,10 @@ class Store(Protocol):
         status: RunStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        source: str | None = None,
     ) -> list[Run]:
-        """Newest first; `before` is a run id or an RFC 3339 instant to page back from."""
+        """Newest first; `before` is a run id or an RFC 3339 instant to page back from; `source`
+        one of runs.Source (webhook, schedule, ...)."""
         ...
 
     async def dead_letters(self, limit: int = 100) -> list[Run]:
@@ -352,6 +364,15 @@ class Store(Protocol):
 
     async def trigger_stats(self) -> dict[str, TriggerStats]:
         """Per trigger: run counts by status and the newest run."""
+        ...
+
+    async def run_summary(self, since: str) -> RunSummary:
+        """Runs created since the instant by status, the queue (pending count, oldest) and the
+        dead-letter count, from one snapshot of the store."""
+        ...
+
+    async def skip_counts(self) -> dict[str, dict[str, int]]:
+        """Per trigger: its skipped runs counted by reason (a skip without one counted as "")."""
         ...
 
     async def prune(self, finished_before: str, now: str) -> int:

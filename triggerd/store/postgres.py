@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
-from triggerd.store.abc import Created, TriggerStats
+from triggerd.store.abc import Created, RunSummary, TriggerStats
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
 from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
@@ -36,14 +36,18 @@ from triggerd.store.postgres_sources import ClearCrossing, CountEvent, SourceTab
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
+    SKIP_COUNTS,
     UNFINISHED,
     NewRun,
     attempts_by_run,
     decide,
     dumps,
+    fold_skips,
+    fold_summary,
     listing_query,
     loads,
     run_from_row,
+    summary_query,
 )
 
 T = TypeVar("T")
@@ -270,8 +274,9 @@ class PostgresStore(SourceTables, PostgresClaims):
         status: RunStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        source: str | None = None,
     ) -> list[Run]:
-        query, params = listing_query(trigger_id, status, limit, before, "%s")
+        query, params = listing_query(trigger_id, status, limit, before, "%s", source)
         return await self._read(lambda c: _select_runs(c, query, params))
 
     async def dead_letters(self, limit: int = 100) -> list[Run]:
@@ -390,6 +395,20 @@ class PostgresStore(SourceTables, PostgresClaims):
             return {t: TriggerStats(c, newest.get(t)) for t, c in counts.items()}
 
         return await self._read(stats)
+
+    async def run_summary(self, since: str) -> RunSummary:
+        async def summary(conn: Conn) -> RunSummary:
+            cur = await conn.execute(summary_query("%s", "dead_letter"), (since,))
+            return fold_summary(await cur.fetchall())
+
+        return await self._read(summary)
+
+    async def skip_counts(self) -> dict[str, dict[str, int]]:
+        async def skips(conn: Conn) -> dict[str, dict[str, int]]:
+            cur = await conn.execute(SKIP_COUNTS)
+            return fold_skips(await cur.fetchall())
+
+        return await self._read(skips)
 
     async def prune(self, finished_before: str, now: str) -> int:
         async def prune(conn: Conn) -> int:

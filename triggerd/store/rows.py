@@ -14,7 +14,7 @@ from typing import Any
 
 from triggerd.clock import isoformat, parse_instant
 from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
-from triggerd.store.abc import Created
+from triggerd.store.abc import Created, RunSummary
 
 RUN_COLUMNS = (
     "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
@@ -217,7 +217,7 @@ def crossing_key(counted: Sequence[Mapping[str, Any]]) -> str:
 
 
 def listing_query(
-    trigger_id: str | None, status: Any, limit: int, before: str | None, mark: str
+    trigger_id: str | None, status: Any, limit: int, before: str | None, mark: str, source: str | None = None
 ) -> tuple[str, list[Any]]:
     """The WHERE/ORDER/LIMIT tail and parameters of Store.list_runs, with the driver's placeholder
     `mark` ("?" for sqlite3, "%s" for psycopg): newest first, `before` a run id or an instant."""
@@ -228,8 +228,44 @@ def listing_query(
     if status is not None:
         clauses.append(f"status = {mark}")
         params.append(str(status))
+    if source is not None:
+        clauses.append(f"source = {mark}")
+        params.append(source)
     if before is not None:
         clauses.append(f"created_at < {mark}" if is_instant(before) else f"id < {mark}")
         params.append(before)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     return f"{where} ORDER BY id DESC LIMIT {mark}", [*params, limit]
+
+
+def summary_query(mark: str, dead_letter: str) -> str:
+    """Store.run_summary as one statement (one snapshot in either database); `dead_letter` is the
+    driver's test of the mark ("dead_letter = 1" for SQLite, "dead_letter" for PostgreSQL)."""
+    return (
+        f"SELECT 'status', status, count(*), NULL FROM runs WHERE created_at >= {mark} GROUP BY status "
+        "UNION ALL SELECT 'pending', NULL, count(*), min(created_at) FROM runs WHERE status = 'pending' "
+        f"UNION ALL SELECT 'dead', NULL, count(*), NULL FROM runs WHERE {dead_letter}"
+    )
+
+
+SKIP_COUNTS = "SELECT trigger_id, COALESCE(reason, ''), count(*) FROM runs WHERE status = 'skipped' GROUP BY 1, 2"
+
+
+def fold_summary(rows: Iterable[Sequence[Any]]) -> RunSummary:
+    by_status: dict[str, int] = {}
+    pending, oldest, dead = 0, None, 0
+    for kind, status, count, first in rows:
+        if kind == "status":
+            by_status[status] = int(count)
+        elif kind == "pending":
+            pending, oldest = int(count), first
+        else:
+            dead = int(count)
+    return RunSummary(by_status, pending, oldest, dead)
+
+
+def fold_skips(rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, int]]:
+    skips: dict[str, dict[str, int]] = {}
+    for trigger_id, reason, count in rows:
+        skips.setdefault(trigger_id, {})[reason] = int(count)
+    return skips

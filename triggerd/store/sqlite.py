@@ -26,19 +26,23 @@ from typing import Any, TypeVar
 from triggerd.config.models import SyncLevel
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
-from triggerd.store.abc import Created, TriggerStats
+from triggerd.store.abc import Created, RunSummary, TriggerStats
 from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
+    SKIP_COUNTS,
     UNFINISHED,
     NewRun,
     attempts_by_run,
     decide,
     dumps,
+    fold_skips,
+    fold_summary,
     listing_query,
     loads,
     run_from_row,
+    summary_query,
 )
 from triggerd.store.sqlite_claims import SqliteClaims
 from triggerd.store.sqlite_sources import SourceTables, save_windows
@@ -190,8 +194,9 @@ class SqliteStore(SourceTables, SqliteClaims):
         status: RunStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        source: str | None = None,
     ) -> list[Run]:
-        query, params = listing_query(trigger_id, status, limit, before, "?")
+        query, params = listing_query(trigger_id, status, limit, before, "?", source)
         return await self._read(lambda c: _select_runs(c, query, params))
 
     async def dead_letters(self, limit: int = 100) -> list[Run]:
@@ -305,6 +310,13 @@ class SqliteStore(SourceTables, SqliteClaims):
             return {t: TriggerStats(c, newest.get(t)) for t, c in counts.items()}
 
         return await self._read(stats)
+
+    async def run_summary(self, since: str) -> RunSummary:
+        query = summary_query("?", "dead_letter = 1")
+        return await self._read(lambda c: fold_summary(c.execute(query, (since,))))
+
+    async def skip_counts(self) -> dict[str, dict[str, int]]:
+        return await self._read(lambda c: fold_skips(c.execute(SKIP_COUNTS)))
 
     async def prune(self, finished_before: str, now: str) -> int:
         def prune(conn: sqlite3.Connection) -> int:

@@ -1,0 +1,124 @@
+"""Take the screenshots of docs/console.md: the default configuration (config/) with some runs in it.
+
+    .venv/bin/python docs/console_screenshots.py        # writes docs/console/*.png
+
+It copies config/ to a temporary folder (a free port, its own store), starts the daemon, makes
+runs the way an operator would (webhooks, a manual fire, one that fails and becomes a dead
+letter, which the failure-log trigger then records), and photographs each page in headless
+Chromium (Debian's, as the tests use) at a laptop's size, and the runs page at a phone's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "docs" / "console"
+CHROMIUM = os.environ.get("TRIGGERD_CHROMIUM", "/usr/bin/chromium")
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _call(method: str, url: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 (http://127.0.0.1 only)
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def _seed(url: str) -> dict[str, str]:
+    """Runs of every kind the default configuration makes; returns the ids worth a detail page."""
+    for name in ("Ada", "Grace", "Edsger", "Barbara"):
+        _call("POST", url + "/webhooks/hello", {"name": name})
+    failed = _call("POST", url + "/v1/triggers/disk-check/fire", {"input": {"path": "/no/such/volume"}})["run_id"]
+    _wait("the failing run", lambda: _call("GET", f"{url}/v1/runs/{failed}")["status"] == "failed")
+    completed = _call("POST", url + "/v1/triggers/disk-check/fire", {"input": {}})["run_id"]
+    _call("POST", url + "/v1/triggers/disk-check/fire", {"input": {}})  # overlap: skip, while the one before runs
+    _call("POST", url + "/v1/triggers/hello/fire", {"input": {"name": "console"}})
+
+    def settled() -> bool:
+        runs = _call("GET", url + "/v1/runs?limit=100")["runs"]
+        sources = {r["source"] for r in runs}
+        return all(r["status"] not in ("pending", "running") for r in runs) and "event" in sources
+
+    _wait("the runs to finish (and failure-log to record the failure)", settled)
+    return {"completed": completed, "failed": failed}
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "config"
+        shutil.copytree(REPO / "config", root, ignore=shutil.ignore_patterns(".triggerd"))
+        port = _port()
+        settings = root / "triggerd.yaml"
+        settings.write_text(settings.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+        url = f"http://127.0.0.1:{port}"
+        log = (Path(folder) / "daemon.log").open("wb")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "triggerd", "run", "--config", str(settings)], cwd=root, stdout=log, stderr=log
+        )
+        try:
+            _wait("the daemon", lambda: _call("GET", url + "/readyz")["status"] == "ready")
+            runs = _seed(url)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                pages = {
+                    "overview": "/ui/",
+                    "triggers": "/ui/triggers",
+                    "runs": "/ui/runs",
+                    "run": f"/ui/runs/{runs['completed']}",
+                    "run-failed": f"/ui/runs/{runs['failed']}",
+                    "dead-letters": "/ui/dead-letters",
+                    "sources": "/ui/sources",
+                }
+                for size, viewport, names in (("", LAPTOP, pages), ("-phone", PHONE, {"runs": "/ui/runs"})):
+                    context = browser.new_context(viewport=viewport, color_scheme="light", timezone_id="Europe/Paris")
+                    page = context.new_page()
+                    for name, path in names.items():
+                        page.goto(url + path)
+                        page.wait_for_timeout(1000)  # the script has localised the times (a live page never idles)
+                        page.screenshot(path=str(OUT / f"{name}{size}.png"))
+                        print(OUT / f"{name}{size}.png")
+                    context.close()
+                browser.close()
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+            log.close()
+
+
+if __name__ == "__main__":
+    main()

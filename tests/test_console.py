@@ -1,0 +1,308 @@
+"""The console (SPEC 13) driven in a real headless Chromium through Playwright, against the real daemon.
+
+The browser starts once (for this module, the only one that drives it). Without Chromium or
+Playwright these tests skip, as the server tests do, and fail instead where TRIGGERD_REQUIRE_SERVERS=1 (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import FINAL, free_port, http, running_daemon, wait_for
+from tests.servers import unavailable
+
+CHROMIUM = os.environ.get("TRIGGERD_CHROMIUM", "/usr/bin/chromium")
+TOKEN = "console-admin-token-value"
+SECRET = "hook-secret-value-1234"
+ENV = {"ADMIN_TOKEN": TOKEN, "HOOK_SECRET": SECRET}
+DEFS = """\
+agent: {id: echo, type: command, command: [cat]}
+---
+agent: {id: sleeper, type: command, command: [sleep, "30"]}
+---
+agent: {id: broken, type: command, command: [sh, -c, "echo boom >&2; exit 3"]}
+---
+trigger:
+  id: echo
+  type: event
+  enabled: false
+  event: {pattern: never}
+  agent: {id: echo}
+---
+trigger:
+  id: sleepy
+  type: event
+  enabled: false
+  event: {pattern: never}
+  agent: {id: sleeper}
+---
+trigger:
+  id: broken
+  type: event
+  enabled: false
+  event: {pattern: never}
+  agent: {id: broken}
+  retry: {max_attempts: 1}
+---
+trigger:
+  id: hook
+  type: webhook
+  webhook:
+    authentication: {type: bearer, secret: "${HOOK_SECRET}"}
+  agent: {id: echo}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium, started once for the console tests.
+
+    Module scope, not session: while Playwright's sync API is open it keeps its event loop set as
+    the thread's running loop, and every later test that calls asyncio.run would fail. This is
+    the one module that drives a browser, so it still starts once per test session.
+    """
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI containers run as root, where Chromium's sandbox cannot start.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    root = tmp_path_factory.mktemp("console")
+    with running_daemon(root, DEFS, 'admin:\n  tokens: ["${ADMIN_TOKEN}"]\n', env=ENV) as running:
+        running.token = TOKEN
+        yield running
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def signed_in(context: Any, daemon: Any) -> Any:
+    page = context.new_page()
+    page.goto(daemon.url + "/ui/")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(daemon.url + "/ui/")
+    return page
+
+
+def test_sign_in_with_a_token_and_refused_with_a_wrong_one(context: Any, daemon: Any) -> None:
+    page = context.new_page()
+    page.goto(daemon.url + "/ui/runs")
+    assert page.url == daemon.url + "/ui/sign-in"  # no session: the sign-in page, not the runs
+    page.fill("input[name=token]", "not-the-token")
+    with page.expect_response(daemon.url + "/ui/sign-in") as refused:
+        page.click("button[type=submit]")
+    assert refused.value.status == 401
+    assert "not one of the admin tokens" in page.inner_text("main")
+    assert context.cookies() == []
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.wait_for_url(daemon.url + "/ui/")
+    assert page.inner_text("h1") == "Overview"
+    [cookie] = context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
+    assert TOKEN not in cookie["value"]  # a session id, never the token
+    page.click("text=Sign out")
+    page.wait_for_url(daemon.url + "/ui/sign-in")
+    page.goto(daemon.url + "/ui/triggers")
+    assert page.url == daemon.url + "/ui/sign-in"  # the session is gone with the sign-out
+
+
+def test_a_fired_run_appears_live_turns_completed_and_opens(context: Any, daemon: Any) -> None:
+    runs = signed_in(context, daemon)
+    runs.goto(daemon.url + "/ui/runs")
+    runs.wait_for_selector("#live-state:text('live')")
+    runs.evaluate("window.notReloaded = true")
+    triggers = context.new_page()
+    triggers.goto(daemon.url + "/ui/triggers")
+    triggers.fill("#echo textarea[name=input]", '{"greeting": "from the console"}')
+    triggers.click("#echo button[type=submit]")
+    link = triggers.wait_for_selector("#notice a")
+    run_id = link.inner_text()
+    row = f"#run-{run_id}"
+    runs.wait_for_selector(f"{row}[data-status=completed]")  # appeared and changed without a reload
+    assert runs.evaluate("window.notReloaded") is True
+    assert daemon.run(run_id)["status"] == "completed"
+    runs.click(f"{row} td:first-child a")
+    runs.wait_for_url(f"{daemon.url}/ui/runs/{run_id}")
+    text = runs.inner_text("main")
+    assert '"greeting": "from the console"' in text  # input and output (cat) pretty-printed
+    assert "Attempt 1" in text and "completed" in text
+    title = runs.get_attribute(".timeline time", "title")
+    assert title is not None and title.endswith("Z UTC")  # UTC on hover, the browser's zone shown
+
+
+def test_fire_refuses_an_input_that_is_not_json_and_a_phone_needs_no_sideways_scroll(browser: Any, daemon: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = signed_in(context, daemon)
+        for path in ("/ui/", "/ui/triggers", "/ui/runs", "/ui/dead-letters", "/ui/sources"):
+            page.goto(daemon.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+        page.goto(daemon.url + "/ui/triggers")
+        before = len(_runs(daemon))
+        page.fill("#echo textarea[name=input]", "{not json")
+        page.click("#echo button[type=submit]")
+        assert "not valid JSON" in page.wait_for_selector("#notice.bad").inner_text()
+        assert len(_runs(daemon)) == before  # nothing was sent
+    finally:
+        context.close()
+
+
+def test_cancel_a_running_run(context: Any, daemon: Any) -> None:
+    run_id = daemon.fire("sleepy")
+    daemon.wait_run(run_id, {"running"})
+    page = signed_in(context, daemon)
+    page.goto(f"{daemon.url}/ui/runs/{run_id}")
+    cancel = page.locator("button[data-post$='/cancel']")
+    cancel.click()
+    assert cancel.inner_text() == "Cancel this run?"  # the first click only arms the button
+    cancel.click()
+    page.wait_for_selector(".card .badge.s-cancelled")
+    assert daemon.wait_run(run_id, FINAL)["status"] == "cancelled"
+
+
+def test_replay_dead_letters_one_and_several_after_a_preview(context: Any, daemon: Any) -> None:
+    failed = [daemon.fire("broken") for _ in range(3)]
+    for run_id in failed:
+        assert daemon.wait_run(run_id)["status"] == "failed"
+    page = signed_in(context, daemon)
+    page.goto(daemon.url + "/ui/dead-letters")
+    assert "boom" in page.inner_text(f"tr[data-id='{failed[0]}'] td.reason")
+    page.click(f"tr[data-id='{failed[0]}'] button[data-post]")
+    replay = page.wait_for_selector("#notice a").inner_text()
+    assert daemon.run(replay)["replay_of"] == failed[0]
+    page.wait_for_selector(f"tr[data-id='{failed[0]}']", state="detached")  # the page reloads without it
+    for run_id in failed[1:]:
+        page.check(f"input.pick[value='{run_id}']")
+    page.click("[data-bulk-replay]")
+    assert page.inner_text("#bulk-count") == "Replay 2 dead letters?"  # the preview, before anything is sent
+    assert not [r for r in _runs(daemon) if r["replay_of"] in failed[1:]]
+    page.click("[data-bulk-confirm]")
+    page.wait_for_selector("#notice:text('Replayed 2.')")
+    replayed = wait_for(lambda: {r["replay_of"] for r in _runs(daemon)} >= set(failed), what="the replays")
+    assert replayed
+
+
+def _runs(daemon: Any) -> list[dict[str, Any]]:
+    status, body = daemon.request("GET", "/v1/runs?limit=200")
+    assert status == 200
+    return list(body["runs"])
+
+
+def test_actions_need_the_csrf_token_and_a_same_site_origin(context: Any, daemon: Any) -> None:
+    page = signed_in(context, daemon)
+    csrf = page.get_attribute("meta[name=csrf-token]", "content")
+    url = daemon.url + "/ui/api/triggers/echo/fire"
+    bare = context.request.post(url, data={"input": {}})  # the session cookie, no token
+    assert bare.status == 403 and "CSRF" in bare.text()
+    wrong = context.request.post(url, data={"input": {}}, headers={"X-CSRF-Token": "x" + str(csrf)})
+    assert wrong.status == 403
+    foreign = context.request.post(url, data={}, headers={"X-CSRF-Token": str(csrf), "Origin": "https://evil.test"})
+    assert foreign.status == 403
+    fired = context.request.post(url, data={"input": {"n": 1}}, headers={"X-CSRF-Token": str(csrf)})
+    assert fired.status == 202 and fired.json()["run_id"]
+    missing = context.request.post(daemon.url + "/ui/api/nothing/here", headers={"X-CSRF-Token": str(csrf)})
+    assert missing.status == 404
+    # no session at all: 401 (the API token is no way in either)
+    assert http("POST", url, {}, {"Authorization": f"Bearer {TOKEN}"})[0] == 401
+
+
+def test_every_page_has_the_strict_policy_and_breaks_none_of_it(context: Any, daemon: Any) -> None:
+    violations: list[str] = []
+    page = signed_in(context, daemon)
+    page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text else None)
+    run_id = daemon.fire("echo")
+    daemon.wait_run(run_id)
+    for path in ("/ui/", "/ui/triggers", "/ui/runs", f"/ui/runs/{run_id}", "/ui/dead-letters", "/ui/sources"):
+        response = page.goto(daemon.url + path)
+        assert response is not None and response.status == 200, path
+        headers = response.headers
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "unsafe-inline" not in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert page.locator("header nav a").count() == 5  # the stylesheet and script loaded under the policy
+        assert page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"
+    assert violations == []
+
+
+def test_nothing_secret_is_rendered(context: Any, daemon: Any) -> None:
+    run_id = daemon.fire("echo", {"leaked": SECRET, "also": TOKEN})
+    daemon.wait_run(run_id)
+    page = signed_in(context, daemon)
+    for path in ("/ui/", "/ui/triggers", "/ui/runs", f"/ui/runs/{run_id}", "/ui/dead-letters"):
+        page.goto(daemon.url + path)
+        html = page.content()
+        assert SECRET not in html and TOKEN not in html, path
+    page.goto(f"{daemon.url}/ui/runs/{run_id}")
+    assert '"leaked": "***"' in page.inner_text("main")
+    page.goto(daemon.url + "/ui/triggers")
+    assert re.search(r"POST /webhooks/hook\s*\(bearer\)", page.inner_text("#hook"))
+
+
+def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
+    defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
+    with running_daemon(tmp_path, defs) as daemon:
+        status, body = http("GET", daemon.url + "/ui/")
+        assert status == 200 and "<h1>Overview</h1>" in body
+        assert http("GET", daemon.url + "/ui/sign-in")[0] == 200  # redirected to the overview: nothing to sign in to
+        assert http("GET", daemon.url + "/ui/runs?status=bogus")[0] == 400
+        missing = urllib.request.Request(daemon.url + "/ui/runs/nope")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(missing, timeout=10)
+        assert refused.value.code == 404 and "no run 'nope'" in refused.value.read().decode()
+        assert "default-src 'self'" in refused.value.headers["Content-Security-Policy"]  # on errors too
+        assert http("POST", daemon.url + "/ui/api/triggers/echo/fire", {})[0] == 403  # no session, no CSRF token
+
+
+def test_served_on_the_admin_listener_only(tmp_path: Path) -> None:
+    admin_port = free_port()
+    defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
+    with running_daemon(tmp_path, defs, f'admin:\n  listen: "127.0.0.1:{admin_port}"\n') as daemon:
+        assert http("GET", daemon.url + "/ui/")[0] == 404  # the webhook listener has no console
+        assert http("GET", daemon.url + "/ui/static/console.js")[0] == 404
+        status, body = http("GET", f"http://127.0.0.1:{admin_port}/ui/triggers")
+        assert status == 200 and 'id="echo"' in body
+
+
+def test_an_open_live_stream_does_not_hold_up_shutdown(tmp_path: Path) -> None:
+    defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
+    with running_daemon(tmp_path, defs) as daemon:
+        stream = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        stream.request("GET", "/ui/events")
+        answer = stream.getresponse()
+        assert answer.status == 200 and answer.getheader("Content-Type") == "text/event-stream"
+        assert answer.read(13) == b"retry: 2000\n\n"
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 10  # aiohttp would wait 60 s for a handler that never ends
+        stream.close()

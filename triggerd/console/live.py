@@ -1,0 +1,80 @@
+"""GET /ui/events: the runs page's live feed, as server-sent events.
+
+Every POLL_SECONDS the stream reads the runs the page lists (list_runs with the page's filters,
+the query GET /v1/runs answers from; or one run, for its detail page) and sends each run that
+is new or changed since the last read as an `event: run` whose data is the row's HTML. The
+store is what every daemon sharing it writes to, so runs another daemon started show too.
+A comment every KEEPALIVE_SECONDS keeps proxies from closing an idle stream; the stream ends
+when the daemon shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from aiohttp import web
+
+from triggerd.console.pages import list_filtered, run_filters
+from triggerd.console.render import run_row
+from triggerd.errors import StoreError
+from triggerd.http.admin import DISPATCHER
+from triggerd.masking import dumps
+
+POLL_SECONDS = 1.0
+KEEPALIVE_SECONDS = 15.0
+STOPPING = web.AppKey("console_stopping", asyncio.Event)
+
+
+async def _stop(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
+def install(app: web.Application) -> None:
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop)
+
+
+def _signature(run: Any) -> tuple[Any, ...]:
+    return (run.status, run.reason, len(run.attempts), run.finished_at, run.dead_letter)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    filters = run_filters(request)
+    run_id = request.query.get("run")
+    store = request.app[DISPATCHER].store
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    stopping = request.app[STOPPING]
+    seen: dict[str, tuple[Any, ...]] = {}
+    quiet_since = time.monotonic()
+    try:
+        await response.write(b"retry: 2000\n\n")
+        while not stopping.is_set():
+            try:
+                if run_id is not None:
+                    run = await store.get_run(run_id)
+                    found = [run] if run is not None else []
+                else:
+                    found = await list_filtered(request, filters)
+            except StoreError:
+                found = []  # the page keeps what it shows; the next read may find the store again
+            for run in reversed(found):  # oldest first: each new row goes on top of the one before
+                signature = _signature(run)
+                if seen.get(run.id) != signature:
+                    seen[run.id] = signature
+                    data = dumps({"id": run.id, "status": str(run.status), "html": run_row(run)})
+                    await response.write(f"event: run\ndata: {data}\n\n".encode())
+                    quiet_since = time.monotonic()
+            if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                await response.write(b": keepalive\n\n")
+                quiet_since = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), POLL_SECONDS)
+    except ConnectionResetError:
+        pass  # the browser left
+    return response
