@@ -31,6 +31,7 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
+from triggerd.dispatch.flow import FlowControl, flow_keys
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process
@@ -39,12 +40,15 @@ from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavai
 from triggerd.masking import mask, mask_value
 from triggerd.metrics import METRICS, labelled
 from triggerd.runs import (
+    AUTOMATIC,
     CancelReason,
     Firing,
     Run,
     RunOutcome,
     RunStatus,
+    SkipReason,
     Source,
+    WaitReason,
     new_run_id,
 )
 from triggerd.store.abc import Store
@@ -127,6 +131,7 @@ class Dispatcher:
         self._trigger_ids = set(configuration.triggers)  # as of the last reconfigure (the daemon swaps first)
         self._running: dict[str, Job] = {}
         self.admission = Admission(store, self.clock)
+        self.flow = FlowControl(store, self.clock)
         self._pending = 0  # pending runs in the store, as of the last claim
         self._wanted = False
         self._polled = False
@@ -150,6 +155,7 @@ class Dispatcher:
         for run in unfinished:
             if run.status is RunStatus.CANCELLED:  # cancelled by a shutdown: resumed on the next start (SPEC 8)
                 await self.store.requeue(run.id)
+        await self.flow.refresh()
         self.state = DispatcherState.RUNNING
         await self.store.listen(self._notified)
         await self._claim()
@@ -236,12 +242,23 @@ class Dispatcher:
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        self.admission.reserve(trigger.id)
+        if skip is None and firing.source in AUTOMATIC and trigger.id in self.flow.paused:
+            skip = str(SkipReason.PAUSED)  # (webhooks answer 503 and events do not match before this)
+        over = None
+        if skip is None and (trigger.budget is not None or agent.budget is not None):
+            over = await self.flow.over_budget(trigger, agent)
+            skip = str(SkipReason.BUDGET) if over is not None else None
+        keys = flow_keys(trigger, firing.context)
+        self.admission.reserve(trigger.id, keys.concurrency)
         stored_pending = False
         try:
-            decision = Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger)
+            decision = (
+                Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger, keys.concurrency)
+            )
             status = decision.status
-            now = isoformat(self.clock.now())
+            moment = self.clock.now()
+            now = isoformat(moment)
+            debounced = status is RunStatus.PENDING and trigger.debounce is not None
             run = Run(
                 id=new_run_id(),
                 trigger_id=trigger.id,
@@ -250,17 +267,24 @@ class Dispatcher:
                 input=dict(firing.input),
                 source=firing.source,
                 created_at=now,
-                reason=decision.reason,
+                reason=str(WaitReason.DEBOUNCED) if debounced else decision.reason,
+                error=over.message if over is not None else None,
                 nominal_time=firing.nominal_time,
                 idempotency_key=firing.idempotency_key,
                 replay_of=firing.replay_of,
                 chain_depth=firing.chain_depth,
                 finished_at=now if status.is_final else None,
+                next_attempt_at=(
+                    isoformat(moment + timedelta(seconds=trigger.debounce.period))
+                    if debounced and trigger.debounce is not None
+                    else None
+                ),
+                keys=keys,
             )
             created = await self.store.create_run(run, firing.dedupe_seconds, now)
             stored_pending = status is RunStatus.PENDING and not created.duplicate
         finally:
-            self.admission.release(trigger.id, stored_pending)
+            self.admission.release(trigger.id, stored_pending, keys.concurrency)
         if created.duplicate:
             return Submitted(created.run_id, trigger.id, None, duplicate=True)
         log.info(
@@ -276,6 +300,20 @@ class Dispatcher:
         labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
+            METRICS.skips.labels(trigger.id, str(decision.reason)).inc()
+        if created.superseded:
+            METRICS.skips.labels(trigger.id, str(SkipReason.DEBOUNCED)).inc(created.superseded)
+            METRICS.runs.labels(trigger.id, str(RunStatus.SKIPPED)).inc(created.superseded)
+        if over is not None:
+            log.warning("firing skipped: %s", over.message, extra={"run_id": run.id, "trigger_id": trigger.id})
+            if self.listener is not None:
+                self.listener(
+                    RunOutcome(
+                        run.id, trigger.id, agent.id, status, 0, firing.chain_depth, over.to_json(), over.message
+                    )
+                )
+        if debounced and trigger.debounce is not None:
+            self._wake_at(self.clock.monotonic() + trigger.debounce.period)  # the burst's run falls due then
         if status is RunStatus.PENDING:
             if decision.victim is not None:
                 with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
@@ -367,6 +405,8 @@ class Dispatcher:
         learnt by renewing now; anything else may be a run to claim."""
         if what == "cancel":
             self.leases.renew_now()
+        elif what == "paused":
+            self.flow.refresh_soon()
         else:
             self.wake()
 
@@ -448,6 +488,7 @@ class Dispatcher:
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
                 self.wake(poll=True)
+                self.flow.refresh_soon()  # a pause another daemon stored, if no notification told
             await asyncio.sleep(min(self.leases.every / 3, POLL_SECONDS))
 
     def _wake_at(self, due: float) -> None:

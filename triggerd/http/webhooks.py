@@ -33,6 +33,7 @@ from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_o
 log = logging.getLogger("triggerd.webhook")
 # The catch-all leaves triggerd's own paths to their routes (so they keep their 404/405 answers).
 CATCH_ALL = r"/{path:(?!v1/|v1$|healthz$|readyz$|metrics$).*}"
+PAUSED_RETRY_AFTER = 60  # seconds a paused trigger asks senders to wait before retrying (docs/flow-control.md)
 
 
 def normalize(path: str) -> str:
@@ -121,6 +122,14 @@ class WebhookHandler:
         webhook = trigger.webhook
         assert webhook is not None
         extra = {"trigger_id": trigger.id, "remote_addr": request.remote}
+        if trigger.id in self.dispatcher.flow.paused:  # SPEC 12: the sender retries after the pause
+            raise _Answer(
+                web.json_response(
+                    {"error": "trigger paused", "trigger_id": trigger.id},
+                    status=503,
+                    headers={"Retry-After": str(PAUSED_RETRY_AFTER)},
+                )
+            )
         if webhook.ip_allowlist:
             address = client_address(
                 request.remote, request.headers.get("X-Forwarded-For"), self.settings.server.trusted_proxies
@@ -178,6 +187,7 @@ class WebhookHandler:
             Source.WEBHOOK,
             idempotency_key=key,
             dedupe_seconds=trigger.dedupe_window if key is not None else 0.0,
+            context=context,
         )
         try:
             submitted = await self.dispatcher.submit(firing)

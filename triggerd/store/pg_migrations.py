@@ -195,4 +195,19 @@ MIGRATIONS: list[list[str]] = [
         # The counting windows' outbox (SPEC 9, 10), as in store/migrations.py.
         "ALTER TABLE event_windows ADD COLUMN fired TEXT",
     ],
+    [
+        # Flow control (SPEC 12), as in store/migrations.py.
+        "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE runs ADD COLUMN throttle_key TEXT",
+        "ALTER TABLE runs ADD COLUMN debounce_key TEXT",
+        "CREATE INDEX runs_debounce ON runs (trigger_id, debounce_key) "
+        "WHERE status = 'pending' AND debounce_key IS NOT NULL",
+        "CREATE INDEX runs_started ON runs (trigger_id, started_at) WHERE started_at IS NOT NULL",
+        "CREATE INDEX runs_trigger_created ON runs (trigger_id, created_at)",
+        "CREATE INDEX runs_agent_created ON runs (agent_id, created_at)",
+        """CREATE TABLE paused_triggers (
+            trigger_id TEXT PRIMARY KEY,
+            paused_at TEXT COLLATE "C" NOT NULL
+        )""",
+    ],
 ]
