@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -198,15 +200,34 @@ def urllib_post(url: str) -> tuple[int, str]:
         return exc.code, exc.headers.get("Retry-After", "0")
 
 
-def test_pause_state_is_listed(tmp_path: Path, store_url: str) -> None:
+def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path: Path, store_url: str) -> None:
     definitions = (
         "agent: {id: quick, type: command, command: ['true']}\n---\n"
         "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
     )
     a = start_daemon(tmp_path, "a", definitions, store_url)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "triggerd", *args, "--url", a.url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+
     try:
-        a.request("POST", "/v1/triggers/hook/pause")
+        paused = cli("pause", "hook")
+        assert paused.returncode == 0 and paused.stdout.startswith("hook paused since "), paused
         listed = a.request("GET", "/v1/triggers")[1]["triggers"]
         assert [(t["id"], t["paused"]) for t in listed] == [("hook", True)]
+        assert urllib_post(a.url + "/webhooks/hook") == (503, "60")
+        resumed = cli("resume", "hook")
+        assert (resumed.returncode, resumed.stdout) == (0, "hook resumed\n")
+        missing = cli("pause", "nope")
+        assert (missing.returncode, missing.stderr) == (1, "triggerd pause: 404: no trigger 'nope'\n")
+        assert a.request("POST", "/webhooks/hook", {})[0] == 202
     finally:
         stop_all([a])

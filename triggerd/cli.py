@@ -184,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", choices=[s.value for s in RunStatus], help="only runs in this state (default: any)")
     runs.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     runs.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
+    for name, help_text in (
+        ("pause", "pause a trigger: it fires nothing until resumed (the state is stored)"),
+        ("resume", "resume a paused trigger"),
+    ):
+        sub = remote(name, help_text, f"triggerd {name} github-pr-review")
+        sub.add_argument("trigger_id", metavar="TRIGGER_ID", help="the trigger's id, as `triggerd list` shows it")
     for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
         sub = remote(name, help_text, f"triggerd {name} 01m8npg0f4fmxj750wz0b62qep")
         sub.add_argument("run_id", metavar="RUN_ID", help="the run's id, as `triggerd runs` shows it")
@@ -493,6 +499,9 @@ def _remote(args: argparse.Namespace) -> int:
         print(json.dumps(runs, indent=2) if args.format == "json" else _runs_table(runs))
     elif args.command == "show":
         print(json.dumps(client.request("GET", f"/v1/runs/{client.quoted(args.run_id)}"), indent=2))
+    elif args.command in ("pause", "resume"):
+        answer = client.request("POST", f"/v1/triggers/{client.quoted(args.trigger_id)}/{args.command}")
+        print(f"{answer['trigger_id']} {'paused since ' + answer['paused_at'] if answer['paused'] else 'resumed'}")
     elif args.command == "cancel":
         answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/cancel")
         print(f"{answer['id']} {answer['status']}")
