@@ -149,8 +149,19 @@ def openapi() -> dict[str, Any]:
                 "description": nullable_string,
                 "type": {"enum": ["schedule", "webhook", "event"]},
                 "enabled": {"type": "boolean"},
+                "paused": {"type": "boolean", "description": "Paused by POST .../pause (SPEC 12), until resumed"},
+                "paused_at": nullable_string,
                 "agent_id": {"type": "string"},
                 "source_file": {"type": "string"},
+                "flow": {
+                    "type": "object",
+                    "description": "Flow control as configured (SPEC 12): concurrency_key, debounce, throttle, budget",
+                },
+                "spend": {
+                    "type": "object",
+                    "description": "GET of one trigger only: the trigger's (and a budgeted agent's) spend",
+                    "additionalProperties": _ref("Spend"),
+                },
                 "schedule": {"type": "object"},
                 "webhook": {"type": "object"},
                 "event": {"type": "object"},
@@ -162,6 +173,23 @@ def openapi() -> dict[str, Any]:
                         "last_run": {"type": ["object", "null"]},
                     },
                 },
+            },
+        },
+        "Spend": {
+            "type": "object",
+            "required": ["tokens_per_day", "runs_per_hour"],
+            "properties": {
+                "tokens_per_day": {"type": "integer", "description": "Anthropic tokens of runs created in 24 hours"},
+                "runs_per_hour": {"type": "integer", "description": "Runs not skipped created in the last hour"},
+            },
+        },
+        "Pause": {
+            "type": "object",
+            "required": ["trigger_id", "paused", "paused_at"],
+            "properties": {
+                "trigger_id": {"type": "string"},
+                "paused": {"type": "boolean"},
+                "paused_at": nullable_string,
             },
         },
         "Accepted": {
@@ -337,6 +365,19 @@ def openapi() -> dict[str, Any]:
                 "409",
                 requestBody=fire_body,
             ),
+        },
+        "/v1/triggers/{trigger_id}/pause": {
+            "parameters": [TRIGGER_ID],
+            "post": _operation(
+                "Pause a trigger: webhooks answer 503, schedule slots are skipped, events do not match (stored)",
+                "200",
+                _ref("Pause"),
+                "404",
+            ),
+        },
+        "/v1/triggers/{trigger_id}/resume": {
+            "parameters": [TRIGGER_ID],
+            "post": _operation("Resume a paused trigger (a 200 too if it was not paused)", "200", _ref("Pause"), "404"),
         },
         "/v1/triggers/{trigger_id}/executions": {
             "parameters": [TRIGGER_ID],
