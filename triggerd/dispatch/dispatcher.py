@@ -31,7 +31,7 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
-from triggerd.dispatch.flow import FlowControl, flow_keys
+from triggerd.dispatch.flow import FlowControl, wait_for_debounce
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process
@@ -40,15 +40,12 @@ from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavai
 from triggerd.masking import mask, mask_value
 from triggerd.metrics import METRICS, labelled
 from triggerd.runs import (
-    AUTOMATIC,
     CancelReason,
     Firing,
     Run,
     RunOutcome,
     RunStatus,
-    SkipReason,
     Source,
-    WaitReason,
     new_run_id,
 )
 from triggerd.store.abc import Store
@@ -242,13 +239,8 @@ class Dispatcher:
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        if skip is None and firing.source in AUTOMATIC and trigger.id in self.flow.paused:
-            skip = str(SkipReason.PAUSED)  # (webhooks answer 503 and events do not match before this)
-        over = None
-        if skip is None and (trigger.budget is not None or agent.budget is not None):
-            over = await self.flow.over_budget(trigger, agent)
-            skip = str(SkipReason.BUDGET) if over is not None else None
-        keys = flow_keys(trigger, firing.context)
+        screened = await self.flow.screen(trigger, agent, firing, skip)
+        skip, keys = screened.skip, screened.keys
         self.admission.reserve(trigger.id, keys.concurrency)
         stored_pending = False
         try:
@@ -258,7 +250,7 @@ class Dispatcher:
             status = decision.status
             moment = self.clock.now()
             now = isoformat(moment)
-            debounced = status is RunStatus.PENDING and trigger.debounce is not None
+            waiting, due = wait_for_debounce(trigger, status, moment)
             run = Run(
                 id=new_run_id(),
                 trigger_id=trigger.id,
@@ -267,18 +259,14 @@ class Dispatcher:
                 input=dict(firing.input),
                 source=firing.source,
                 created_at=now,
-                reason=str(WaitReason.DEBOUNCED) if debounced else decision.reason,
-                error=over.message if over is not None else None,
+                reason=waiting or decision.reason,
+                error=screened.over.message if screened.over is not None else None,
                 nominal_time=firing.nominal_time,
                 idempotency_key=firing.idempotency_key,
                 replay_of=firing.replay_of,
                 chain_depth=firing.chain_depth,
                 finished_at=now if status.is_final else None,
-                next_attempt_at=(
-                    isoformat(moment + timedelta(seconds=trigger.debounce.period))
-                    if debounced and trigger.debounce is not None
-                    else None
-                ),
+                next_attempt_at=due,
                 keys=keys,
             )
             created = await self.store.create_run(run, firing.dedupe_seconds, now)
@@ -300,19 +288,8 @@ class Dispatcher:
         labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
-            METRICS.skips.labels(trigger.id, str(decision.reason)).inc()
-        if created.superseded:
-            METRICS.skips.labels(trigger.id, str(SkipReason.DEBOUNCED)).inc(created.superseded)
-            METRICS.runs.labels(trigger.id, str(RunStatus.SKIPPED)).inc(created.superseded)
-        if over is not None:
-            log.warning("firing skipped: %s", over.message, extra={"run_id": run.id, "trigger_id": trigger.id})
-            if self.listener is not None:
-                self.listener(
-                    RunOutcome(
-                        run.id, trigger.id, agent.id, status, 0, firing.chain_depth, over.to_json(), over.message
-                    )
-                )
-        if debounced and trigger.debounce is not None:
+        self.flow.recorded(run, created.superseded, screened.over, self.listener)
+        if waiting is not None and trigger.debounce is not None:
             self._wake_at(self.clock.monotonic() + trigger.debounce.period)  # the burst's run falls due then
         if status is RunStatus.PENDING:
             if decision.victim is not None:

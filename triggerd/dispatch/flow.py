@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from triggerd.clock import Clock, isoformat
 from triggerd.config.models import AnyAgent, Budget, Configuration, Trigger
 from triggerd.errors import PathTooBroad, StoreError
 from triggerd.mapping import JsonPath
-from triggerd.runs import FlowKeys
+from triggerd.metrics import METRICS
+from triggerd.runs import AUTOMATIC, Firing, FlowKeys, Run, RunOutcome, RunStatus, SkipReason, WaitReason
 from triggerd.store.abc import FlowLimits, Spend, Store
 
 log = logging.getLogger("triggerd.dispatch")
@@ -60,6 +61,13 @@ def claim_limits(configuration: Configuration) -> dict[str, FlowLimits]:
     }
 
 
+def wait_for_debounce(trigger: Trigger, status: RunStatus, moment: datetime) -> tuple[str | None, str | None]:
+    """A pending debounced run's reason and when it falls due (`period` from now); else (None, None)."""
+    if status is not RunStatus.PENDING or trigger.debounce is None:
+        return None, None
+    return str(WaitReason.DEBOUNCED), isoformat(moment + timedelta(seconds=trigger.debounce.period))
+
+
 @dataclass(frozen=True, slots=True)
 class OverBudget:
     """A firing a budget refuses: which one, and what was spent."""
@@ -82,6 +90,15 @@ class OverBudget:
             "spent": self.spent,
             "allowed": self.allowed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """What flow control made of a firing before overlap admission."""
+
+    skip: str | None  # the reason it is recorded skipped (the caller's, paused, budget), None to go on
+    keys: FlowKeys
+    over: OverBudget | None = None
 
 
 class FlowControl:
@@ -115,6 +132,35 @@ class FlowControl:
         resumed = await self.store.resume_trigger(trigger_id)
         await self.refresh()
         return resumed
+
+    async def screen(self, trigger: Trigger, agent: AnyAgent, firing: Firing, skip: str | None) -> Screened:
+        """A firing's groups, and whether a pause (not of a manual fire or replay) or a budget skips it."""
+        keys = flow_keys(trigger, firing.context)
+        if skip is None and firing.source in AUTOMATIC and trigger.id in self.paused:
+            return Screened(str(SkipReason.PAUSED), keys)  # (webhooks answer 503 and events do not match first)
+        if skip is None and (trigger.budget is not None or agent.budget is not None):
+            over = await self.over_budget(trigger, agent)
+            if over is not None:
+                return Screened(str(SkipReason.BUDGET), keys, over)
+        return Screened(skip, keys)
+
+    def recorded(
+        self, run: Run, superseded: int, over: OverBudget | None, listener: Callable[[RunOutcome], None] | None
+    ) -> None:
+        """Count a stored firing's skips (its own, and the burst's runs it superseded), and tell the
+        listener (the event bus: error.agent.budget_exceeded) of a budget's."""
+        if run.status is RunStatus.SKIPPED:
+            METRICS.skips.labels(run.trigger_id, str(run.reason)).inc()
+        if superseded:
+            METRICS.skips.labels(run.trigger_id, str(SkipReason.DEBOUNCED)).inc(superseded)
+            METRICS.runs.labels(run.trigger_id, str(RunStatus.SKIPPED)).inc(superseded)
+        if over is not None:
+            log.warning("firing skipped: %s", over.message, extra={"run_id": run.id, "trigger_id": run.trigger_id})
+            if listener is not None:
+                outcome = RunOutcome(
+                    run.id, run.trigger_id, run.agent_id, run.status, 0, run.chain_depth, over.to_json(), over.message
+                )
+                listener(outcome)
 
     async def spend(self, trigger: Trigger, agent: AnyAgent | None) -> dict[str, Spend]:
         """The trigger's spend and, where the agent has a budget, the agent's (GET /v1/triggers/{id})."""
