@@ -231,3 +231,63 @@ def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path:
         assert a.request("POST", "/webhooks/hook", {})[0] == 202
     finally:
         stop_all([a])
+
+
+def test_triggerd_test_shows_the_sample_firings_groups_and_what_the_running_daemon_would_do_now(
+    tmp_path: Path, store_url: str
+) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  concurrency_key: $.body.pr\n  throttle: {limit: 1, per: 1h, key: $.body.repo}\n"
+        "  budget: {runs_per_hour: 1}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  debounce: {period: 1h}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    sample = tmp_path / "sample.json"
+    sample.write_text('{"pr": 7, "repo": "acme/api"}')
+
+    def trial(trigger_id: str) -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "triggerd",
+                "test",
+                trigger_id,
+                "--payload",
+                str(sample),
+                "--config",
+                "triggerd.yaml",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=a.root,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        shown = trial("pr")
+        assert "concurrency key 7   ($.body.pr; max_concurrent 1, overlap queue per value)" in shown, shown
+        assert 'throttle key    "acme/api"' in shown
+        assert "throttled     no: 0 of 1 started in the window" in shown
+        assert "concurrency   0 running, 0 pending in its group: it may start" in shown
+        a.wait_run(a.request("POST", "/webhooks/pr", {"pr": 7, "repo": "acme/api"})[1]["run_id"])
+        shown = trial("pr")
+        assert "throttled     yes: 1 of 1 started in the window; waits until " in shown, shown
+        assert "trigger spend 0 tokens in the last day, 1 runs in the last hour: over budget" in shown
+        assert a.request("POST", "/webhooks/burst", {})[0] == 202
+        shown = trial("burst")
+        assert "debounce key    (all)   (the whole trigger; period 3600s)" in shown, shown
+        assert "debounced     yes: supersedes the burst's pending run" in shown
+        a.request("POST", "/v1/triggers/burst/pause")
+        assert "paused        since " in trial("burst")
+        a.stop()
+        assert "(its counts are not shown)" in trial("burst")
+    finally:
+        stop_all([a])

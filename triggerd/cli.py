@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from triggerd.config.models import Configuration, Trigger, TriggerType
 from triggerd.config.problems import format_github, format_json, format_text
 from triggerd.config.schema import SchemaKind, schema_text
 from triggerd.config.settings import LOCAL_SETTINGS, SYSTEM_SETTINGS, default_settings_path
-from triggerd.runs import RunStatus
+from triggerd.runs import FlowKeys, RunStatus
 from triggerd.sources.brokers.abc import target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+FLOW_QUERY_SECONDS = 3.0  # `test` asks a running daemon for its counts; none answering is no error
 
 
 class UsageError(Exception):
@@ -418,6 +420,7 @@ def _test(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.event} is not JSON: {exc}") from None
         trial = try_event(configuration, trigger, sample, datetime.now(UTC))
         print("\n".join(trial.lines))
+        _flow_now(configuration, trigger, trial.keys)
         return EXIT_OK if trial.accepted else EXIT_INVALID
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
     body = args.payload.read_bytes() if args.payload is not None else b""
@@ -432,7 +435,29 @@ def _test(args: argparse.Namespace) -> int:
         now=datetime.now(UTC),
     )
     print("\n".join(trial.lines))
+    _flow_now(configuration, trigger, trial.keys)
     return EXIT_OK if trial.accepted else EXIT_INVALID
+
+
+def _flow_now(configuration: Configuration, trigger: Trigger, keys: FlowKeys | None) -> None:
+    """Ask a running daemon (found as `fire` finds it) whether the sample would be paused, over
+    budget, debounced or throttled now (SPEC 12); say so when none answers."""
+    from datetime import UTC, datetime
+
+    from triggerd.flow_trial import group_query, verdicts
+
+    if keys is None:
+        return
+    client = replace(AdminClient.locate(configuration.settings, None, None), timeout=FLOW_QUERY_SECONDS)
+    try:
+        described = client.request("GET", f"/v1/triggers/{client.quoted(trigger.id)}", query=group_query(keys))
+    except ClientError as exc:
+        print(f"{'daemon':<16}{exc} (its counts are not shown)")
+        return
+    print(f"{'daemon':<16}{client.url}, now:")
+    agent = configuration.agents.get(trigger.agent.id)
+    for title, text in verdicts(trigger, agent.budget if agent else None, described, datetime.now(UTC)):
+        print(f"  {title:<14}{text}")
 
 
 def _test_message(

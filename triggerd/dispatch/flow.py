@@ -171,6 +171,16 @@ class FlowControl:
             spent["agent"] = await self.store.spend(agent_id=agent.id, day_since=day, hour_since=hour)
         return spent
 
+    async def groups(self, trigger: Trigger, keys: Mapping[str, str]) -> dict[str, Any]:
+        """The state of the groups named by `keys` (kind -> key: "concurrency", "throttle", "debounce")
+        for `triggerd test`; a throttle group's starts are those in its window now."""
+        window = trigger.throttle.per if trigger.throttle is not None else 0.0
+        since = isoformat(self.clock.now() - timedelta(seconds=window))
+        return {
+            kind: {"key": key, **(await self.store.group_state(trigger.id, kind, key, since)).to_json()}
+            for kind, key in keys.items()
+        }
+
     async def over_budget(self, trigger: Trigger, agent: AnyAgent) -> OverBudget | None:
         """The first budget of the trigger or its agent that a new run would exceed, None if none."""
         budgets: list[tuple[str, str, Budget | None]] = [

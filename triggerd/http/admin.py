@@ -24,6 +24,7 @@ from triggerd.sources.events import BadEvent
 from triggerd.store.abc import TriggerStats
 
 log = logging.getLogger("triggerd.admin")
+GROUP_KINDS = ("concurrency", "throttle", "debounce")  # flow-control groups GET /v1/triggers/{id} reports on
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TOKENS = web.AppKey("tokens", tuple)
@@ -213,6 +214,10 @@ async def get_trigger(request: web.Request) -> web.Response:
     )
     spent = await _store_call(dispatcher.flow.spend(trigger, dispatcher.configuration.agents.get(trigger.agent.id)))
     body["spend"] = {scope: spend.to_json() for scope, spend in spent.items()}
+    # `triggerd test` asks for the groups a sample firing falls in: ?concurrency_key=1&throttle_key=...
+    wanted = {kind: request.query[f"{kind}_key"] for kind in GROUP_KINDS if f"{kind}_key" in request.query}
+    if wanted:
+        body["groups"] = await _store_call(dispatcher.flow.groups(trigger, wanted))
     return json_response(body)
 
 

@@ -157,6 +157,10 @@ def openapi() -> dict[str, Any]:
                     "type": "object",
                     "description": "Flow control as configured (SPEC 12): concurrency_key, debounce, throttle, budget",
                 },
+                "groups": {
+                    "type": "object",
+                    "description": "The flow-control groups asked for: running, pending, next_due, started",
+                },
                 "spend": {
                     "type": "object",
                     "description": "GET of one trigger only: the trigger's (and a budgeted agent's) spend",
@@ -353,7 +357,21 @@ def openapi() -> dict[str, Any]:
         },
         "/v1/triggers/{trigger_id}": {
             "parameters": [TRIGGER_ID],
-            "get": _operation("One trigger with its state", "200", _ref("Trigger"), "404"),
+            "get": _operation(
+                "One trigger with its state",
+                "200",
+                _ref("Trigger"),
+                "404",
+                parameters=[
+                    {
+                        "name": f"{kind}_key",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": f"A {kind} group (its key's value as JSON): its state is shown under groups",
+                    }
+                    for kind in ("concurrency", "throttle", "debounce")
+                ],
+            ),
         },
         "/v1/triggers/{trigger_id}/fire": {
             "parameters": [TRIGGER_ID],

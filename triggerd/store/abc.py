@@ -105,6 +105,19 @@ class FlowLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupState:
+    """A flow-control group's runs now: in flight, the earliest a pending one is due, first starts since an instant."""
+
+    running: int
+    pending: int
+    next_due: str | None
+    started: tuple[str, ...]  # oldest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"running": self.running, "pending": self.pending, "next_due": self.next_due, "started": self.started}
+
+
+@dataclass(frozen=True, slots=True)
 class Spend:
     """What a trigger or an agent spent (SPEC 12): tokens over the sliding day, runs over the sliding hour."""
 
@@ -376,6 +389,11 @@ class Store(Protocol):
 
     async def key_load(self, trigger_id: str, concurrency_key: str) -> TriggerLoad:
         """The running and pending runs of one concurrency_key group of a trigger (SPEC 12), for overlap."""
+        ...
+
+    async def group_state(self, trigger_id: str, kind: str, key: str, started_since: str) -> GroupState:
+        """One flow-control group of a trigger (SPEC 12; `triggerd test`): `kind` is "concurrency",
+        "throttle" or "debounce", naming which of a run's keys is `key`."""
         ...
 
     async def spend(

@@ -56,6 +56,21 @@ def key_load_query(mark: str) -> str:
     )
 
 
+GROUP_COLUMNS = {"concurrency": "concurrency_key", "throttle": "throttle_key", "debounce": "debounce_key"}
+
+
+def group_queries(kind: str, mark: str) -> tuple[str, str]:
+    """A group's runs in flight and its first starts since an instant (parameters: trigger, key[, since])."""
+    column = GROUP_COLUMNS[kind]  # a fixed name, never the caller's text
+    where = f"trigger_id = {mark} AND {column} = {mark}"
+    return (
+        "SELECT count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending'), "
+        f"min(next_attempt_at) FILTER (WHERE status = 'pending') FROM runs WHERE {where} "
+        "AND status IN ('pending', 'running')",
+        f"SELECT started_at FROM runs WHERE {where} AND started_at > {mark} ORDER BY started_at",
+    )
+
+
 class Gate:
     """A claim's flow-control admission: per-key max_concurrent and throttle windows, counted
     over every daemon's runs (read in the claim transaction) and updated as this claim admits."""

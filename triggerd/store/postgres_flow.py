@@ -7,8 +7,8 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from triggerd.store.abc import Spend, TriggerLoad
-from triggerd.store.flow import key_load_query, spend_query
+from triggerd.store.abc import GroupState, Spend, TriggerLoad
+from triggerd.store.flow import group_queries, key_load_query, spend_query
 from triggerd.store.postgres_claims import notify
 
 T = TypeVar("T")
@@ -34,6 +34,17 @@ class PostgresFlow:
             return TriggerLoad(int(row[0]), int(row[1]), row[2])
 
         return await self._read(load)
+
+    async def group_state(self: _Io, trigger_id: str, kind: str, key: str, started_since: str) -> GroupState:
+        in_flight, starts = group_queries(kind, "%s")
+
+        async def state(conn: Conn) -> GroupState:
+            row = await (await conn.execute(in_flight, (trigger_id, key))).fetchone()
+            assert row is not None
+            cur = await conn.execute(starts, (trigger_id, key, started_since))
+            return GroupState(int(row[0]), int(row[1]), row[2], tuple(s for (s,) in await cur.fetchall()))
+
+        return await self._read(state)
 
     async def spend(
         self: _Io, *, trigger_id: str | None = None, agent_id: str | None = None, day_since: str, hour_since: str

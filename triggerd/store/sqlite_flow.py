@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from triggerd.store.abc import Spend, TriggerLoad
-from triggerd.store.flow import key_load_query, spend_query
+from triggerd.store.abc import GroupState, Spend, TriggerLoad
+from triggerd.store.flow import group_queries, key_load_query, spend_query
 
 T = TypeVar("T")
 _TOKENS = "COALESCE(json_extract(usage, '$.input_tokens'), 0) + COALESCE(json_extract(usage, '$.output_tokens'), 0)"
@@ -28,6 +28,16 @@ class SqliteFlow:
             return TriggerLoad(running or 0, pending or 0, oldest)
 
         return await self._read(load)
+
+    async def group_state(self: _Io, trigger_id: str, kind: str, key: str, started_since: str) -> GroupState:
+        in_flight, starts = group_queries(kind, "?")
+
+        def state(conn: sqlite3.Connection) -> GroupState:
+            running, pending, due = conn.execute(in_flight, (trigger_id, key)).fetchone()
+            started = tuple(s for (s,) in conn.execute(starts, (trigger_id, key, started_since)))
+            return GroupState(running or 0, pending or 0, due, started)
+
+        return await self._read(state)
 
     async def spend(
         self: _Io, *, trigger_id: str | None = None, agent_id: str | None = None, day_since: str, hour_since: str
