@@ -8,11 +8,13 @@ transaction, so that they hold across every daemon sharing the store, as max_con
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from triggerd.clock import isoformat, parse_instant
+from triggerd.runs import RunStatus
 from triggerd.store.abc import Loaded
+from triggerd.store.rows import NewRun
 
 RUNNING_BY_KEY = (
     "SELECT trigger_id, concurrency_key, count(*) FROM runs WHERE status = 'running' "
@@ -35,6 +37,16 @@ def supersede(mark: str) -> str:
         f"WHERE trigger_id = {mark} AND debounce_key = {mark} AND status = 'pending' AND reason = 'debounced' "
         f"AND id <> {mark}"
     )
+
+
+def burst_heads(fresh: Sequence[NewRun]) -> list[NewRun]:
+    """Of a batch's new pending debounced runs, the last of each (trigger, debounce key), in sorted
+    order: its supersede ends the rest of its burst, the batch's own earlier runs included."""
+    last: dict[tuple[str, str], NewRun] = {}
+    for op in fresh:
+        if op.run.keys.debounce is not None and op.run.status is RunStatus.PENDING:
+            last[(op.run.trigger_id, op.run.keys.debounce)] = op
+    return [last[group] for group in sorted(last)]
 
 
 def spend_query(column: str, tokens: str, mark: str) -> str:

@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
-from triggerd.store.flow import supersede
+from triggerd.store.flow import burst_heads, supersede
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
 from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
@@ -511,12 +511,8 @@ async def _insert_runs(conn: Conn, new: Sequence[NewRun]) -> list[Created]:
 async def _supersede(conn: Conn, fresh: Sequence[NewRun]) -> dict[str, int]:
     """End the other pending runs of each new debounced run's burst (abc.create_run), under an advisory
     lock per (trigger, key), taken in sorted order, so that two daemons' bursts end with one run."""
-    debounced = sorted(
-        (op for op in fresh if op.run.keys.debounce is not None and op.run.status is RunStatus.PENDING),
-        key=lambda op: (op.run.trigger_id, op.run.keys.debounce or ""),
-    )
     superseded = {}
-    for op in debounced:
+    for op in burst_heads(fresh):
         run = op.run
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"debounce/{run.trigger_id}/{run.keys.debounce}",)

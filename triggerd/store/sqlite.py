@@ -28,7 +28,7 @@ from triggerd.config.models import SyncLevel
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, TriggerStats
-from triggerd.store.flow import supersede
+from triggerd.store.flow import burst_heads, supersede
 from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
@@ -449,8 +449,7 @@ def _insert_runs(conn: sqlite3.Connection, new: Sequence[NewRun]) -> list[Create
         conn.execute(f"UPDATE runs SET dead_letter = 0 WHERE id IN ({', '.join('?' * len(replayed))})", replayed)
     superseded = {
         op.run.id: conn.execute(supersede("?"), (op.now, op.run.trigger_id, op.run.keys.debounce, op.run.id)).rowcount
-        for op in fresh
-        if op.run.keys.debounce is not None and op.run.status is RunStatus.PENDING
+        for op in burst_heads(fresh)
     }
     return [replace(c, superseded=superseded[c.run_id]) if c.run_id in superseded else c for c in created]
 
