@@ -181,6 +181,8 @@ def test_a_paused_webhook_answers_503_on_every_daemon_until_resumed_and_the_paus
         a.stop()
         a.start()
         assert refused(a), "the pause must survive a restart"
+        assert a.request("POST", "/v1/reload")[0] == 200
+        assert refused(a), "and a reload"
         assert a.request("POST", "/v1/triggers/nope/pause")[0] == 404
         status, answer = b.request("POST", "/v1/triggers/hook/resume")
         assert status == 200 and answer["paused"] is False, answer
@@ -291,3 +293,29 @@ def test_triggerd_test_shows_the_sample_firings_groups_and_what_the_running_daem
         assert "(its counts are not shown)" in trial("burst")
     finally:
         stop_all([a])
+
+
+def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        'agent: {id: a, type: command, command: ["true"], budget: {runs_per_hour: 0}}\n---\n'
+        "trigger:\n  id: t\n  type: webhook\n  webhook: {}\n  agent: {id: a}\n"
+        '  concurrency_key: "body.pr"\n  debounce: {period: 0}\n  throttle: {limit: 0, per: "soon"}\n  budget: {}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "triggerd", "validate", str(bad), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    found = {(p["line"], p["column"], p["pointer"]) for p in json.loads(done.stdout)["problems"]}
+    assert {
+        (1, 74, "/agent/budget/runs_per_hour"),
+        (8, 20, "/trigger/concurrency_key"),
+        (9, 22, "/trigger/debounce/period"),
+        (10, 21, "/trigger/throttle/limit"),
+        (10, 29, "/trigger/throttle/per"),
+        (11, 11, "/trigger/budget"),
+    } <= found, found
