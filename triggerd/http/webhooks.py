@@ -122,14 +122,6 @@ class WebhookHandler:
         webhook = trigger.webhook
         assert webhook is not None
         extra = {"trigger_id": trigger.id, "remote_addr": request.remote}
-        if trigger.id in self.dispatcher.flow.paused:  # SPEC 12: the sender retries after the pause
-            raise _Answer(
-                web.json_response(
-                    {"error": "trigger paused", "trigger_id": trigger.id},
-                    status=503,
-                    headers={"Retry-After": str(PAUSED_RETRY_AFTER)},
-                )
-            )
         if webhook.ip_allowlist:
             address = client_address(
                 request.remote, request.headers.get("X-Forwarded-For"), self.settings.server.trusted_proxies
@@ -157,6 +149,14 @@ class WebhookHandler:
                         headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     )
                 )
+        if trigger.id in self.dispatcher.flow.paused:  # SPEC 12, once the sender is known: it retries later
+            raise _Answer(
+                web.json_response(
+                    {"error": "trigger paused", "trigger_id": trigger.id},
+                    status=503,
+                    headers={"Retry-After": str(PAUSED_RETRY_AFTER)},
+                )
+            )
         try:
             parsed = parse_body(request.content_type, body)
         except BadBody as exc:
