@@ -121,13 +121,18 @@ def test_a_burst_of_ten_gives_one_run_with_the_last_input_after_the_period(tmp_p
 def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budget_exceeded(
     tmp_path: Path, store_url: str
 ) -> None:
-    with FakeMessagesAPI([Reply(usage={"input_tokens": 700, "output_tokens": 400})]) as api:
+    replies = [
+        Reply(usage={"input_tokens": 700, "output_tokens": 400}),
+        Reply(usage={"input_tokens": 300, "output_tokens": 200}),
+    ]
+    with FakeMessagesAPI(replies) as api:
         definitions = (
             f"agent:\n  id: claude\n  type: anthropic\n  model: claude-test-1\n  api_key: test-key\n"
-            f"  base_url: {api.base_url}\n---\n"
+            f"  base_url: {api.base_url}\n  budget: {{tokens_per_day: 1500}}\n---\n"
             "agent: {id: quick, type: command, command: ['true']}\n---\n"
             "trigger:\n  id: spend\n  type: webhook\n  webhook: {}\n  agent: {id: claude, input: {q: hi}}\n"
             "  budget: {tokens_per_day: 1000}\n---\n"
+            "trigger: {id: other, type: webhook, webhook: {}, agent: {id: claude, input: {q: hi}}}\n---\n"
             "trigger: {id: watch, type: event, event: {pattern: error.agent.budget_exceeded}, agent: {id: quick}}\n"
         )
         a = start_daemon(tmp_path, "a", definitions, store_url)
@@ -151,7 +156,17 @@ def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budg
             status, described = a.request("GET", "/v1/triggers/spend")
             assert status == 200 and described["spend"]["trigger"] == {"tokens_per_day": 1100, "runs_per_hour": 1}
             assert described["flow"]["budget"] == {"tokens_per_day": 1000, "runs_per_hour": None}
-            assert skips(b, "spend", "budget") == 1
+            assert described["spend"]["agent"] == {"tokens_per_day": 1100, "runs_per_hour": 1}
+            # The agent's budget (1500) still allows a run of a trigger without one of its own, then not.
+            status, answer = a.request("POST", "/webhooks/other", {})
+            assert b.wait_run(answer["run_id"])["status"] == "completed"
+            status, answer = b.request("POST", "/webhooks/other", {})
+            assert status == 202 and answer["status"] == "skipped", answer
+            third = b.run(answer["run_id"])
+            assert (
+                third["reason"] == "budget" and "agent 'claude'" in third["error"] and "1600 of 1500" in third["error"]
+            )
+            assert skips(b, "spend", "budget") == 1 and skips(b, "other", "budget") == 1
         finally:
             stop_all(daemons)
 
