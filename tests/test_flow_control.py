@@ -220,7 +220,8 @@ def urllib_post(url: str) -> tuple[int, str]:
 def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path: Path, store_url: str) -> None:
     definitions = (
         "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
+        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n---\n"
+        "trigger: {id: ev, type: event, event: {pattern: 'x.*'}, agent: {id: quick}}\n"
     )
     a = start_daemon(tmp_path, "a", definitions, store_url)
 
@@ -238,9 +239,14 @@ def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path:
     try:
         paused = cli("pause", "hook")
         assert paused.returncode == 0 and paused.stdout.startswith("hook paused since "), paused
+        assert cli("pause", "ev").returncode == 0
         listed = a.request("GET", "/v1/triggers")[1]["triggers"]
-        assert [(t["id"], t["paused"]) for t in listed] == [("hook", True)]
+        assert [(t["id"], t["paused"]) for t in listed] == [("ev", True), ("hook", True)]
         assert urllib_post(a.url + "/webhooks/hook") == (503, "60")
+        event = {"type": "x.y", "source": "test"}
+        assert a.request("POST", "/v1/events", event)[1]["matched"] == []  # a paused trigger matches nothing
+        assert cli("resume", "ev").returncode == 0
+        assert a.request("POST", "/v1/events", event)[1]["matched"] == ["ev"]
         resumed = cli("resume", "hook")
         assert (resumed.returncode, resumed.stdout) == (0, "hook resumed\n")
         missing = cli("pause", "nope")
