@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from triggerd.config.models import Configuration, Trigger, TriggerType
 from triggerd.config.problems import format_github, format_json, format_text
 from triggerd.config.schema import SchemaKind, schema_text
 from triggerd.config.settings import LOCAL_SETTINGS, SYSTEM_SETTINGS, default_settings_path
-from triggerd.runs import RunStatus
+from triggerd.runs import FlowKeys, RunStatus
 from triggerd.sources.brokers.abc import target
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+FLOW_QUERY_SECONDS = 3.0  # `test` asks a running daemon for its counts; none answering is no error
 
 
 class UsageError(Exception):
@@ -184,6 +186,12 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--status", choices=[s.value for s in RunStatus], help="only runs in this state (default: any)")
     runs.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     runs.add_argument("--format", choices=["text", "json"], default="text", help="a table or JSON")
+    for name, help_text in (
+        ("pause", "pause a trigger: it fires nothing until resumed (the state is stored)"),
+        ("resume", "resume a paused trigger"),
+    ):
+        sub = remote(name, help_text, f"triggerd {name} github-pr-review")
+        sub.add_argument("trigger_id", metavar="TRIGGER_ID", help="the trigger's id, as `triggerd list` shows it")
     for name, help_text in (("show", "show a run"), ("cancel", "cancel a run"), ("replay", "replay a run")):
         sub = remote(name, help_text, f"triggerd {name} 01m8npg0f4fmxj750wz0b62qep")
         sub.add_argument("run_id", metavar="RUN_ID", help="the run's id, as `triggerd runs` shows it")
@@ -419,6 +427,7 @@ def _test(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.event} is not JSON: {exc}") from None
         trial = try_event(configuration, trigger, sample, datetime.now(UTC))
         print("\n".join(trial.lines))
+        _flow_now(configuration, trigger, trial.keys)
         return EXIT_OK if trial.accepted else EXIT_INVALID
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "application/json")
     body = args.payload.read_bytes() if args.payload is not None else b""
@@ -433,7 +442,29 @@ def _test(args: argparse.Namespace) -> int:
         now=datetime.now(UTC),
     )
     print("\n".join(trial.lines))
+    _flow_now(configuration, trigger, trial.keys)
     return EXIT_OK if trial.accepted else EXIT_INVALID
+
+
+def _flow_now(configuration: Configuration, trigger: Trigger, keys: FlowKeys | None) -> None:
+    """Ask a running daemon (found as `fire` finds it) whether the sample would be paused, over
+    budget, debounced or throttled now (SPEC 12); say so when none answers."""
+    from datetime import UTC, datetime
+
+    from triggerd.flow_trial import group_query, verdicts
+
+    if keys is None:
+        return
+    client = replace(AdminClient.locate(configuration.settings, None, None), timeout=FLOW_QUERY_SECONDS)
+    try:
+        described = client.request("GET", f"/v1/triggers/{client.quoted(trigger.id)}", query=group_query(keys))
+    except ClientError as exc:
+        print(f"{'daemon':<16}{exc} (its counts are not shown)")
+        return
+    print(f"{'daemon':<16}{client.url}, now:")
+    agent = configuration.agents.get(trigger.agent.id)
+    for title, text in verdicts(trigger, agent.budget if agent else None, described, datetime.now(UTC)):
+        print(f"  {title:<14}{text}")
 
 
 def _test_message(
@@ -504,6 +535,9 @@ def _remote(args: argparse.Namespace) -> int:
         print(json.dumps(run, indent=2))
         if steps:
             print(f"\nsteps ({len(steps)}):\n" + transcript(steps))
+    elif args.command in ("pause", "resume"):
+        answer = client.request("POST", f"/v1/triggers/{client.quoted(args.trigger_id)}/{args.command}")
+        print(f"{answer['trigger_id']} {'paused since ' + answer['paused_at'] if answer['paused'] else 'resumed'}")
     elif args.command == "cancel":
         answer = client.request("POST", f"/v1/runs/{client.quoted(args.run_id)}/cancel")
         print(f"{answer['id']} {answer['status']}")

@@ -27,9 +27,11 @@ from triggerd.config.models import (
 )
 from triggerd.config.problems import Problem
 from triggerd.errors import AuthFailure, MissingInput, PathTooBroad, TemplateError
+from triggerd.flow_trial import group_lines, has_flow_control
 from triggerd.http.auth import DELIVERY_HEADERS, Verified, Verifier
 from triggerd.mapping import build_input
 from triggerd.masking import mask
+from triggerd.runs import FlowKeys
 from triggerd.sources.brokers.abc import Message, target
 from triggerd.sources.brokers.convert import Poison, message_context, to_event
 from triggerd.sources.bus import event_context, group_key
@@ -56,6 +58,7 @@ class Trial:
     trigger: Trigger
     lines: list[str] = field(default_factory=list)
     accepted: bool = True
+    keys: FlowKeys | None = None  # the last firing's flow-control groups, if the trigger has flow control
 
     def step(self, title: str, text: str = "") -> None:
         self.lines.append(mask(f"{title:<16}{text}".rstrip()))  # printed: no substituted secret (SPEC 2.3)
@@ -209,6 +212,7 @@ def try_webhook(
         source = f"{DELIVERY_HEADERS.get(auth.scheme, 'delivery id')}, the {auth.scheme} default"
     _preview(trial, configuration.agents[trigger.agent.id], context, run_input)
     trial.step("idempotency key", f"{literal(key)}   ({source})" if source else "none (each request starts a run)")
+    _groups(trial, context)
     if webhook.response is not None:
         response = webhook.response
         return trial.answer(response.status, response.body, response.headers)
@@ -282,10 +286,19 @@ def try_event(configuration: Configuration, trigger: Trigger, body: Any, now: da
             trial.step("input mapping", f"{exc}: the daemon logs this and starts no run")
             continue
         _preview(trial, configuration.agents[trigger.agent.id], context, run_input)
+        _groups(trial, context)
         run_ids.append(RUN_ID)
     trial.accepted = trial.accepted and matched
     ids = [event.id for event in events]
     return trial.answer(202, {"event_ids": ids, "matched": [trigger.id] if matched else [], "run_ids": run_ids})
+
+
+def _groups(trial: Trial, context: dict[str, Any]) -> None:
+    """The flow-control groups the firing falls in (SPEC 12); the CLI then asks a running daemon about them."""
+    if has_flow_control(trial.trigger):
+        trial.keys, steps = group_lines(trial.trigger, context)
+        for title, text in steps:
+            trial.step(title, text)
 
 
 def _counted(trial: Trial, group: str, window: list[dict[str, Any]]) -> None:

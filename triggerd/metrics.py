@@ -20,6 +20,12 @@ class Metrics:
             "triggerd_firings", "Firings turned into runs, by trigger and source", ["trigger", "source"], registry=r
         )
         self.runs = Counter("triggerd_runs", "Runs that reached a final status", ["trigger", "status"], registry=r)
+        self.skips = Counter(
+            "triggerd_skips",
+            "Firings recorded skipped, by trigger and reason (SPEC 12)",
+            ["trigger", "reason"],
+            registry=r,
+        )
         self.run_duration = Histogram(
             "triggerd_run_duration_seconds",
             "From a run's start to its end",

@@ -33,10 +33,23 @@ class Source(StrEnum):
     REPLAY = "replay"
 
 
+AUTOMATIC = frozenset({Source.WEBHOOK, Source.SCHEDULE, Source.EVENT})  # what a pause stops (not a manual fire)
+
+
 class SkipReason(StrEnum):
     OVERLAP = "overlap"
     QUEUE_FULL = "queue_full"
     MISSED = "missed"
+    PAUSED = "paused"
+    BUDGET = "budget"
+    DEBOUNCED = "debounced"  # superseded by a later firing of the same burst (SPEC 12)
+
+
+class WaitReason(StrEnum):
+    """Why a pending run waits (SPEC 12): shown as its `reason` until it starts."""
+
+    DEBOUNCED = "debounced"
+    THROTTLED = "throttled"
 
 
 class CancelReason(StrEnum):
@@ -85,6 +98,17 @@ class Firing:
     dedupe_seconds: float = 0.0
     replay_of: str | None = None
     chain_depth: int = 0
+    context: Mapping[str, Any] | None = None  # the trigger context (3.5), for flow-control keys (SPEC 12)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKeys:
+    """A run's flow-control groups (SPEC 12): each key's value as JSON ("null" when missing), or
+    None when the trigger has no such control."""
+
+    concurrency: str | None = None
+    throttle: str | None = None
+    debounce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +163,7 @@ class Run:
     finished_at: str | None = None
     next_attempt_at: str | None = None
     dead_letter: bool = False
+    keys: FlowKeys = FlowKeys()
     attempts: tuple[Attempt, ...] = field(default=())
 
     @property

@@ -18,7 +18,7 @@ from triggerd.config.models import (
     Secret,
     Tool,
 )
-from triggerd.config.triggers import fingerprint
+from triggerd.config.triggers import budget, fingerprint
 from triggerd.errors import TemplateError
 from triggerd.mapping import Template
 
@@ -115,6 +115,7 @@ def build_agent(doc: Document, agent_id: str) -> AnyAgent | None:
         "timeout_seconds": float(a["timeout_seconds"]) if "timeout_seconds" in a else None,
         "origin": Origin(doc.file, mark.line, mark.column),
         "fingerprint": fingerprint(doc),
+        "budget": budget(a.get("budget")),
     }
     agent: AnyAgent
     if common["type"] is AgentType.ANTHROPIC:

@@ -131,6 +131,14 @@ class AgentType(StrEnum):
     HTTP = "http"
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending ceiling (SPEC 12), on a trigger or across an agent's triggers; None: no ceiling."""
+
+    tokens_per_day: int | None = None  # Anthropic input + output tokens recorded on runs, sliding day
+    runs_per_hour: int | None = None  # runs (not skipped) created, sliding hour
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Agent:
     """What every agent has; the backend's own fields are on the subclasses."""
@@ -143,6 +151,7 @@ class Agent:
     timeout_seconds: float | None
     origin: Origin
     fingerprint: str
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,6 +358,23 @@ class EventMatch:
     group_by: JsonPath | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    """A burst of firings (per key) runs once, with the last input, `period` after the last (SPEC 12)."""
+
+    period: float
+    key: JsonPath | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """At most `limit` runs started per `per` seconds (per key), counted at claim time (SPEC 12)."""
+
+    limit: int
+    per: float
+    key: JsonPath | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trigger:
     id: str
@@ -368,6 +394,10 @@ class Trigger:
     idempotency_key: JsonPath | None = None
     dedupe_window: float = 86400.0
     max_event_age: float | None = None
+    concurrency_key: JsonPath | None = None
+    debounce: Debounce | None = None
+    throttle: Throttle | None = None
+    budget: Budget | None = None
     origin: Origin
     fingerprint: str
 

@@ -15,6 +15,8 @@ from triggerd.config.models import (
     AgentCall,
     Authentication,
     AuthType,
+    Budget,
+    Debounce,
     EventMatch,
     MappingRule,
     Origin,
@@ -24,11 +26,13 @@ from triggerd.config.models import (
     Schedule,
     Secret,
     StaticResponse,
+    Throttle,
     Trigger,
     TriggerType,
     Webhook,
 )
 from triggerd.errors import CronError, PatternError
+from triggerd.mapping import JsonPath
 from triggerd.patterns import compile_regex
 from triggerd.sources.cron import check_cron
 
@@ -90,10 +94,47 @@ def build_trigger(doc: Document, trigger_id: str) -> Trigger | None:
         max_event_age=(
             None if t.get("max_event_age") is None else doc.duration("/trigger/max_event_age", t["max_event_age"])
         ),
+        concurrency_key=_optional_path(doc, "/trigger/concurrency_key", t.get("concurrency_key")),
+        debounce=_debounce(doc, t["debounce"]) if "debounce" in t else None,
+        throttle=_throttle(doc, t["throttle"]) if "throttle" in t else None,
+        budget=budget(t.get("budget")),
         origin=Origin(doc.file, *_line_col(doc, "/trigger")),
         fingerprint=fingerprint(doc),
     )
     return None if doc.has_errors else trigger
+
+
+def _optional_path(doc: Document, pointer: str, text: str | None) -> JsonPath | None:
+    return doc.jsonpath(pointer, text) if text is not None else None
+
+
+def _period(doc: Document, pointer: str, value: object) -> float:
+    """A flow-control period: a duration above zero (a zero period would mean no control at all)."""
+    known = len(doc.problems)
+    seconds = doc.duration(pointer, value)
+    if seconds <= 0 and len(doc.problems) == known:  # (a duration that did not parse is reported already)
+        doc.fail(pointer, "must be longer than 0 seconds")
+    return seconds
+
+
+def _debounce(doc: Document, d: dict[str, Any]) -> Debounce:
+    return Debounce(
+        _period(doc, "/trigger/debounce/period", d["period"]),
+        _optional_path(doc, "/trigger/debounce/key", d.get("key")),
+    )
+
+
+def _throttle(doc: Document, t: dict[str, Any]) -> Throttle:
+    return Throttle(
+        t["limit"],
+        _period(doc, "/trigger/throttle/per", t["per"]),
+        _optional_path(doc, "/trigger/throttle/key", t.get("key")),
+    )
+
+
+def budget(b: dict[str, Any] | None) -> Budget | None:
+    """A trigger's or an agent's budget (schema-valid: at least one ceiling set)."""
+    return None if b is None else Budget(b.get("tokens_per_day"), b.get("runs_per_hour"))
 
 
 def _line_col(doc: Document, pointer: str) -> tuple[int, int]:

@@ -47,6 +47,7 @@ class Admission:
         self.store = store
         self.clock = clock
         self.reserved: Counter[str] = Counter()  # firings being decided or stored, by trigger
+        self.reserved_keys: Counter[tuple[str, str]] = Counter()  # the same, by (trigger, concurrency group)
         self._stored: Counter[str] = Counter()  # firings stored pending, by trigger, ever
         self._epoch: Counter[str] = Counter()  # runs claimed or ended here, by trigger, ever
         self._known: dict[str, _Known] = {}
@@ -54,9 +55,16 @@ class Admission:
         self._wanted: dict[str, tuple[float, int, int]] = {}  # for the next read: when asked, stored, epoch
         self._reader: asyncio.Task[None] | None = None
 
-    async def decide(self, trigger: Trigger) -> Decision:
-        """Call between reserve() and release() of the same firing."""
+    async def decide(self, trigger: Trigger, key: str | None = None) -> Decision:
+        """Call between reserve() and release() of the same firing; `key` is its concurrency group
+        (SPEC 12), whose runs alone its overlap counts (read afresh: groups are many and small)."""
         limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
+        if trigger.debounce is not None:
+            # A burst keeps one pending run per debounce group (Store.create_run): nothing to count.
+            return Decision(RunStatus.PENDING, may_start=False)
+        if key is not None:
+            load = await self.store.key_load(trigger.id, key)
+            return _judge(trigger, load, load.running + load.pending + self.reserved_keys[(trigger.id, key)] - 1)
         known = self._known.get(trigger.id)
         if (
             known is not None
@@ -66,14 +74,7 @@ class Admission:
         ):
             return Decision(RunStatus.PENDING, may_start=known.load.running < trigger.max_concurrent)
         load = await self._read(trigger.id)
-        in_flight = load.running + load.pending + self.reserved[trigger.id] - 1  # less this firing itself
-        if trigger.overlap is Overlap.SKIP and in_flight >= limit:
-            return Decision(RunStatus.SKIPPED, str(SkipReason.OVERLAP))
-        if trigger.overlap is Overlap.QUEUE and in_flight >= limit:
-            return Decision(RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL))
-        if trigger.overlap is Overlap.REPLACE and load.running >= trigger.max_concurrent:
-            return Decision(RunStatus.PENDING, victim=load.oldest_running)
-        return Decision(RunStatus.PENDING, may_start=load.running < trigger.max_concurrent)
+        return _judge(trigger, load, load.running + load.pending + self.reserved[trigger.id] - 1)
 
     def _estimate(self, trigger_id: str, known: _Known) -> int:
         """Runs of the trigger in flight, never fewer than the truth within this daemon: stored
@@ -81,12 +82,18 @@ class Admission:
         since = self._stored[trigger_id] - known.stored
         return known.load.running + known.load.pending + since + self.reserved[trigger_id] - 1
 
-    def reserve(self, trigger_id: str) -> None:
+    def reserve(self, trigger_id: str, key: str | None = None) -> None:
         self.reserved[trigger_id] += 1
+        if key is not None:
+            self.reserved_keys[(trigger_id, key)] += 1
 
-    def release(self, trigger_id: str, stored_pending: bool) -> None:
+    def release(self, trigger_id: str, stored_pending: bool, key: str | None = None) -> None:
         """The firing is stored (or failed to be): it counts on top of the known load, if pending."""
         self.reserved[trigger_id] -= 1
+        if key is not None:
+            self.reserved_keys[(trigger_id, key)] -= 1
+            if not self.reserved_keys[(trigger_id, key)]:
+                del self.reserved_keys[(trigger_id, key)]  # groups are many: keep only those in flight
         if stored_pending:
             self._stored[trigger_id] += 1
 
@@ -126,3 +133,15 @@ class Admission:
 
     def _settle(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
         return self._reads.pop(trigger_id)
+
+
+def _judge(trigger: Trigger, load: TriggerLoad, in_flight: int) -> Decision:
+    """The overlap decision for a firing, given the runs in flight beside it (less the firing itself)."""
+    limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
+    if trigger.overlap is Overlap.SKIP and in_flight >= limit:
+        return Decision(RunStatus.SKIPPED, str(SkipReason.OVERLAP))
+    if trigger.overlap is Overlap.QUEUE and in_flight >= limit:
+        return Decision(RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL))
+    if trigger.overlap is Overlap.REPLACE and load.running >= trigger.max_concurrent:
+        return Decision(RunStatus.PENDING, victim=load.oldest_running)
+    return Decision(RunStatus.PENDING, may_start=load.running < trigger.max_concurrent)

@@ -31,6 +31,7 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
+from triggerd.dispatch.flow import FlowControl, wait_for_debounce
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process, record_steps
@@ -129,6 +130,7 @@ class Dispatcher:
         self._trigger_ids = set(configuration.triggers)  # as of the last reconfigure (the daemon swaps first)
         self._running: dict[str, Job] = {}
         self.admission = Admission(store, self.clock)
+        self.flow = FlowControl(store, self.clock)
         self._pending = 0  # pending runs in the store, as of the last claim
         self._wanted = False
         self._polled = False
@@ -152,6 +154,7 @@ class Dispatcher:
         for run in unfinished:
             if run.status is RunStatus.CANCELLED:  # cancelled by a shutdown: resumed on the next start (SPEC 8)
                 await self.store.requeue(run.id)
+        await self.flow.refresh()
         self.state = DispatcherState.RUNNING
         await self.store.listen(self._notified)
         await self._claim()
@@ -238,12 +241,18 @@ class Dispatcher:
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
         trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        self.admission.reserve(trigger.id)
+        screened = await self.flow.screen(trigger, agent, firing, skip)
+        skip, keys = screened.skip, screened.keys
+        self.admission.reserve(trigger.id, keys.concurrency)
         stored_pending = False
         try:
-            decision = Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger)
+            decision = (
+                Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger, keys.concurrency)
+            )
             status = decision.status
-            now = isoformat(self.clock.now())
+            moment = self.clock.now()
+            now = isoformat(moment)
+            waiting, due = wait_for_debounce(trigger, status, moment)
             run = Run(
                 id=new_run_id(),
                 trigger_id=trigger.id,
@@ -252,17 +261,20 @@ class Dispatcher:
                 input=dict(firing.input),
                 source=firing.source,
                 created_at=now,
-                reason=decision.reason,
+                reason=waiting or decision.reason,
+                error=screened.over.message if screened.over is not None else None,
                 nominal_time=firing.nominal_time,
                 idempotency_key=firing.idempotency_key,
                 replay_of=firing.replay_of,
                 chain_depth=firing.chain_depth,
                 finished_at=now if status.is_final else None,
+                next_attempt_at=due,
+                keys=keys,
             )
             created = await self.store.create_run(run, firing.dedupe_seconds, now)
             stored_pending = status is RunStatus.PENDING and not created.duplicate
         finally:
-            self.admission.release(trigger.id, stored_pending)
+            self.admission.release(trigger.id, stored_pending, keys.concurrency)
         if created.duplicate:
             return Submitted(created.run_id, trigger.id, None, duplicate=True)
         log.info(
@@ -278,6 +290,9 @@ class Dispatcher:
         labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
         if status is RunStatus.SKIPPED:
             METRICS.runs.labels(trigger.id, str(status)).inc()
+        self.flow.recorded(run, created.superseded, screened.over, self.listener)
+        if waiting is not None and trigger.debounce is not None:
+            self._wake_at(self.clock.monotonic() + trigger.debounce.period)  # the burst's run falls due then
         if status is RunStatus.PENDING:
             if decision.victim is not None:
                 with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
@@ -369,6 +384,8 @@ class Dispatcher:
         learnt by renewing now; anything else may be a run to claim."""
         if what == "cancel":
             self.leases.renew_now()
+        elif what == "paused":
+            self.flow.refresh_soon()
         else:
             self.wake()
 
@@ -450,6 +467,7 @@ class Dispatcher:
             if now >= next_poll:
                 next_poll = now + POLL_SECONDS
                 self.wake(poll=True)
+                self.flow.refresh_soon()  # a pause another daemon stored, if no notification told
             await asyncio.sleep(min(self.leases.every / 3, POLL_SECONDS))
 
     def _wake_at(self, due: float) -> None:

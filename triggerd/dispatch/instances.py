@@ -19,6 +19,7 @@ from hashlib import sha256
 from triggerd.agents.process_group import boot_id, identify_self, is_ours
 from triggerd.clock import Clock, isoformat
 from triggerd.config.models import Configuration
+from triggerd.dispatch.flow import claim_limits
 from triggerd.store.abc import Instance, Loaded, Store
 
 log = logging.getLogger("triggerd.dispatch")
@@ -34,6 +35,7 @@ def loaded(configuration: Configuration) -> Loaded:
     return Loaded(
         {t.id: (t.max_concurrent, t.retry.max_attempts) for t in configuration.triggers.values()},
         {a.id: a.max_concurrent for a in configuration.agents.values()},
+        claim_limits(configuration),
     )
 
 

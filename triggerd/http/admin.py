@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ from triggerd.runs import Run, RunStatus
 from triggerd.sources.bus import EventBus
 from triggerd.sources.events import BadEvent
 from triggerd.store.abc import TriggerStats
+
+log = logging.getLogger("triggerd.admin")
+GROUP_KINDS = ("concurrency", "throttle", "debounce")  # flow-control groups GET /v1/triggers/{id} reports on
 
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TOKENS = web.AppKey("tokens", tuple)
@@ -88,6 +92,8 @@ def add_admin_routes(
     app.router.add_get("/v1/triggers", list_triggers)
     app.router.add_get("/v1/triggers/{trigger_id}", get_trigger)
     app.router.add_post("/v1/triggers/{trigger_id}/fire", fire)
+    app.router.add_post("/v1/triggers/{trigger_id}/pause", pause)
+    app.router.add_post("/v1/triggers/{trigger_id}/resume", resume)
     app.router.add_get("/v1/triggers/{trigger_id}/executions", list_trigger_runs)
     app.router.add_get("/v1/triggers/{trigger_id}/executions/{run_id}", get_run)
     app.router.add_post("/v1/triggers/{trigger_id}/executions/{run_id}/cancel", cancel_run)
@@ -107,13 +113,17 @@ def add_admin_routes(
 # --- describing triggers (never a secret) ----------------------------------------
 
 
-def describe_trigger(trigger: Trigger, stats: TriggerStats | None, schedule: dict[str, Any] | None) -> dict[str, Any]:
+def describe_trigger(
+    trigger: Trigger, stats: TriggerStats | None, schedule: dict[str, Any] | None, paused_at: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": trigger.id,
         "name": trigger.name,
         "description": trigger.description,
         "type": str(trigger.type),
         "enabled": trigger.enabled,
+        "paused": paused_at is not None,
+        "paused_at": paused_at,
         "agent_id": trigger.agent.id,
         "source_file": str(trigger.origin),
         "max_concurrent": trigger.max_concurrent,
@@ -142,12 +152,32 @@ def describe_trigger(trigger: Trigger, stats: TriggerStats | None, schedule: dic
             "count_threshold": trigger.event.count_threshold,
             "window_seconds": trigger.event.window,
         }
+    body["flow"] = describe_flow(trigger)
     last = stats.last_run if stats else None
     body["state"] = {
         "runs": dict(stats.runs) if stats else {},
         "last_run": {"id": last.id, "status": str(last.status), "created_at": last.created_at} if last else None,
     }
     return body
+
+
+def describe_flow(trigger: Trigger) -> dict[str, Any]:
+    """A trigger's flow control (SPEC 12) as configured; JSONPaths as written."""
+    debounce, throttle, budget = trigger.debounce, trigger.throttle, trigger.budget
+    return {
+        "concurrency_key": trigger.concurrency_key.text if trigger.concurrency_key else None,
+        "debounce": {"period_seconds": debounce.period, "key": debounce.key.text if debounce.key else None}
+        if debounce
+        else None,
+        "throttle": {
+            "limit": throttle.limit,
+            "per_seconds": throttle.per,
+            "key": throttle.key.text if throttle.key else None,
+        }
+        if throttle
+        else None,
+        "budget": {"tokens_per_day": budget.tokens_per_day, "runs_per_hour": budget.runs_per_hour} if budget else None,
+    }
 
 
 def _configuration(request: web.Request) -> Configuration:
@@ -168,14 +198,43 @@ async def list_triggers(request: web.Request) -> web.Response:
     stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
     triggers = sorted(_configuration(request).triggers.values(), key=lambda t: t.id)
     schedules: Any = request.app[SCHEDULES]
-    return json_response({"triggers": [describe_trigger(t, stats.get(t.id), schedules(t.id)) for t in triggers]})
+    paused = request.app[DISPATCHER].flow.paused
+    return json_response(
+        {"triggers": [describe_trigger(t, stats.get(t.id), schedules(t.id), paused.get(t.id)) for t in triggers]}
+    )
 
 
 async def get_trigger(request: web.Request) -> web.Response:
     trigger = _trigger(request)
-    stats = await _store_call(request.app[DISPATCHER].store.trigger_stats())
+    dispatcher = request.app[DISPATCHER]
+    stats = await _store_call(dispatcher.store.trigger_stats())
     schedules: Any = request.app[SCHEDULES]
-    return json_response(describe_trigger(trigger, stats.get(trigger.id), schedules(trigger.id)))
+    body = describe_trigger(
+        trigger, stats.get(trigger.id), schedules(trigger.id), dispatcher.flow.paused.get(trigger.id)
+    )
+    spent = await _store_call(dispatcher.flow.spend(trigger, dispatcher.configuration.agents.get(trigger.agent.id)))
+    body["spend"] = {scope: spend.to_json() for scope, spend in spent.items()}
+    # `triggerd test` asks for the groups a sample firing falls in: ?concurrency_key=1&throttle_key=...
+    wanted = {kind: request.query[f"{kind}_key"] for kind in GROUP_KINDS if f"{kind}_key" in request.query}
+    if wanted:
+        body["groups"] = await _store_call(dispatcher.flow.groups(trigger, wanted))
+    return json_response(body)
+
+
+async def pause(request: web.Request) -> web.Response:
+    """POST /v1/triggers/{id}/pause (SPEC 12): stored, so every daemon and every restart keeps it."""
+    trigger = _trigger(request)
+    paused_at = await _store_call(request.app[DISPATCHER].flow.pause(trigger.id))
+    log.info("trigger paused", extra={"trigger_id": trigger.id})
+    return json_response({"trigger_id": trigger.id, "paused": True, "paused_at": paused_at})
+
+
+async def resume(request: web.Request) -> web.Response:
+    trigger = _trigger(request)
+    resumed = await _store_call(request.app[DISPATCHER].flow.resume(trigger.id))
+    if resumed:
+        log.info("trigger resumed", extra={"trigger_id": trigger.id})
+    return json_response({"trigger_id": trigger.id, "paused": False, "paused_at": None})
 
 
 # --- runs -------------------------------------------------------------------------

@@ -168,8 +168,23 @@ def openapi() -> dict[str, Any]:
                 "description": nullable_string,
                 "type": {"enum": ["schedule", "webhook", "event"]},
                 "enabled": {"type": "boolean"},
+                "paused": {"type": "boolean", "description": "Paused by POST .../pause (SPEC 12), until resumed"},
+                "paused_at": nullable_string,
                 "agent_id": {"type": "string"},
                 "source_file": {"type": "string"},
+                "flow": {
+                    "type": "object",
+                    "description": "Flow control as configured (SPEC 12): concurrency_key, debounce, throttle, budget",
+                },
+                "groups": {
+                    "type": "object",
+                    "description": "The flow-control groups asked for: running, pending, next_due, started",
+                },
+                "spend": {
+                    "type": "object",
+                    "description": "GET of one trigger only: the trigger's (and a budgeted agent's) spend",
+                    "additionalProperties": _ref("Spend"),
+                },
                 "schedule": {"type": "object"},
                 "webhook": {"type": "object"},
                 "event": {"type": "object"},
@@ -181,6 +196,23 @@ def openapi() -> dict[str, Any]:
                         "last_run": {"type": ["object", "null"]},
                     },
                 },
+            },
+        },
+        "Spend": {
+            "type": "object",
+            "required": ["tokens_per_day", "runs_per_hour"],
+            "properties": {
+                "tokens_per_day": {"type": "integer", "description": "Anthropic tokens of runs created in 24 hours"},
+                "runs_per_hour": {"type": "integer", "description": "Runs not skipped created in the last hour"},
+            },
+        },
+        "Pause": {
+            "type": "object",
+            "required": ["trigger_id", "paused", "paused_at"],
+            "properties": {
+                "trigger_id": {"type": "string"},
+                "paused": {"type": "boolean"},
+                "paused_at": nullable_string,
             },
         },
         "Accepted": {
@@ -344,7 +376,21 @@ def openapi() -> dict[str, Any]:
         },
         "/v1/triggers/{trigger_id}": {
             "parameters": [TRIGGER_ID],
-            "get": _operation("One trigger with its state", "200", _ref("Trigger"), "404"),
+            "get": _operation(
+                "One trigger with its state",
+                "200",
+                _ref("Trigger"),
+                "404",
+                parameters=[
+                    {
+                        "name": f"{kind}_key",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": f"A {kind} group (its key's value as JSON): its state is shown under groups",
+                    }
+                    for kind in ("concurrency", "throttle", "debounce")
+                ],
+            ),
         },
         "/v1/triggers/{trigger_id}/fire": {
             "parameters": [TRIGGER_ID],
@@ -356,6 +402,19 @@ def openapi() -> dict[str, Any]:
                 "409",
                 requestBody=fire_body,
             ),
+        },
+        "/v1/triggers/{trigger_id}/pause": {
+            "parameters": [TRIGGER_ID],
+            "post": _operation(
+                "Pause a trigger: webhooks answer 503, schedule slots are skipped, events do not match (stored)",
+                "200",
+                _ref("Pause"),
+                "404",
+            ),
+        },
+        "/v1/triggers/{trigger_id}/resume": {
+            "parameters": [TRIGGER_ID],
+            "post": _operation("Resume a paused trigger (a 200 too if it was not paused)", "200", _ref("Pause"), "404"),
         },
         "/v1/triggers/{trigger_id}/executions": {
             "parameters": [TRIGGER_ID],

@@ -33,6 +33,7 @@ from triggerd.sources.webhook import BadBody, idempotency_key, parse_body, too_o
 log = logging.getLogger("triggerd.webhook")
 # The catch-all leaves triggerd's own paths to their routes (so they keep their 404/405 answers).
 CATCH_ALL = r"/{path:(?!v1/|v1$|healthz$|readyz$|metrics$).*}"
+PAUSED_RETRY_AFTER = 60  # seconds a paused trigger asks senders to wait before retrying (docs/flow-control.md)
 
 
 def normalize(path: str) -> str:
@@ -148,6 +149,14 @@ class WebhookHandler:
                         headers={"Retry-After": str(max(1, math.ceil(wait)))},
                     )
                 )
+        if trigger.id in self.dispatcher.flow.paused:  # SPEC 12, once the sender is known: it retries later
+            raise _Answer(
+                web.json_response(
+                    {"error": "trigger paused", "trigger_id": trigger.id},
+                    status=503,
+                    headers={"Retry-After": str(PAUSED_RETRY_AFTER)},
+                )
+            )
         try:
             parsed = parse_body(request.content_type, body)
         except BadBody as exc:
@@ -178,6 +187,7 @@ class WebhookHandler:
             Source.WEBHOOK,
             idempotency_key=key,
             dedupe_seconds=trigger.dedupe_window if key is not None else 0.0,
+            context=context,
         )
         try:
             submitted = await self.dispatcher.submit(firing)

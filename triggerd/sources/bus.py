@@ -203,8 +203,8 @@ class EventBus:
         now = self.clock.now()
         for trigger in self.index.candidates(event.type):
             assert trigger.event is not None
-            if not source_matches(trigger, event.source):
-                continue
+            if not source_matches(trigger, event.source) or trigger.id in self.dispatcher.flow.paused:
+                continue  # (a paused trigger matches nothing, SPEC 12)
             alone = event_context(trigger, body, [body])
             try:
                 if trigger.event.condition is not None and not evaluate(trigger.event.condition, alone, Scope.EVENT):
@@ -293,6 +293,7 @@ class EventBus:
             idempotency_key=key,
             dedupe_seconds=dedupe_seconds,
             chain_depth=chain_depth,
+            context=context,
         )
         submitted = await self.dispatcher.submit(firing)
         result.run_ids.append(submitted.run_id)
@@ -340,6 +341,12 @@ class EventBus:
             self.emit(Event(new_event_id(), "agent.run.completed", "agents", now, data, None, run.chain_depth))
             return
         data["error"] = run.error
+        if run.status is RunStatus.SKIPPED:  # only a budget's skip is told (SPEC 12)
+            data["budget"] = run.output
+            self.emit(
+                Event(new_event_id(), "error.agent.budget_exceeded", "agents", now, data, "high", run.chain_depth)
+            )
+            return
         kind = "error.agent.run_timed_out" if run.status is RunStatus.TIMED_OUT else "error.agent.run_failed"
         self.emit(Event(new_event_id(), kind, "agents", now, data, "high", run.chain_depth))
         if run.retries_exhausted:

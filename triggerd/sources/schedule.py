@@ -231,6 +231,8 @@ class Scheduler:
         except MissingInput as exc:
             log.error("schedule slot not fired: %s", exc, extra={"trigger_id": trigger.id})
             run_input, skip = dict(trigger.agent.input), skip or "missing_input"
-        firing = Firing(trigger.id, trigger.agent.id, run_input, Source.SCHEDULE, nominal_time=isoformat(nominal))
+        firing = Firing(
+            trigger.id, trigger.agent.id, run_input, Source.SCHEDULE, nominal_time=isoformat(nominal), context=context
+        )
         await self.dispatcher.submit(firing, skip=skip)
         self._last[trigger.id] = max(nominal, self._last.get(trigger.id, nominal))

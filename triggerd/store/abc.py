@@ -20,7 +20,7 @@ PostgreSQL statements each method runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from triggerd.runs import ProcessGroup, Run, RunStatus
@@ -32,6 +32,7 @@ class Created:
 
     run_id: str
     duplicate: bool = False
+    superseded: int = 0  # pending debounced runs of the same burst this run ended (skipped, SPEC 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,39 @@ class Loaded:
 
     triggers: Mapping[str, tuple[int, int]]  # trigger id -> (max_concurrent, retry.max_attempts)
     agents: Mapping[str, int | None]  # agent id -> max_concurrent (None: no cap)
+    flow: Mapping[str, FlowLimits] = field(default_factory=dict)  # triggers with claim-time flow control
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """A trigger's flow control decided at claim time (SPEC 12), over every daemon's runs."""
+
+    keyed: bool  # max_concurrent holds per concurrency_key value (the run's keys.concurrency)
+    throttle: tuple[int, float] | None  # (limit, per seconds): runs started per window, per keys.throttle
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """A flow-control group's runs now: in flight, the earliest a pending one is due, first starts since an instant."""
+
+    running: int
+    pending: int
+    next_due: str | None
+    started: tuple[str, ...]  # oldest first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"running": self.running, "pending": self.pending, "next_due": self.next_due, "started": self.started}
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What a trigger or an agent spent (SPEC 12): tokens over the sliding day, runs over the sliding hour."""
+
+    tokens: int
+    runs: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"tokens_per_day": self.tokens, "runs_per_hour": self.runs}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +207,10 @@ class Store(Protocol):
         A replay (run.replay_of set) also clears the original's dead-letter mark.
         A schedule run (run.source is schedule) claims its slot (trigger, nominal_time):
         if the slot was claimed before, nothing is inserted and the existing run is named.
+        A pending run with keys.debounce set ends, in the same commit, every other pending run of
+        its trigger with the same debounce key and reason "debounced" (`skipped`, reason
+        "debounced"; Created.superseded counts them): whichever commits last is the burst's run.
+        Daemons sharing a store serialize this per (trigger, key) (PostgreSQL: an advisory lock).
         """
         ...
 
@@ -331,6 +369,12 @@ class Store(Protocol):
         daemons claiming at once never together exceed a limit (SQLite: BEGIN IMMEDIATE;
         PostgreSQL: an advisory transaction lock, then FOR UPDATE SKIP LOCKED). With
         `count_pending` (the poll asks), Claims.pending counts the pending runs.
+
+        Flow control (SPEC 12, `loaded.flow`): a keyed trigger's max_concurrent is counted per
+        keys.concurrency value instead of over the whole trigger; a throttled trigger starts no
+        more than `limit` runs (by first start) per `per` seconds per keys.throttle value, and a
+        run held back by it gets reason "throttled" and next_attempt_at when the window frees a
+        place (so Claims.next_due wakes a daemon then). A claimed run's reason is cleared.
         """
         ...
 
@@ -360,6 +404,35 @@ class Store(Protocol):
         Read for the firings under way, many triggers at once: it must not cost more with a
         longer queue (SQLite keeps the counts in a table maintained by triggers on runs).
         """
+        ...
+
+    async def key_load(self, trigger_id: str, concurrency_key: str) -> TriggerLoad:
+        """The running and pending runs of one concurrency_key group of a trigger (SPEC 12), for overlap."""
+        ...
+
+    async def group_state(self, trigger_id: str, kind: str, key: str, started_since: str) -> GroupState:
+        """One flow-control group of a trigger (SPEC 12; `triggerd test`): `kind` is "concurrency",
+        "throttle" or "debounce", naming which of a run's keys is `key`."""
+        ...
+
+    async def spend(
+        self, *, trigger_id: str | None = None, agent_id: str | None = None, day_since: str, hour_since: str
+    ) -> Spend:
+        """A trigger's (or an agent's) spend: input + output tokens of the usage recorded on its runs
+        created after `day_since`, and its runs not skipped created after `hour_since`."""
+        ...
+
+    async def pause_trigger(self, trigger_id: str, at: str) -> None:
+        """Record the trigger paused (SPEC 12), kept until resume_trigger; pausing again keeps the first time.
+        PostgreSQL notifies "paused" so that every daemon learns it at once."""
+        ...
+
+    async def resume_trigger(self, trigger_id: str) -> bool:
+        """Forget the trigger's pause; False if it was not paused."""
+        ...
+
+    async def paused_triggers(self) -> dict[str, str]:
+        """Every paused trigger and when it was paused."""
         ...
 
     async def trigger_stats(self) -> dict[str, TriggerStats]:

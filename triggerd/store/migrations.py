@@ -172,4 +172,23 @@ MIGRATIONS: list[list[str]] = [
         # An anthropic agent's tool calls, per attempt (SPEC 5.1): a JSON list of steps.
         "ALTER TABLE attempts ADD COLUMN steps TEXT",
     ],
+    [
+        # Flow control (SPEC 12): each run's concurrency, throttle and debounce group (the key's
+        # value as JSON, NULL where the trigger has no such control), the indexes the claim's
+        # throttle window, a debounce's supersede and a budget's spend read by, and paused triggers.
+        "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE runs ADD COLUMN throttle_key TEXT",
+        "ALTER TABLE runs ADD COLUMN debounce_key TEXT",
+        "CREATE INDEX runs_debounce ON runs (trigger_id, debounce_key) "
+        "WHERE status = 'pending' AND debounce_key IS NOT NULL",
+        "CREATE INDEX runs_concurrency ON runs (trigger_id, concurrency_key) "
+        "WHERE status IN ('pending', 'running') AND concurrency_key IS NOT NULL",
+        "CREATE INDEX runs_started ON runs (trigger_id, started_at) WHERE started_at IS NOT NULL",
+        "CREATE INDEX runs_trigger_created ON runs (trigger_id, created_at)",
+        "CREATE INDEX runs_agent_created ON runs (agent_id, created_at)",
+        """CREATE TABLE paused_triggers (
+            trigger_id TEXT PRIMARY KEY,
+            paused_at TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    ],
 ]

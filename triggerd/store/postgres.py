@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,9 +30,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, RunSummary, TriggerStats
+from triggerd.store.flow import burst_heads, supersede
 from triggerd.store.pg_listen import Listener
 from triggerd.store.pg_migrations import ADVISORY_LOCK, MIGRATIONS
 from triggerd.store.postgres_claims import Claim, PostgresClaims, fold_loads, notify
+from triggerd.store.postgres_flow import PostgresFlow
 from triggerd.store.postgres_sources import ClearCrossing, CountEvent, SourceTables, save_windows
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
@@ -59,6 +62,7 @@ _RACE_RETRIES = 5
 _RUN_TYPES = (
     "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "text[]",
     "text[]", "text[]", "text[]", "int[]", "bool[]", "text[]", "text[]", "text[]", "text[]",
+    "text[]", "text[]", "text[]",
 )  # fmt: skip
 _INSERT_RUNS = f"INSERT INTO runs ({RUN_COLUMNS}) SELECT * FROM unnest({', '.join(f'%b::{t}' for t in _RUN_TYPES)})"
 
@@ -69,7 +73,7 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
-class PostgresStore(SourceTables, PostgresClaims):
+class PostgresStore(SourceTables, PostgresClaims, PostgresFlow):
     """A Store in a PostgreSQL database that several daemons may share (see triggerd.store.abc)."""
 
     def __init__(self, url: str, pool_size: int = 10, connect_timeout: int = 10, wait_timeout: float = 5.0) -> None:
@@ -526,10 +530,25 @@ async def _insert_runs(conn: Conn, new: Sequence[NewRun]) -> list[Created]:
                 replays = [op.run.replay_of for op in fresh if op.run.replay_of is not None]
                 if replays:
                     await conn.execute("UPDATE runs SET dead_letter = false WHERE id = ANY(%b::text[])", (replays,))
+                superseded = await _supersede(conn, fresh)
         except _LostRace:
             continue
-        return created
+        return [replace(c, superseded=superseded[c.run_id]) if c.run_id in superseded else c for c in created]
     raise StoreError("store write failed: other daemons kept claiming the same keys or slots")
+
+
+async def _supersede(conn: Conn, fresh: Sequence[NewRun]) -> dict[str, int]:
+    """End the other pending runs of each new debounced run's burst (abc.create_run), under an advisory
+    lock per (trigger, key), taken in sorted order, so that two daemons' bursts end with one run."""
+    superseded = {}
+    for op in burst_heads(fresh):
+        run = op.run
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"debounce/{run.trigger_id}/{run.keys.debounce}",)
+        )
+        cur = await conn.execute(supersede("%s"), (op.now, run.trigger_id, run.keys.debounce, run.id))
+        superseded[run.id] = cur.rowcount
+    return superseded
 
 
 async def _claim(conn: Conn, fresh: Sequence[NewRun]) -> None:

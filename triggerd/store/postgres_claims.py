@@ -28,6 +28,7 @@ import psycopg
 
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, TriggerLoad
+from triggerd.store.flow import RUNNING_BY_KEY, Gate, starts_query
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -199,11 +200,24 @@ async def _claim(
         for trigger_id, agent_id, count in await cur.fetchall():
             by_trigger[trigger_id] += count
             by_agent[agent_id] += count
-        claimed = await _choose(conn, now, limit, loaded, by_trigger, by_agent)
+        gate = Gate(loaded, now)
+        if loaded.flow:
+            gate.count_running(await (await conn.execute(RUNNING_BY_KEY)).fetchall())
+            throttled = gate.throttled_triggers
+            if throttled:
+                cur = await conn.execute(starts_query("%s", len(throttled)), (gate.since(), *throttled))
+                gate.count_starts(await cur.fetchall())
+        claimed = await _choose(conn, now, limit, loaded, by_trigger, by_agent, gate)
+        if gate.throttled:
+            await conn.execute(
+                "UPDATE runs SET reason = 'throttled', next_attempt_at = t.frees FROM "
+                "unnest(%s::text[], %s::text[]) AS t (id, frees) WHERE runs.id = t.id",
+                ([r for r, _ in gate.throttled], [f for _, f in gate.throttled]),
+            )
         if claimed:
             await conn.execute(
                 "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, %s), next_attempt_at = NULL, "
-                "claimed_by = %s, lease_until = %s, cancel_requested = NULL WHERE id = ANY(%s::text[])",
+                "claimed_by = %s, lease_until = %s, cancel_requested = NULL, reason = NULL WHERE id = ANY(%s::text[])",
                 (now, instance, lease_until, claimed),
             )
             await conn.execute(
@@ -231,7 +245,7 @@ async def _claim(
 
 
 async def _choose(
-    conn: Conn, now: str, limit: int, loaded: Loaded, by_trigger: Counter[str], by_agent: Counter[str]
+    conn: Conn, now: str, limit: int, loaded: Loaded, by_trigger: Counter[str], by_agent: Counter[str], gate: Gate
 ) -> list[str]:
     """Up to `limit` due pending runs, oldest first, within the trigger and agent limits (counts updated).
 
@@ -244,12 +258,17 @@ async def _choose(
     chosen: list[str] = []
     after = ""
     while len(chosen) < limit:
-        full_triggers = [t for t, n in by_trigger.items() if t in loaded.triggers and n >= loaded.triggers[t][0]]
+        full_triggers = [
+            t
+            for t, n in by_trigger.items()
+            if t in loaded.triggers and n >= loaded.triggers[t][0] and not gate.keyed(t)
+        ]
         full_agents = [a for a, n in by_agent.items() if (cap := loaded.agents.get(a)) is not None and n >= cap]
         if len(full_triggers) >= len(triggers) or len(full_agents) >= len(agents):
             break  # nothing this daemon loads may start
         cur = await conn.execute(
-            "SELECT id, trigger_id, agent_id FROM runs WHERE status = 'pending' AND id > %s "
+            "SELECT id, trigger_id, agent_id, concurrency_key, throttle_key FROM runs "
+            "WHERE status = 'pending' AND id > %s "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= %s) "
             "AND trigger_id = ANY(%s::text[]) AND agent_id = ANY(%s::text[]) "
             "AND trigger_id <> ALL(%s::text[]) AND agent_id <> ALL(%s::text[]) "
@@ -257,13 +276,15 @@ async def _choose(
             (after, now, triggers, agents, full_triggers, full_agents, _PAGE),
         )
         page = await cur.fetchall()
-        for run_id, trigger_id, agent_id in page:
+        for run_id, trigger_id, agent_id, concurrency_key, throttle_key in page:
             after = run_id
-            if by_trigger[trigger_id] >= loaded.triggers[trigger_id][0]:
+            if by_trigger[trigger_id] >= loaded.triggers[trigger_id][0] and not gate.keyed(trigger_id):
                 continue  # filled by this claim
             cap = loaded.agents[agent_id]
             if cap is not None and by_agent[agent_id] >= cap:
                 continue
+            if not gate.admit(run_id, trigger_id, concurrency_key, throttle_key):
+                continue  # its concurrency group is full, or its throttle window
             by_trigger[trigger_id] += 1
             by_agent[agent_id] += 1
             chosen.append(run_id)

@@ -13,12 +13,13 @@ from datetime import timedelta
 from typing import Any
 
 from triggerd.clock import isoformat, parse_instant
-from triggerd.runs import Attempt, ProcessGroup, Run, RunStatus, Source
+from triggerd.runs import Attempt, FlowKeys, ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Created, RunSummary
 
 RUN_COLUMNS = (
     "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
-    "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at"
+    "idempotency_key, replay_of, chain_depth, dead_letter, next_attempt_at, created_at, started_at, finished_at, "
+    "concurrency_key, throttle_key, debounce_key"
 )
 ATTEMPT_COLUMNS = "run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id, steps"
 UNFINISHED = "status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown')"
@@ -76,6 +77,9 @@ class NewRun:
             run.created_at,
             run.started_at,
             run.finished_at,
+            run.keys.concurrency,
+            run.keys.throttle,
+            run.keys.debounce,
         )
 
 
@@ -146,6 +150,7 @@ def run_from_row(r: Sequence[Any], attempts: Mapping[str, Sequence[Attempt]]) ->
         created_at=r[16],
         started_at=r[17],
         finished_at=r[18],
+        keys=FlowKeys(r[19], r[20], r[21]),
         attempts=tuple(attempts.get(r[0], ())),
     )
 

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from triggerd.config.models import SyncLevel
 from triggerd.errors import StoreError
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Created, RunSummary, TriggerStats
+from triggerd.store.flow import burst_heads, supersede
 from triggerd.store.migrations import MIGRATIONS
 from triggerd.store.rows import (
     ATTEMPT_COLUMNS,
@@ -45,15 +47,16 @@ from triggerd.store.rows import (
     summary_query,
 )
 from triggerd.store.sqlite_claims import SqliteClaims
+from triggerd.store.sqlite_flow import SqliteFlow
 from triggerd.store.sqlite_sources import SourceTables, save_windows
 
 T = TypeVar("T")
 _MAX_BATCH = 512
 _STOP = object()
-_ROW_MARKS = "(" + ", ".join("?" * 19) + ")"
+_ROW_MARKS = "(" + ", ".join("?" * 22) + ")"
 
 
-class SqliteStore(SourceTables, SqliteClaims):
+class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
     """A Store in one SQLite file (see triggerd.store.abc for the contract)."""
 
     def __init__(self, path: Path, sync: SyncLevel = SyncLevel.NORMAL, busy_timeout: float = 10.0) -> None:
@@ -466,7 +469,11 @@ def _insert_runs(conn: sqlite3.Connection, new: Sequence[NewRun]) -> list[Create
         )
     for replayed in _chunks([op.run.replay_of for op in fresh if op.run.replay_of is not None], 400):
         conn.execute(f"UPDATE runs SET dead_letter = 0 WHERE id IN ({', '.join('?' * len(replayed))})", replayed)
-    return created
+    superseded = {
+        op.run.id: conn.execute(supersede("?"), (op.now, op.run.trigger_id, op.run.keys.debounce, op.run.id)).rowcount
+        for op in burst_heads(fresh)
+    }
+    return [replace(c, superseded=superseded[c.run_id]) if c.run_id in superseded else c for c in created]
 
 
 def _insert_one(op: NewRun, conn: sqlite3.Connection) -> Created:

@@ -15,6 +15,7 @@ from typing import Protocol, TypeVar
 
 from triggerd.runs import ProcessGroup, RunStatus
 from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, TriggerLoad
+from triggerd.store.flow import RUNNING_BY_KEY, Gate, starts_query
 
 T = TypeVar("T")
 _CHUNK = 400
@@ -170,11 +171,22 @@ def _claim(
         ):
             by_trigger[trigger_id] += count
             by_agent[agent_id] += count
-        claimed = _choose(conn, now, limit, loaded, by_trigger, by_agent)
+        gate = Gate(loaded, now)
+        if loaded.flow:
+            gate.count_running(conn.execute(RUNNING_BY_KEY))
+            throttled = gate.throttled_triggers
+            if throttled:
+                gate.count_starts(conn.execute(starts_query("?", len(throttled)), (gate.since(), *throttled)))
+        claimed = _choose(conn, now, limit, loaded, by_trigger, by_agent, gate)
+        for run_id, frees in gate.throttled:
+            conn.execute(
+                "UPDATE runs SET reason = 'throttled', next_attempt_at = ? WHERE id = ?",
+                (frees, run_id),
+            )
         for run_id in claimed:
             conn.execute(
                 "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), next_attempt_at = NULL, "
-                "claimed_by = ?, lease_until = ?, cancel_requested = NULL WHERE id = ?",
+                "claimed_by = ?, lease_until = ?, cancel_requested = NULL, reason = NULL WHERE id = ?",
                 (now, instance, lease_until, run_id),
             )
             conn.execute(
@@ -200,7 +212,13 @@ def _claim(
 
 
 def _choose(
-    conn: sqlite3.Connection, now: str, limit: int, loaded: Loaded, by_trigger: Counter[str], by_agent: Counter[str]
+    conn: sqlite3.Connection,
+    now: str,
+    limit: int,
+    loaded: Loaded,
+    by_trigger: Counter[str],
+    by_agent: Counter[str],
+    gate: Gate,
 ) -> list[str]:
     """Up to `limit` due pending runs, oldest first, within the trigger and agent limits (counts updated).
 
@@ -208,24 +226,31 @@ def _choose(
     triggers and agents already at their limit (few: no more than the runs running), so a long
     queue held back by a limit costs C, not Python, and a burst costs what it claims.
     """
-    full_triggers = [t for t, n in by_trigger.items() if t in loaded.triggers and n >= loaded.triggers[t][0]]
+    full_triggers = [
+        t for t, n in by_trigger.items() if t in loaded.triggers and n >= loaded.triggers[t][0] and not gate.keyed(t)
+    ]
     full_agents = [a for a, n in by_agent.items() if (cap := loaded.agents.get(a)) is not None and n >= cap]
     if len(full_triggers) >= len(loaded.triggers) or len(full_agents) >= len(loaded.agents):
         return []  # nothing this daemon loads may start
     chosen: list[str] = []
     walk = conn.execute(
-        "SELECT id, trigger_id, agent_id FROM runs INDEXED BY runs_queue WHERE status = 'pending' "
+        "SELECT id, trigger_id, agent_id, concurrency_key, throttle_key FROM runs INDEXED BY runs_queue "
+        "WHERE status = 'pending' "
         "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
         f"AND trigger_id NOT IN ({_marks(full_triggers)}) AND agent_id NOT IN ({_marks(full_agents)}) ORDER BY id",
         (now, *full_triggers, *full_agents),
     )
-    for run_id, trigger_id, agent_id in walk:
+    for run_id, trigger_id, agent_id, concurrency_key, throttle_key in walk:
         limits = loaded.triggers.get(trigger_id)
-        if limits is None or agent_id not in loaded.agents or by_trigger[trigger_id] >= limits[0]:
-            continue  # not loaded here, or filled by this claim
+        if limits is None or agent_id not in loaded.agents:
+            continue  # not loaded here
+        if by_trigger[trigger_id] >= limits[0] and not gate.keyed(trigger_id):
+            continue  # filled by this claim
         cap = loaded.agents[agent_id]
         if cap is not None and by_agent[agent_id] >= cap:
             continue
+        if not gate.admit(run_id, trigger_id, concurrency_key, throttle_key):
+            continue  # its concurrency group is full, or its throttle window
         by_trigger[trigger_id] += 1
         by_agent[agent_id] += 1
         chosen.append(run_id)

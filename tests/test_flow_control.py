@@ -1,0 +1,342 @@
+"""Flow control (SPEC 12) against two real daemons sharing one store, over HTTP: concurrency keys,
+debounce, budgets, pause and resume. Run on both stores (two daemons share a SQLite file as they
+share a PostgreSQL database); the throttle and paused schedule slots, which need time moved, are
+in tests/test_flow_clock.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.fake_anthropic import FakeMessagesAPI, Reply
+from tests.harness import Daemon, free_port, http, wait_for
+from tests.test_scale_out import PY, instant, stop_all
+
+
+def start_daemon(tmp_path: Path, name: str, definitions: str, store: str) -> Daemon:
+    """As tests/test_scale_out.py's, with the default lease: the anthropic client's first import can
+    take seconds on a loaded machine, longer than that module's short lease."""
+    root = tmp_path / name
+    (root / "defs").mkdir(parents=True)
+    (root / "defs" / "all.yaml").write_text(definitions)
+    port = free_port()
+    (root / "triggerd.yaml").write_text(
+        f'server:\n  listen: "127.0.0.1:{port}"\nstore:\n  url: "{store}"\n  instance: "{name}"\n'
+        "definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\nlogging:\n  format: json\n  level: debug\n"
+    )
+    return Daemon(root, port, {"PATH": os.environ["PATH"]}).start()
+
+
+def runs_of(daemon: Daemon, trigger_id: str) -> list[dict[str, Any]]:
+    status, answer = daemon.request("GET", f"/v1/runs?trigger={trigger_id}&limit=100")
+    assert status == 200, answer
+    return list(answer["runs"])
+
+
+def settled(daemon: Daemon, trigger_id: str, count: int) -> list[dict[str, Any]]:
+    """The trigger's `count` runs once every one is final, oldest first."""
+
+    def done() -> list[dict[str, Any]] | None:
+        runs = runs_of(daemon, trigger_id)
+        finals = [r for r in runs if r["status"] in {"completed", "failed", "skipped", "cancelled", "timed_out"}]
+        return sorted(runs, key=lambda r: r["id"]) if len(finals) == count == len(runs) else None
+
+    return list(wait_for(done, timeout=30, what=f"{count} final runs of {trigger_id}"))
+
+
+def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(
+        instant(a["started_at"]) < instant(b["finished_at"]) and instant(b["started_at"]) < instant(a["finished_at"])
+    )
+
+
+def skips(daemon: Daemon, trigger_id: str, reason: str) -> float:
+    _, text = http("GET", daemon.url + "/metrics")
+    for line in str(text).splitlines():
+        if line.startswith(f'triggerd_skips_total{{reason="{reason}",trigger="{trigger_id}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+SLEEPER = f"agent: {{id: slow, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(1.5)']}}\n---\n"
+
+
+def test_two_prs_run_at_once_while_two_pushes_to_one_pr_run_one_after_the_other(tmp_path: Path, store_url: str) -> None:
+    definitions = SLEEPER + (
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: slow, input_mapping: {pr: $.body.pr}}\n"
+        "  concurrency_key: $.body.pr\n  max_concurrent: 1\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    daemons = [a]
+    try:
+        b = start_daemon(tmp_path, "b", definitions, store_url)
+        daemons.append(b)
+        for daemon, pr in ((a, 1), (b, 2), (b, 1)):
+            status, answer = daemon.request("POST", "/webhooks/pr", {"pr": pr})
+            assert status == 202 and answer["status"] == "pending", answer
+        first, other, second = settled(a, "pr", 3)
+        assert [r["input"]["pr"] for r in (first, other, second)] == [1, 2, 1]
+        assert all(r["status"] == "completed" for r in (first, other, second))
+        assert overlap(first, other), "two PRs should run at once"
+        assert not overlap(first, second), "two pushes to one PR must run one after the other"
+    finally:
+        stop_all(daemons)
+
+
+def test_a_burst_of_ten_gives_one_run_with_the_last_input_after_the_period(tmp_path: Path, store_url: str) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  debounce: {period: 2s, key: $.body.repo}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    daemons = [a]
+    try:
+        b = start_daemon(tmp_path, "b", definitions, store_url)
+        daemons.append(b)
+        ids = []
+        for n in range(10):
+            status, answer = (a, b)[n % 2].request("POST", "/webhooks/burst", {"n": n, "repo": "r"})
+            assert status == 202 and answer["status"] == "pending", answer
+            ids.append(answer["run_id"])
+        last = a.run(ids[-1])
+        assert (last["status"], last["reason"]) == ("pending", "debounced")  # stored, waiting out the period
+        runs = settled(a, "burst", 10)
+        done = [r for r in runs if r["status"] == "completed"]
+        assert len(done) == 1 and done[0]["id"] == ids[-1] and done[0]["input"] == {"n": 9}
+        assert (instant(done[0]["started_at"]) - instant(done[0]["created_at"])).total_seconds() >= 2.0
+        superseded = [r for r in runs if r["id"] != ids[-1]]
+        assert all((r["status"], r["reason"]) == ("skipped", "debounced") for r in superseded), superseded
+        assert skips(a, "burst", "debounced") + skips(b, "burst", "debounced") == 9
+    finally:
+        stop_all(daemons)
+
+
+def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budget_exceeded(
+    tmp_path: Path, store_url: str
+) -> None:
+    replies = [
+        Reply(usage={"input_tokens": 700, "output_tokens": 400}),
+        Reply(usage={"input_tokens": 300, "output_tokens": 200}),
+    ]
+    with FakeMessagesAPI(replies) as api:
+        definitions = (
+            f"agent:\n  id: claude\n  type: anthropic\n  model: claude-test-1\n  api_key: test-key\n"
+            f"  base_url: {api.base_url}\n  budget: {{tokens_per_day: 1500}}\n---\n"
+            "agent: {id: quick, type: command, command: ['true']}\n---\n"
+            "trigger:\n  id: spend\n  type: webhook\n  webhook: {}\n  agent: {id: claude, input: {q: hi}}\n"
+            "  budget: {tokens_per_day: 1000}\n---\n"
+            "trigger: {id: other, type: webhook, webhook: {}, agent: {id: claude, input: {q: hi}}}\n---\n"
+            "trigger: {id: watch, type: event, event: {pattern: error.agent.budget_exceeded}, agent: {id: quick}}\n"
+        )
+        a = start_daemon(tmp_path, "a", definitions, store_url)
+        daemons = [a]
+        try:
+            b = start_daemon(tmp_path, "b", definitions, store_url)
+            daemons.append(b)
+            status, answer = a.request("POST", "/webhooks/spend", {})
+            assert status == 202, answer
+            first = a.wait_run(answer["run_id"])
+            assert first["status"] == "completed" and first["usage"]["input_tokens"] == 700
+            status, answer = b.request("POST", "/webhooks/spend", {})
+            assert status == 202 and answer["status"] == "skipped", answer
+            second = b.run(answer["run_id"])
+            assert (second["status"], second["reason"]) == ("skipped", "budget")
+            assert "tokens_per_day 1100 of 1000" in second["error"]
+            assert len(api.requests) == 1  # the skipped firing never reached the model
+            watched = wait_for(lambda: runs_of(b, "watch"), timeout=10, what="the budget event's run")
+            event = watched[0]["input"]["trigger_context"]["event"]
+            assert event["data"]["run_id"] == second["id"] and event["severity"] == "high"
+            status, described = a.request("GET", "/v1/triggers/spend")
+            assert status == 200 and described["spend"]["trigger"] == {"tokens_per_day": 1100, "runs_per_hour": 1}
+            assert described["flow"]["budget"] == {"tokens_per_day": 1000, "runs_per_hour": None}
+            assert described["spend"]["agent"] == {"tokens_per_day": 1100, "runs_per_hour": 1}
+            # The agent's budget (1500) still allows a run of a trigger without one of its own, then not.
+            status, answer = a.request("POST", "/webhooks/other", {})
+            assert b.wait_run(answer["run_id"])["status"] == "completed"
+            status, answer = b.request("POST", "/webhooks/other", {})
+            assert status == 202 and answer["status"] == "skipped", answer
+            third = b.run(answer["run_id"])
+            assert (
+                third["reason"] == "budget" and "agent 'claude'" in third["error"] and "1600 of 1500" in third["error"]
+            )
+            assert skips(b, "spend", "budget") == 1 and skips(b, "other", "budget") == 1
+        finally:
+            stop_all(daemons)
+
+
+def test_a_paused_webhook_answers_503_on_every_daemon_until_resumed_and_the_pause_survives_a_restart(
+    tmp_path: Path, store_url: str
+) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    daemons = [a]
+    try:
+        b = start_daemon(tmp_path, "b", definitions, store_url)
+        daemons.append(b)
+        status, answer = a.request("POST", "/v1/triggers/hook/pause")
+        assert status == 200 and answer["paused"] is True and answer["paused_at"], answer
+        assert a.request("GET", "/v1/triggers/hook")[1]["paused"] is True
+
+        def refused(daemon: Daemon) -> bool:
+            request = urllib_post(daemon.url + "/webhooks/hook")
+            return request[0] == 503 and int(request[1]) > 0
+
+        assert refused(a)
+        wait_for(lambda: refused(b), timeout=5, what="the other daemon to learn of the pause")
+        a.stop()
+        a.start()
+        assert refused(a), "the pause must survive a restart"
+        assert a.request("POST", "/v1/reload")[0] == 200
+        assert refused(a), "and a reload"
+        assert a.request("POST", "/v1/triggers/nope/pause")[0] == 404
+        status, answer = b.request("POST", "/v1/triggers/hook/resume")
+        assert status == 200 and answer["paused"] is False, answer
+        wait_for(lambda: a.request("POST", "/webhooks/hook", {})[0] == 202, timeout=5, what="a to learn of the resume")
+        assert b.request("POST", "/webhooks/hook", {})[0] == 202
+    finally:
+        stop_all(daemons)
+
+
+def urllib_post(url: str) -> tuple[int, str]:
+    """POST an empty JSON body: the status and the Retry-After header ("0" when absent)."""
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("Retry-After", "0")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Retry-After", "0")
+
+
+def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path: Path, store_url: str) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n---\n"
+        "trigger: {id: ev, type: event, event: {pattern: 'x.*'}, agent: {id: quick}}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "triggerd", *args, "--url", a.url],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+
+    try:
+        paused = cli("pause", "hook")
+        assert paused.returncode == 0 and paused.stdout.startswith("hook paused since "), paused
+        assert cli("pause", "ev").returncode == 0
+        listed = a.request("GET", "/v1/triggers")[1]["triggers"]
+        assert [(t["id"], t["paused"]) for t in listed] == [("ev", True), ("hook", True)]
+        assert urllib_post(a.url + "/webhooks/hook") == (503, "60")
+        event = {"type": "x.y", "source": "test"}
+        assert a.request("POST", "/v1/events", event)[1]["matched"] == []  # a paused trigger matches nothing
+        assert cli("resume", "ev").returncode == 0
+        assert a.request("POST", "/v1/events", event)[1]["matched"] == ["ev"]
+        resumed = cli("resume", "hook")
+        assert (resumed.returncode, resumed.stdout) == (0, "hook resumed\n")
+        missing = cli("pause", "nope")
+        assert (missing.returncode, missing.stderr) == (1, "triggerd pause: 404: no trigger 'nope'\n")
+        assert a.request("POST", "/webhooks/hook", {})[0] == 202
+    finally:
+        stop_all([a])
+
+
+def test_triggerd_test_shows_the_sample_firings_groups_and_what_the_running_daemon_would_do_now(
+    tmp_path: Path, store_url: str
+) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  concurrency_key: $.body.pr\n  throttle: {limit: 1, per: 1h, key: $.body.repo}\n"
+        "  budget: {runs_per_hour: 1}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  debounce: {period: 1h}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    sample = tmp_path / "sample.json"
+    sample.write_text('{"pr": 7, "repo": "acme/api"}')
+
+    def trial(trigger_id: str) -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "triggerd",
+                "test",
+                trigger_id,
+                "--payload",
+                str(sample),
+                "--config",
+                "triggerd.yaml",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=a.root,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        shown = trial("pr")
+        assert "concurrency key 7   ($.body.pr; max_concurrent 1, overlap queue per value)" in shown, shown
+        assert 'throttle key    "acme/api"' in shown
+        assert "throttled     no: 0 of 1 started in the window" in shown
+        assert "concurrency   0 running, 0 pending in its group: it may start" in shown
+        a.wait_run(a.request("POST", "/webhooks/pr", {"pr": 7, "repo": "acme/api"})[1]["run_id"])
+        shown = trial("pr")
+        assert "throttled     yes: 1 of 1 started in the window; waits until " in shown, shown
+        assert "trigger spend 0 tokens in the last day, 1 runs in the last hour: over budget" in shown
+        assert a.request("POST", "/webhooks/burst", {})[0] == 202
+        shown = trial("burst")
+        assert "debounce key    (all)   (the whole trigger; period 3600s)" in shown, shown
+        assert "debounced     yes: supersedes the burst's pending run" in shown
+        a.request("POST", "/v1/triggers/burst/pause")
+        assert "paused        since " in trial("burst")
+        a.stop()
+        assert "(its counts are not shown)" in trial("burst")
+    finally:
+        stop_all([a])
+
+
+def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        'agent: {id: a, type: command, command: ["true"], budget: {runs_per_hour: 0}}\n---\n'
+        "trigger:\n  id: t\n  type: webhook\n  webhook: {}\n  agent: {id: a}\n"
+        '  concurrency_key: "body.pr"\n  debounce: {period: 0}\n  throttle: {limit: 0, per: "soon"}\n  budget: {}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "triggerd", "validate", str(bad), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    found = {(p["line"], p["column"], p["pointer"]) for p in json.loads(done.stdout)["problems"]}
+    assert {
+        (1, 74, "/agent/budget/runs_per_hour"),
+        (8, 20, "/trigger/concurrency_key"),
+        (9, 22, "/trigger/debounce/period"),
+        (10, 21, "/trigger/throttle/limit"),
+        (10, 29, "/trigger/throttle/per"),
+        (11, 11, "/trigger/budget"),
+    } <= found, found
