@@ -529,3 +529,21 @@ def test_a_nul_byte_in_a_rendered_argument_is_a_precise_error_result(tmp_path: P
     [result] = api.tool_results(1)
     assert result["content"] == "tool 'restart' failed: argument 3 of the command contains a NUL character"
     assert raised == []  # an input the command cannot take, not a bug of the daemon
+
+
+def test_show_prints_no_terminal_control_characters_a_tool_or_model_wrote(tmp_path: Path) -> None:
+    # A tool's text output (and the model's input, which it echoes) is a stranger's text: printed
+    # raw, an escape sequence would drive the operator's terminal (retitle it, hide lines).
+    evil = "web\x1b]0;pwned\x07\x1b[2K"
+    replies = [Reply(tool_uses=[("restart", {"service": evil})]), Reply(text="done")]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+        shown = cli(tmp_path, "show", run["id"])
+    assert run["steps"][0]["output"] == "restarted " + evil
+    assert shown.returncode == 0, shown.stderr
+    transcript = shown.stdout.split("\nsteps (1):\n")[1]
+    assert "\x1b" not in transcript and "\x07" not in transcript
+    assert "    output: restarted web\\x1b]0;pwned\\x07\\x1b[2K" in transcript.splitlines()
