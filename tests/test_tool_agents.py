@@ -300,6 +300,7 @@ def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path)
     [step] = run["steps"]
     assert (step["tool"], step["error"]) == ("slow", "cancelled: the run's attempt ended during this call")
     assert len(api.requests) == 1
+    assert run["usage"]["input_tokens"] == 12  # what the one model call spent, though the run was cancelled
 
 
 def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_steps(tmp_path: Path) -> None:
