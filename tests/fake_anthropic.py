@@ -2,13 +2,15 @@
 
 A reply may ask for tools (`tool_uses`), as the real API does with `stop_reason: "tool_use"`;
 the fake then checks, as the real API does, that the next request answers every tool_use block
-of every assistant turn with a tool_result block, and names only tools the request defines.
+of every assistant turn with a tool_result block, names only tools the request defines, and
+names them as the real API allows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +129,9 @@ class FakeMessagesAPI:
 def conversation_problem(body: dict[str, Any]) -> str | None:
     """Why the real API would refuse this conversation's tool blocks, or None."""
     defined = {tool.get("name") for tool in body.get("tools", [])}
+    misnamed = sorted(str(name) for name in defined if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", str(name)))
+    if misnamed:
+        return f"tools: names must match ^[a-zA-Z0-9_-]{{1,64}}$: {misnamed}"
     messages = body["messages"]
     for index, message in enumerate(messages):
         content = message.get("content")

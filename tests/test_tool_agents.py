@@ -300,6 +300,7 @@ def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path)
     [step] = run["steps"]
     assert (step["tool"], step["error"]) == ("slow", "cancelled: the run's attempt ended during this call")
     assert len(api.requests) == 1
+    assert run["usage"]["input_tokens"] == 12  # what the one model call spent, though the run was cancelled
 
 
 def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_steps(tmp_path: Path) -> None:
@@ -430,3 +431,120 @@ def test_both_stores_keep_steps_per_attempt_while_it_runs_and_when_it_ends(store
     running, after = asyncio.run(scenario())
     assert running == [{"attempt": 1, **first[0]}]
     assert after == [{"attempt": 1, **ended[0]}]
+
+
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_tool_input_nested_too_deeply_fails_the_run_with_a_precise_error(tmp_path: Path) -> None:
+    # A prompt-injected model can nest its tool input without end; the SDK cannot even send such a
+    # turn back (it stops serialising at a fixed depth), so the attempt ends, saying why, for good.
+    replies = [Reply(tool_uses=[("lookup", {"service": "web", "extra": nested(300)})]), Reply(text="done")]
+    text = definitions(tmp_path, "http://127.0.0.1:9").replace(
+        "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}\n"
+    )
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, text.replace("http://127.0.0.1:9", api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["steps"]) == ("failed", [])  # the tool never ran
+    assert run["error"] == "the model's input for tool 'lookup' is nested deeper than 64 levels"
+    assert len(run["attempts"]) == 1  # the same model and prompt would do it again: no retry
+    assert len(api.requests) == 1
+
+
+DEEP = """\
+import json
+value = "x"
+for _ in range(600):
+    value = [value]
+print(json.dumps({"token": "s3cret-status-token", "value": value}))
+"""
+
+
+def test_a_tool_output_nested_too_deeply_is_an_error_result(tmp_path: Path) -> None:
+    # Before this was bounded, such an output (an http tool relaying a third party's JSON, say)
+    # broke the recording of the attempt and left the run 'running'.
+    (tmp_path / "deep.py").write_text(DEEP)
+    replies = [Reply(tool_uses=[("failing", {})]), Reply(text="gave up")]
+    with FakeMessagesAPI(replies) as api:
+        text = definitions(tmp_path, api.base_url).replace("failing.py", "deep.py")
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "gave up")
+    [result] = api.tool_results(1)
+    assert (result["is_error"], result["content"]) == (True, "tool 'failing' output is nested deeper than 64 levels")
+    assert [(s["tool"], s["error"], "output" in s) for s in run["steps"]] == [("failing", result["content"], False)]
+
+
+def test_a_model_input_that_would_become_an_option_runs_nothing(tmp_path: Path) -> None:
+    # SPEC 5.1's option_args rule holds for a tool call: the model's input is a stranger's.
+    replies = [Reply(tool_uses=[("restart", {"service": "--force"})]), Reply(text="refused")]
+    with FakeMessagesAPI(replies) as api:
+        text = definitions(tmp_path, api.base_url).replace('restart.py", "', 'restart.py", "{{ service }}", "')
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "refused")
+    assert not list(tmp_path.glob("restarted-*"))  # the command never started
+    [result] = api.tool_results(1)
+    assert result["is_error"] is True
+    assert result["content"].startswith(
+        "tool 'restart' failed: argument 2 of the command ({{ service }}) starts with '-'"
+    )
+
+
+def test_a_tool_name_the_agent_does_not_have_is_an_error_result(tmp_path: Path) -> None:
+    # `params.tools` may offer the model a tool no agent stands behind; calling it must not end the run.
+    notes = {"name": "notes", "description": "Take a note", "input_schema": {"type": "object"}}
+    replies = [Reply(tool_uses=[("notes", {"text": "hi"}), ("lookup", {"service": "a"})]), Reply(text="ok")]
+    with FakeMessagesAPI(replies) as api:
+        text = definitions(tmp_path, api.base_url).replace(
+            "  max_turns: 8\n", f"  max_turns: 8\n  params: {{tools: [{json.dumps(notes)}]}}\n"
+        )
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    assert (run["status"], run["output"]) == ("completed", "ok")
+    assert api.bodies()[0]["tools"][-1] == notes
+    unknown, looked_up = api.tool_results(1)
+    assert (unknown["is_error"], unknown["content"]) == (
+        True,
+        "unknown tool 'notes'; the tools are: lookup, restart, failing, slow",
+    )
+    assert not looked_up.get("is_error")  # the next block of the same turn still ran
+    assert [(s["tool"], "error" in s) for s in run["steps"]] == [("notes", True), ("lookup", False)]
+
+
+def test_a_nul_byte_in_a_rendered_argument_is_a_precise_error_result(tmp_path: Path) -> None:
+    replies = [Reply(tool_uses=[("restart", {"service": "a\u0000b"})]), Reply(text="refused")]
+    with FakeMessagesAPI(replies) as api:
+        text = definitions(tmp_path, api.base_url).replace('restart.py", "', 'restart.py", "--", "{{ service }}", "')
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+            raised = [line for line in daemon.log_lines() if line["message"] == "tool backend raised"]
+    assert (run["status"], run["output"]) == ("completed", "refused")
+    [result] = api.tool_results(1)
+    assert result["content"] == "tool 'restart' failed: argument 3 of the command contains a NUL character"
+    assert raised == []  # an input the command cannot take, not a bug of the daemon
+
+
+def test_show_prints_no_terminal_control_characters_a_tool_or_model_wrote(tmp_path: Path) -> None:
+    # A tool's text output (and the model's input, which it echoes) is a stranger's text: printed
+    # raw, an escape sequence would drive the operator's terminal (retitle it, hide lines).
+    evil = "web\x1b]0;pwned\x07\x1b[2K"
+    replies = [Reply(tool_uses=[("restart", {"service": evil})]), Reply(text="done")]
+    with (
+        FakeMessagesAPI(replies) as api,
+        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
+    ):
+        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+        shown = cli(tmp_path, "show", run["id"])
+    assert run["steps"][0]["output"] == "restarted " + evil
+    assert shown.returncode == 0, shown.stderr
+    transcript = shown.stdout.split("\nsteps (1):\n")[1]
+    assert "\x1b" not in transcript and "\x07" not in transcript
+    assert "    output: restarted web\\x1b]0;pwned\\x07\\x1b[2K" in transcript.splitlines()

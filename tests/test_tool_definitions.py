@@ -141,3 +141,19 @@ def test_max_turns_without_tools_is_a_warning(write: Write, tmp_path: Path) -> N
             "agent 'solo': max_turns counts the turns of a tool-use loop; without tools it has no effect",
         )
     ]
+
+
+@pytest.mark.parametrize("agent_id", ["ops.worker", "w" * 65])
+def test_a_tool_name_the_messages_api_refuses(write: Write, tmp_path: Path, agent_id: str) -> None:
+    # A valid agent id, but not a valid tool name: every call of the agent would be a 400.
+    tool = f"    - agent: {agent_id}\n      input_schema: {{type: object}}\n"
+    path = write("a.yaml", caller(tool) + "---\n" + AGENT.replace("id: worker", f"id: {agent_id}"))
+    assert found(load_dir(tmp_path)) == [
+        (
+            str(path),
+            6,
+            "error",
+            f"tool '{agent_id}': the Messages API takes tool names of 1 to 64 letters, digits, '_' and '-' "
+            "(a tool's name is its agent's id)",
+        )
+    ]

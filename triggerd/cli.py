@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -547,8 +548,16 @@ def _remote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# C0 and C1 controls but the newline and the tab: what a tool or a model wrote must not drive
+# the operator's terminal (escape sequences retitle it, \r overwrites a line).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def transcript(steps: list[dict[str, Any]], width: int = 2000) -> str:
-    """A run's tool calls (SPEC 5.1) as text: one heading per call, then its input and its output or error."""
+    """A run's tool calls (SPEC 5.1) as text: one heading per call, then its input and its output or error.
+
+    Control characters in them are shown escaped (\\x1b), as JSON would show them.
+    """
     lines = []
     for step in steps:
         lines.append(
@@ -561,7 +570,7 @@ def transcript(steps: list[dict[str, Any]], width: int = 2000) -> str:
                 cut = f" ... ({len(value) - width} more characters)" if len(value) > width else ""
                 shown = (value[:width] + cut).replace("\n", "\n" + " " * 12)  # a multi-line output stays indented
                 lines.append(f"    {key + ':':7} {shown}")
-    return "\n".join(lines)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "\n".join(lines))
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> str:

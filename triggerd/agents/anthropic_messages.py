@@ -17,7 +17,7 @@ import anthropic
 import anthropic.resources.messages
 
 from triggerd.agents.abc import AgentBackend, AgentRequest, AgentResult
-from triggerd.agents.tools import ToolBox, add_usage
+from triggerd.agents.tools import MAX_DEPTH, ToolBox, add_usage, nested_deeper
 from triggerd.config.models import AnthropicAgent, AnyAgent
 from triggerd.errors import AgentFailure, TemplateError
 
@@ -81,6 +81,13 @@ class AnthropicBackend:
                 return AgentResult(_parsed(text), transcript.usage)
             if turn == self.agent.max_turns:
                 break  # no model call is left to read what the tools would answer: run none
+            for use in uses:
+                if nested_deeper(use.input, MAX_DEPTH):
+                    # The turn cannot even be sent back; the same prompt would lead there again.
+                    raise AgentFailure(
+                        f"the model's input for tool '{use.name}' is nested deeper than {MAX_DEPTH} levels",
+                        retryable=False,
+                    )
             messages.append(
                 {
                     "role": "assistant",

@@ -53,6 +53,9 @@ class CommandBackend:
             argv = [template.render(request.input) for template in self.agent.command]
         except TemplateError as exc:
             raise AgentFailure(str(exc), retryable=False) from None
+        for index, arg in enumerate(argv):
+            if "\0" in arg:  # exec cannot pass it: say so, rather than fail as an internal error
+                raise AgentFailure(f"argument {index} of the command contains a NUL character", retryable=False)
         if not self.agent.allow_option_args:
             for index in self.agent.exposed_arguments():
                 if argv[index].startswith("-"):

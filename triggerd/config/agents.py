@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonschema
@@ -21,6 +22,10 @@ from triggerd.config.models import (
 from triggerd.config.triggers import budget, fingerprint
 from triggerd.errors import TemplateError
 from triggerd.mapping import Template
+
+# The Messages API's rule for a tool's name, which is the tool agent's id: ids may also hold '.'
+# and be longer, and such a tool would make every call of its agent fail with a 400.
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 def _template(doc: Document, pointer: str, text: str) -> Template:
@@ -47,6 +52,12 @@ def _tools(doc: Document, items: list[dict[str, Any]]) -> tuple[Tool, ...]:
                 f"{pointer}/agent", f"tool '{name}' is already tool {seen[name]} of this agent (tool names are unique)"
             )
         seen.setdefault(name, index)
+        if not TOOL_NAME.fullmatch(name):
+            doc.fail(
+                f"{pointer}/agent",
+                f"tool '{name}': the Messages API takes tool names of 1 to 64 letters, digits, '_' and '-' "
+                "(a tool's name is its agent's id)",
+            )
         for where, message in _schema_problems(schema):
             doc.fail(f"{pointer}/input_schema{where}", f"input_schema of tool '{name}' {message}")
         tools.append(Tool(name, item.get("description"), schema))
