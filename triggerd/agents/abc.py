@@ -18,9 +18,17 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Lists and objects inside an agent's output or a model's tool input. A command, an endpoint, a
+# model (a prompt-injected one, say) or a tool relaying someone else's JSON can nest without end;
+# the SDK stops serialising at about 250 levels and the recursive copies and masking of a record
+# at about 400, so a bound well under both keeps a run and its record whole. No real output comes
+# near it.
+MAX_DEPTH = 64
 
 
 @dataclass(slots=True)
@@ -63,3 +71,29 @@ class AgentBackend(Protocol):
     async def close(self) -> None:
         """Release clients and sessions; called once, at shutdown or when the agent is replaced."""
         ...
+
+
+def parse_output(text: str) -> Any:
+    """An agent's output (SPEC 5.1): parsed when it is JSON nested at most MAX_DEPTH deep, else the text."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return text if nested_deeper(value, MAX_DEPTH) else value
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether a JSON-like value has lists or objects nested more than `limit` deep.
+
+    Iterative, so that it never meets the recursion limit the value itself may be built to reach.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

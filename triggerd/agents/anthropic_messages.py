@@ -16,8 +16,8 @@ from typing import Any
 import anthropic
 import anthropic.resources.messages
 
-from triggerd.agents.abc import AgentBackend, AgentRequest, AgentResult
-from triggerd.agents.tools import MAX_DEPTH, ToolBox, add_usage, nested_deeper
+from triggerd.agents.abc import MAX_DEPTH, AgentBackend, AgentRequest, AgentResult, nested_deeper, parse_output
+from triggerd.agents.tools import ToolBox, add_usage
 from triggerd.config.models import AnthropicAgent, AnyAgent
 from triggerd.errors import AgentFailure, TemplateError
 
@@ -78,7 +78,7 @@ class AnthropicBackend:
             uses = [block for block in message.content if block.type == "tool_use"]
             if message.stop_reason != "tool_use" or not uses:
                 text = "".join(block.text for block in message.content if block.type == "text")
-                return AgentResult(_parsed(text), transcript.usage)
+                return AgentResult(parse_output(text), transcript.usage)
             if turn == self.agent.max_turns:
                 break  # no model call is left to read what the tools would answer: run none
             for use in uses:
@@ -150,11 +150,3 @@ def _error_text(exc: anthropic.APIStatusError) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return f"{error.get('type', 'error')}: {error['message']}"
     return exc.message
-
-
-def _parsed(text: str) -> Any:
-    """The final text, parsed when it is JSON (SPEC 5.1)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

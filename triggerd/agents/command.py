@@ -7,9 +7,8 @@ import contextlib
 import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from triggerd.agents.abc import AgentRequest, AgentResult
+from triggerd.agents.abc import AgentRequest, AgentResult, parse_output
 from triggerd.agents.process_group import KILL_GRACE_SECONDS, end_group, identify
 from triggerd.config.models import CommandAgent
 from triggerd.errors import AgentFailure, TemplateError
@@ -88,13 +87,18 @@ class CommandBackend:
             await asyncio.shield(self._terminate(process))
             raise
         tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+        output = parse_output(stdout.decode("utf-8", "replace"))
         if overflow:
             await asyncio.shield(self._terminate(process))
             raise AgentFailure(f"output exceeded max_output_bytes ({self.agent.max_output_bytes})", retryable=False)
         if process.returncode != 0:
             detail = f": {tail}" if tail else ""
-            raise AgentFailure(f"exit status {process.returncode}{detail}", retryable=True, output=_parse(stdout))
-        return AgentResult(_parse(stdout), {"stderr_tail": tail} if tail else None)
+            raise AgentFailure(
+                f"exit status {process.returncode}{detail}",
+                retryable=True,
+                output=output,
+            )
+        return AgentResult(output, {"stderr_tail": tail} if tail else None)
 
     async def _communicate(self, process: asyncio.subprocess.Process, data: bytes) -> tuple[bytes, bytes, bool]:
         limit = self.agent.max_output_bytes
@@ -157,11 +161,3 @@ class CommandBackend:
 
     async def close(self) -> None:
         return None
-
-
-def _parse(stdout: bytes) -> Any:
-    text = stdout.decode("utf-8", "replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

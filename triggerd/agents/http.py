@@ -6,14 +6,13 @@ among others, carry their secret in the path or query.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from triggerd.agents.abc import AgentRequest, AgentResult
+from triggerd.agents.abc import AgentRequest, AgentResult, parse_output
 from triggerd.config.models import HttpAgent
 from triggerd.errors import AgentFailure
 
@@ -84,9 +83,4 @@ class HttpBackend:
 
 def _parse(raw: bytes) -> Any:
     text = raw.decode("utf-8", "replace")
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return parse_output(text) if text else None

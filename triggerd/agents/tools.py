@@ -27,12 +27,6 @@ from triggerd.masking import dumps, mask
 
 log = logging.getLogger("triggerd.agents")
 
-# Lists and objects inside a tool input or output. A model (a prompt-injected one, say) or a tool
-# relaying someone else's JSON can nest without end; the SDK stops serialising at about 250 levels
-# and the recursive copies and masking of a step at about 400, so a bound well under both keeps a
-# conversation and its record whole. No real tool input or output comes near it.
-MAX_DEPTH = 64
-
 
 class ToolError(Exception):
     """A tool call that produced no output: its message goes back to the model as an error."""
@@ -94,26 +88,7 @@ class ToolBox:
         except Exception as exc:  # a backend bug ends this call, not the run
             log.exception("tool backend raised", extra={"run_id": request.run_id, "agent_id": agent.id})
             raise ToolError(f"tool '{name}' failed: internal error: {exc.__class__.__name__}") from None
-        if nested_deeper(result.output, MAX_DEPTH):
-            raise ToolError(f"tool '{name}' output is nested deeper than {MAX_DEPTH} levels")
         return result.output
-
-
-def nested_deeper(value: Any, limit: int) -> bool:
-    """Whether a JSON-like value has lists or objects nested more than `limit` deep.
-
-    Iterative, so that it never meets the recursion limit the value itself may be built to reach.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def add_usage(total: Mapping[str, Any] | None, turn: Mapping[str, Any]) -> dict[str, Any]:
