@@ -268,9 +268,8 @@ DEEP_OUTPUT = "import json; v = 'x'\nfor _ in range(600): v = [v]\nprint(json.du
 
 def test_an_output_nested_past_the_bound_is_kept_as_text_and_the_run_ends(tmp_path: Path) -> None:
     # Parsed, such an output broke the masking of the record (RecursionError) and left the run 'running'.
-    text = (
-        f"agent:\n  id: deep\n  type: command\n  command: [{PY}, '-c', {json.dumps(DEEP_OUTPUT)}]\n---\n"
-        + manual("deep-run", "deep")
+    text = f"agent:\n  id: deep\n  type: command\n  command: [{PY}, '-c', {json.dumps(DEEP_OUTPUT)}]\n---\n" + manual(
+        "deep-run", "deep"
     )
     with running_daemon(tmp_path, text, env=ENV) as daemon:
         run = daemon.wait_run(daemon.fire("deep-run", {}))
