@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.fake_anthropic import FakeMessagesAPI, Reply
 from tests.harness import FINAL, free_port, http, running_daemon, wait_for
 from tests.servers import unavailable
 
@@ -62,6 +63,47 @@ trigger:
   agent: {id: echo}
 """
 
+# An anthropic agent that acts (SPEC 5.1), against the fake Messages API: a tool whose output is
+# its input (cat), one with 40 lines of output, one that fails.
+TOOLS = """\
+---
+agent:
+  id: triage
+  type: anthropic
+  model: claude-test-1
+  prompt: "Triage: {{{{ alert }}}}"
+  api_key: test-key
+  base_url: "{base_url}"
+  tools:
+    - agent: lookup
+      description: "Look up one service"
+      input_schema: {{type: object, properties: {{service: {{type: string}}}}, required: [service]}}
+    - agent: history
+      input_schema: {{type: object}}
+    - agent: failing
+      input_schema: {{type: object}}
+---
+agent: {{id: lookup, type: command, command: [cat]}}
+---
+agent: {{id: history, type: command, command: [seq, "1", "40"]}}
+---
+agent: {{id: failing, type: command, command: [sh, -c, "echo disk full >&2; exit 3"]}}
+---
+trigger:
+  id: triage
+  type: event
+  enabled: false
+  event: {{pattern: never}}
+  agent: {{id: triage}}
+  retry: {{max_attempts: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def messages_api() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI([]) as api:
+        yield api
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
@@ -87,9 +129,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, messages_api: FakeMessagesAPI) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("console")
-    with running_daemon(root, DEFS, 'admin:\n  tokens: ["${ADMIN_TOKEN}"]\n', env=ENV) as running:
+    defs = DEFS + TOOLS.format(base_url=messages_api.base_url)
+    with running_daemon(root, defs, 'admin:\n  tokens: ["${ADMIN_TOKEN}"]\n', env=ENV) as running:
         running.token = TOKEN
         yield running
 
@@ -158,6 +201,46 @@ def test_a_fired_run_appears_live_turns_completed_and_opens(context: Any, daemon
     assert "Attempt 1" in text and "completed" in text
     title = runs.get_attribute(".timeline time", "title")
     assert title is not None and title.endswith("Z UTC")  # UTC on hover, the browser's zone shown
+
+
+def test_a_tool_conversation_shows_as_a_timeline_of_its_steps(
+    context: Any, daemon: Any, messages_api: FakeMessagesAPI
+) -> None:
+    messages_api.replies[:] = [
+        Reply(text="Looking.", tool_uses=[("lookup", {"service": "web"}), ("history", {})]),
+        Reply(text="Trying.", tool_uses=[("failing", {})], usage={"input_tokens": 30, "output_tokens": 7}),
+        Reply(text='{"summary": "web is down; the disk is full"}'),
+    ]
+    run = daemon.wait_run(daemon.fire("triage", {"alert": "web 502"}))
+    assert run["status"] == "completed" and len(run["steps"]) == 3
+    page = signed_in(context, daemon)
+    page.goto(f"{daemon.url}/ui/runs/{run['id']}")
+    steps = page.locator("ol.steps > li")
+    assert steps.count() == 3
+    lookup, history, failing = (steps.nth(n) for n in range(3))
+    assert re.match(r"Turn 1\s+lookup\s+completed", lookup.locator("h3.step-head").inner_text())
+    assert '"service": "web"' in lookup.locator("pre").first.inner_text()  # the input, pretty JSON
+    assert re.match(r"Turn 1\s+history", history.inner_text())
+    folded = history.locator("details.fold")  # 40 lines of output, folded until asked for
+    assert "40 lines" in folded.locator("summary").inner_text() and not folded.locator("pre").is_visible()
+    folded.locator("summary").click()
+    assert folded.locator("pre").inner_text().startswith("1\n2\n")
+    assert re.match(r"Turn 2\s+failing\s+error", failing.locator("h3.step-head").inner_text())
+    error = failing.locator("pre.err")
+    assert "exit status 3: disk full" in error.inner_text()
+    bad = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--bad').trim()")
+    assert error.evaluate("e => getComputedStyle(e).color") == _rgb(bad)  # in the error style
+    assert failing.locator(".badge.s-failed").count() == 1
+    started = failing.locator("time").first
+    assert str(started.get_attribute("title")).endswith("Z UTC")  # UTC on hover
+    assert started.inner_text() != started.get_attribute("datetime")  # shown in the browser's zone
+    usage = page.locator(".card:has(h2:text-is('Usage')) dl").inner_text()
+    assert re.search(r"input tokens\s+54\s+output tokens\s+17\s+total tokens\s+71\s+tool calls\s+3$", usage)
+
+
+def _rgb(hex_color: str) -> str:
+    red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
 
 
 def test_fire_refuses_an_input_that_is_not_json_and_a_phone_needs_no_sideways_scroll(browser: Any, daemon: Any) -> None:
