@@ -29,6 +29,7 @@ from playwright.sync_api import sync_playwright
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the tests' fake Messages API
 from tests.fake_anthropic import FakeMessagesAPI, Reply  # noqa: E402
+
 OUT = REPO / "docs" / "console"
 CHROMIUM = os.environ.get("TRIGGERD_CHROMIUM", "/usr/bin/chromium")
 LAPTOP = {"width": 1280, "height": 800}
