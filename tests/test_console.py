@@ -352,6 +352,37 @@ def test_nothing_secret_is_rendered(context: Any, daemon: Any) -> None:
     assert re.search(r"POST /webhooks/hook\s*\(bearer\)", page.inner_text("#hook"))
 
 
+def _raw(daemon: Any, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode("utf-8", "replace"), answer.headers
+    finally:
+        connection.close()
+
+
+def test_a_form_or_an_origin_that_cannot_be_read_is_refused_never_an_error_of_ours(daemon: Any) -> None:
+    form = "application/x-www-form-urlencoded"
+    for body, kind in (
+        (b"token=\xff\xfe", form),  # not UTF-8
+        (b"token=x", form + "; charset=no-such-charset"),
+        (b"--x\r\n", "multipart/form-data; boundary=x"),
+    ):
+        status, text, headers = _raw(daemon, "POST", "/ui/sign-in", body, {"Content-Type": kind})
+        assert (status, text.startswith("the form cannot be read")) == (400, True), (body, kind, text)
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+    # an Origin that is no URL is no origin of ours; a `next` that is none is the overview
+    status, text, _ = _raw(daemon, "POST", "/ui/sign-in", b"token=x", {"Content-Type": form, "Origin": "http://["})
+    assert status == 403 and "another site" in text
+    status, text, _ = _raw(daemon, "GET", "/ui/sign-in?next=http://[")
+    assert status == 200 and 'name="next" value="/ui/"' in text
+    status, text, _ = _raw(
+        daemon, "POST", "/ui/sign-in", f"token={TOKEN}&next=http://[".encode(), {"Content-Type": form}
+    )
+    assert status == 303
+
+
 def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
     defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
     with running_daemon(tmp_path, defs) as daemon:

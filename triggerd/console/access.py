@@ -111,7 +111,19 @@ def _cross_site(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
-    return origin is not None and urlsplit(origin).netloc != request.host
+    try:
+        return origin is not None and urlsplit(origin).netloc != request.host
+    except ValueError:  # "http://[": no origin of ours
+        return True
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A posted form's text fields; one that cannot be read (bad encoding, charset, multipart) is a 400."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError; an unknown charset a LookupError
+        raise web.HTTPBadRequest(text=f"the form cannot be read: {exc}") from None
+    return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
 def _refuse(status: int, message: str) -> web.Response:
@@ -150,7 +162,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 async def _csrf_ok(request: web.Request, session: Session) -> bool:
     offered = request.headers.get(CSRF_HEADER)
     if offered is None and request.content_type == "application/x-www-form-urlencoded":
-        offered = str((await request.post()).get("csrf", ""))
+        offered = (await read_form(request)).get("csrf", "")
     return offered is not None and hmac.compare_digest(offered.encode(), session.csrf.encode())
 
 
