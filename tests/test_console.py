@@ -6,6 +6,7 @@ Playwright these tests skip, as the server tests do, and fail instead where TRIG
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -61,6 +62,16 @@ trigger:
   webhook:
     authentication: {type: bearer, secret: "${HOOK_SECRET}"}
   agent: {id: echo}
+---
+agent: {id: complainer, type: command, command: [sh, -c, "cat >&2; exit 3"]}
+---
+trigger:
+  id: complaint
+  type: webhook
+  webhook:
+    authentication: {type: bearer, secret: "${HOOK_SECRET}"}
+  agent: {id: complainer}
+  retry: {max_attempts: 1}
 """
 
 # An anthropic agent that acts (SPEC 5.1), against the fake Messages API: a tool whose output is
@@ -381,6 +392,37 @@ def test_a_form_or_an_origin_that_cannot_be_read_is_refused_never_an_error_of_ou
         daemon, "POST", "/ui/sign-in", f"token={TOKEN}&next=http://[".encode(), {"Content-Type": form}
     )
     assert status == 303
+
+
+XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+
+
+def test_a_payload_with_markup_is_shown_as_text_and_runs_nothing(context: Any, daemon: Any) -> None:
+    """A webhook payload is the attacker's: in a run's input, output and error, and a dead letter."""
+    runs = []
+    for hook in ("hook", "complaint"):  # cat: the payload is the output too; cat >&2: the error too
+        status, answer = http(
+            "POST", f"{daemon.url}/webhooks/{hook}", {"note": XSS}, {"Authorization": f"Bearer {SECRET}"}
+        )
+        assert status == 202, answer
+        runs.append(daemon.wait_run(answer["run_id"]))
+    shown = json.dumps(XSS)[1:-1]  # as it stands in JSON text (input, output) and in the error (a JSON input)
+    assert [r["status"] for r in runs] == ["completed", "failed"] and shown in runs[1]["error"]
+    violations: list[str] = []
+    page = signed_in(context, daemon)
+    page.on("console", lambda message: violations.append(message.text))
+    for path in [f"/ui/runs/{r['id']}" for r in runs] + ["/ui/dead-letters", "/ui/runs"]:
+        page.goto(daemon.url + path)
+        assert page.locator("main img, main script").count() == 0, path  # no element was made of it
+        assert page.evaluate("window.pwned") is None, path
+    page.goto(f"{daemon.url}/ui/runs/{runs[0]['id']}")
+    assert str(page.text_content("main")).count(shown) == 2  # input and output (folded), as text
+    page.goto(f"{daemon.url}/ui/runs/{runs[1]['id']}")
+    assert shown in page.inner_text(".card.error")
+    page.goto(daemon.url + "/ui/dead-letters")
+    row = str(page.text_content(f"tr[data-id='{runs[1]['id']}']"))
+    assert row.count(shown) == 2  # reason and payload, as text
+    assert violations == []  # nothing the policy had to stop either
 
 
 def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
