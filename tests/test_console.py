@@ -425,6 +425,66 @@ def test_a_payload_with_markup_is_shown_as_text_and_runs_nothing(context: Any, d
     assert violations == []  # nothing the policy had to stop either
 
 
+def _session(daemon: Any) -> tuple[str, str]:
+    """A signed-in session over plain HTTP: its cookie header and its CSRF token."""
+    status, _, headers = _raw(
+        daemon, "POST", "/ui/sign-in", f"token={TOKEN}".encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 303
+    cookie = headers["Set-Cookie"].split(";")[0]
+    status, text, _ = _raw(daemon, "GET", "/ui/", headers={"Cookie": cookie})
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', text)
+    assert status == 200 and csrf is not None
+    return cookie, csrf.group(1)
+
+
+def _feed(daemon: Any, cookie: str) -> tuple[HTTPConnection, Any]:
+    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    connection.request("GET", "/ui/events", headers={"Cookie": cookie})
+    answer = connection.getresponse()
+    if answer.status == 200:
+        assert answer.read(13) == b"retry: 2000\n\n"
+    return connection, answer
+
+
+def test_live_feeds_are_bounded_and_a_feed_ends_with_its_session(daemon: Any) -> None:
+    from triggerd.console.live import MAX_FEEDS
+
+    cookie, csrf = _session(daemon)
+    open_feeds: list[HTTPConnection] = []
+    refused = None
+    try:
+        for _ in range(MAX_FEEDS + 1):  # pages of earlier tests may hold a few for a moment
+            connection, answer = _feed(daemon, cookie)
+            if answer.status != 200:
+                refused = answer.status, answer.read().decode()
+                connection.close()
+                break
+            open_feeds.append(connection)
+        assert refused is not None and refused[0] == 503 and f"{MAX_FEEDS} live feeds" in refused[1]
+        assert len(open_feeds) <= MAX_FEEDS
+    finally:
+        for connection in open_feeds:
+            connection.close()
+
+    # the browsers that left free their places within a poll
+    def admitted() -> tuple[HTTPConnection, Any] | None:
+        connection, answer = _feed(daemon, cookie)
+        if answer.status == 200:
+            return connection, answer
+        connection.close()
+        return None
+
+    connection, answer = wait_for(admitted, what="a place freed by the feeds that were closed")
+    form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = _raw(daemon, "POST", "/ui/sign-out", f"csrf={csrf}".encode(), form)
+    assert status == 303
+    started = time.monotonic()
+    assert answer.read() is not None  # to the end: the stream stops once its session is gone
+    assert time.monotonic() - started < 5
+    connection.close()
+
+
 def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:
     defs = DEFS.split("---\n")[0] + "---\ntrigger: {id: echo, type: event, event: {pattern: x}, agent: {id: echo}}\n"
     with running_daemon(tmp_path, defs) as daemon:

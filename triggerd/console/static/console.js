@@ -95,7 +95,11 @@ function listen(url) {
     upsert(run);
   });
   source.onopen = () => { if (state) { state.textContent = "live"; state.classList.remove("down"); } };
-  source.onerror = () => { if (state) { state.textContent = "reconnecting…"; state.classList.add("down"); } };
+  source.onerror = () => {
+    // CLOSED: refused (too many feeds open, or the session ended); the browser will not try again
+    const text = source.readyState === EventSource.CLOSED ? "live updates off: reload" : "reconnecting…";
+    if (state) { state.textContent = text; state.classList.add("down"); }
+  };
 }
 
 function bulk() {
