@@ -363,8 +363,11 @@ def test_nothing_secret_is_rendered(context: Any, daemon: Any) -> None:
     assert re.search(r"POST /webhooks/hook\s*\(bearer\)", page.inner_text("#hook"))
 
 
-def _raw(daemon: Any, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
-    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+def _raw(
+    daemon: Any, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, source: str = ""
+) -> Any:
+    """One request; from loopback address `source` when given (127.0.0.0/8 is all loopback)."""
+    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10, source_address=(source, 0) if source else None)
     try:
         connection.request(method, path, body=body or None, headers=headers or {})
         answer = connection.getresponse()
@@ -483,6 +486,21 @@ def test_live_feeds_are_bounded_and_a_feed_ends_with_its_session(daemon: Any) ->
     assert answer.read() is not None  # to the end: the stream stops once its session is gone
     assert time.monotonic() - started < 5
     connection.close()
+
+
+def test_sign_in_refuses_an_address_after_ten_wrong_tokens(daemon: Any) -> None:
+    from triggerd.console.access import SignInLimit
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    guesser = "127.0.0.23"  # its own address: the other tests keep signing in from 127.0.0.1
+    for n in range(SignInLimit.FAILURES):
+        status, text, _ = _raw(daemon, "POST", "/ui/sign-in", f"token=guess-{n}".encode(), form, guesser)
+        assert status == 401 and "not one of the admin tokens" in text
+    for token in ("guess-again", TOKEN):  # the right token too: a 303 would tell a right guess
+        status, text, headers = _raw(daemon, "POST", "/ui/sign-in", f"token={token}".encode(), form, guesser)
+        assert status == 429 and "Too many wrong tokens" in text
+        assert 0 < int(headers["Retry-After"]) <= SignInLimit.WINDOW
+    assert _raw(daemon, "POST", "/ui/sign-in", f"token={TOKEN}".encode(), form)[0] == 303  # another address
 
 
 def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -35,6 +37,7 @@ MAX_SESSIONS = 1000  # the oldest is dropped beyond it: a bound on memory, whoev
 CSRF_HEADER = "X-CSRF-Token"
 SIGN_IN = "/ui/sign-in"
 STATIC = "/ui/static/"
+log = logging.getLogger("triggerd.console")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -81,7 +84,43 @@ class Sessions:
         self._sessions.pop(session_id, None)
 
 
+class SignInLimit:
+    """Wrong tokens per client address: past FAILURES in WINDOW seconds, sign-in refuses that address
+    (whatever it offers, else a right guess would still show) until the window ends.
+
+    A token is long and random, so this is not what keeps it secret; it keeps a weak one from
+    being guessed at line speed, and says in the log that someone is trying.
+    """
+
+    FAILURES = 10
+    WINDOW = 60.0
+    ADDRESSES = 10_000  # the oldest is forgotten beyond it: a bound on memory, whoever knocks
+
+    def __init__(self) -> None:
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address: (window start, count)
+
+    def wait(self, address: str) -> int:
+        """Seconds until this address may try again; 0 when it may now."""
+        start, count = self._failures.get(address, (0.0, 0))
+        left = start + self.WINDOW - time.monotonic()
+        return math.ceil(left) if count >= self.FAILURES and left > 0 else 0
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        start, count = self._failures.pop(address, (now, 0))
+        if now - start >= self.WINDOW:
+            start, count = now, 0
+        self._failures[address] = (start, count + 1)
+        if count + 1 == self.FAILURES:
+            log.warning(
+                "console sign-in: %d wrong tokens from %s; refused for %d s", self.FAILURES, address, self.wait(address)
+            )
+        while len(self._failures) > self.ADDRESSES:
+            self._failures.popitem(last=False)
+
+
 SESSIONS = web.AppKey("console_sessions", Sessions)
+SIGN_IN_LIMIT = web.AppKey("console_sign_in_limit", SignInLimit)
 SESSION = "console_session"  # request key: the request's Session
 
 

@@ -17,6 +17,7 @@ from triggerd.console.access import (
     SESSION,
     SESSIONS,
     SIGN_IN,
+    SIGN_IN_LIMIT,
     Session,
     read_form,
     set_cookie,
@@ -70,7 +71,13 @@ async def sign_in_form(request: web.Request) -> web.Response:
 async def sign_in(request: web.Request) -> web.Response:
     form = await read_form(request)
     next_path = _next(form.get("next", "/ui/"))
+    limit, address = request.app[SIGN_IN_LIMIT], request.remote or ""
+    wait = limit.wait(address)
+    if wait:
+        text = _sign_in_page(f"Too many wrong tokens from this address: try again in {wait} s.", next_path)
+        return web.Response(status=429, text=text, content_type="text/html", headers={"Retry-After": str(wait)})
     if not token_matches(request, form.get("token", "")):
+        limit.failed(address)
         text = _sign_in_page("That token is not one of the admin tokens.", next_path)
         return web.Response(status=401, text=text, content_type="text/html")
     response = web.Response(status=303, headers={"Location": next_path})
