@@ -59,6 +59,7 @@ def _next(value: str) -> str:
     except ValueError:  # "http://[" is no path of ours
         return "/ui/"
     ok = not parts.scheme and not parts.netloc and parts.path.startswith("/ui/") and "\\" not in value
+    ok = ok and value.isascii() and value.isprintable()  # it becomes a Location header: no CR, LF or NUL
     return value if ok else "/ui/"
 
 
