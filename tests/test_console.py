@@ -75,7 +75,7 @@ trigger:
 """
 
 # An anthropic agent that acts (SPEC 5.1), against the fake Messages API: a tool whose output is
-# its input (cat), one with 40 lines of output, one that fails.
+# its input (cat), one with 40 lines of output, one that fails, one that takes a while.
 TOOLS = """\
 ---
 agent:
@@ -93,6 +93,10 @@ agent:
       input_schema: {{type: object}}
     - agent: failing
       input_schema: {{type: object}}
+    - agent: slow
+      input_schema: {{type: object}}
+---
+agent: {{id: slow, type: command, command: [sh, -c, "sleep 1; cat"]}}
 ---
 agent: {{id: lookup, type: command, command: [cat]}}
 ---
@@ -247,6 +251,27 @@ def test_a_tool_conversation_shows_as_a_timeline_of_its_steps(
     assert started.inner_text() != started.get_attribute("datetime")  # shown in the browser's zone
     usage = page.locator(".card:has(h2:text-is('Usage')) dl").inner_text()
     assert re.search(r"input tokens\s+54\s+output tokens\s+17\s+total tokens\s+71\s+tool calls\s+3$", usage)
+
+
+def test_a_tool_call_shows_as_it_starts_and_as_it_ends(
+    context: Any, daemon: Any, messages_api: FakeMessagesAPI
+) -> None:
+    # The model takes a moment each turn, so the run is running before the call starts and after it ends.
+    messages_api.replies[:] = [
+        Reply(text="Waiting.", tool_uses=[("slow", {"service": "db"})], delay=0.8),
+        Reply(text="Done.", delay=0.8),
+    ]
+    page = signed_in(context, daemon)
+    run_id = daemon.fire("triage", {"alert": "db slow"})
+    page.goto(f"{daemon.url}/ui/runs/{run_id}")
+    page.wait_for_selector("#run-status[data-status=running]", state="attached")
+    running = page.wait_for_selector("ol.steps > li.t-running")  # the page reloads as the call starts
+    assert "slow" in running.inner_text() and "running" in running.inner_text()
+    done = page.wait_for_selector("ol.steps > li.t-completed")  # and as it ends, the run still going
+    assert '"service": "db"' in done.inner_text()
+    assert page.get_attribute("#run-status", "data-status") == "running"
+    page.wait_for_selector("#run-status[data-status=completed]", state="attached")
+    assert daemon.run(run_id)["status"] == "completed"
 
 
 def _rgb(hex_color: str) -> str:

@@ -2,7 +2,8 @@
 
 Every POLL_SECONDS the stream reads the runs the page lists (list_runs with the page's filters,
 the query GET /v1/runs answers from; or one run, for its detail page) and sends each run that
-is new or changed since the last read as an `event: run` whose data is the row's HTML. The
+is new or changed since the last read (its status, or a tool call started or ended) as an
+`event: run` whose data is the row's HTML. The
 store is what every daemon sharing it writes to, so runs another daemon started show too.
 A comment every KEEPALIVE_SECONDS keeps proxies from closing an idle stream; the stream ends
 when the daemon shuts down or its session ends (sign-out, expiry).
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from triggerd.console.access import SESSION, SESSIONS, Session
 from triggerd.console.pages import list_filtered, run_filters
-from triggerd.console.render import run_row
+from triggerd.console.render import progress, run_row
 from triggerd.errors import StoreError
 from triggerd.http.admin import DISPATCHER
 from triggerd.masking import dumps
@@ -50,7 +51,7 @@ def _gone(request: web.Request) -> bool:
 
 
 def _signature(run: Any) -> tuple[Any, ...]:
-    return (run.status, run.reason, len(run.attempts), run.finished_at, run.dead_letter)
+    return (run.status, run.reason, len(run.attempts), run.finished_at, run.dead_letter, progress(run))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -88,7 +89,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                 for run in reversed(found):  # oldest first: each new row goes on top of the one before
                     signature = seen[run.id] = _signature(run)
                     if last.get(run.id) != signature:
-                        data = dumps({"id": run.id, "status": str(run.status), "html": run_row(run)})
+                        data = dumps(
+                            {"id": run.id, "status": str(run.status), "progress": progress(run), "html": run_row(run)}
+                        )
                         await response.write(f"event: run\ndata: {data}\n\n".encode())
                         quiet_since = time.monotonic()
             if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:

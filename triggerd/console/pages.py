@@ -24,6 +24,7 @@ from triggerd.console.render import (
     fold,
     json_block,
     page,
+    progress,
     run_link,
     run_row,
     table,
@@ -271,7 +272,8 @@ async def run_detail(request: web.Request) -> web.Response:
     }
     if run.dead_letter:
         facts["dead letter"] = badge("failed", "yes")
-    body = f'<span id="run-status" data-status="{esc(run.status)}" hidden></span>'
+    shown = f'data-status="{esc(run.status)}" data-progress="{esc(progress(run))}"'
+    body = f'<span id="run-status" {shown} hidden></span>'
     body += f'<div class="actions top">{"".join(actions)}</div><div class="grid">' + card("Run", dl(facts))
     body += card("Attempts", _timeline(data.get("attempts", [])))
     body += card("Usage", _usage(data.get("usage"), data.get("steps")))

@@ -120,6 +120,12 @@ def run_row(run: Run) -> str:
     )
 
 
+def progress(run: Run) -> str:
+    """How far a run's tool calls are, started/finished: its detail page reloads when it changes."""
+    steps = run.steps
+    return f"{len(steps)}/{sum(1 for step in steps if 'finished_at' in step)}"
+
+
 RUN_HEADINGS = ("Run", "Trigger", "Status", "Source", "Attempts", "Created", "Finished")
 
 

@@ -91,7 +91,8 @@ function listen(url) {
   const shown = document.getElementById("run-status");
   source.addEventListener("run", (event) => {
     const run = JSON.parse(event.data);
-    if (shown && run.status !== shown.dataset.status) { source.close(); location.reload(); return; }
+    const moved = shown && (run.status !== shown.dataset.status || run.progress !== shown.dataset.progress);
+    if (moved) { source.close(); location.reload(); return; }  // a run's page: its status or a tool call moved
     upsert(run);
   });
   source.onopen = () => { if (state) { state.textContent = "live"; state.classList.remove("down"); } };
