@@ -285,7 +285,7 @@ async def run_detail(request: web.Request) -> web.Response:
         body += card("Error", fold(str(data["error"])), "wide error")
     body += card("Output", json_block(data.get("output")), "wide")
     if data.get("steps"):
-        body += card("Tool calls", _steps(data["steps"]), "wide")
+        body += card("Tool calls", _steps(data["steps"], run.status.is_final), "wide")
     live = "" if run.status.is_final else "/ui/events?" + urlencode({"run": run.id})
     return _html(f"Run {run.id}", "runs", request, body, live=live)
 
@@ -303,22 +303,22 @@ def _timeline(attempts: list[dict[str, Any]]) -> str:
     return '<ol class="timeline">' + "".join(items) + "</ol>"
 
 
-def _steps(steps: Any) -> str:
+def _steps(steps: Any, final: bool) -> str:
     """The tool calls (SPEC 5.1) as a timeline: turn and tool, when, the input, then the output or the error."""
     if not isinstance(steps, list):
         return json_block(steps)
-    return '<ol class="timeline steps">' + "".join(_step(step) for step in steps) + "</ol>"
+    return '<ol class="timeline steps">' + "".join(_step(step, final) for step in steps) + "</ol>"
 
 
-def _step(step: Any) -> str:
+def _step(step: Any, final: bool) -> str:
     if not isinstance(step, dict):
         return f"<li>{json_block(step)}</li>"
     if "error" in step:
         state, result = "failed", f"<h3>Error</h3>{fold(str(step['error']), 'err')}"
     elif "output" in step:
         state, result = "completed", f"<h3>Output</h3>{json_block(step['output'])}"
-    else:  # recorded as the call started (a crash keeps it): still running, or cut short with its attempt
-        state, result = "running", ""
+    else:  # recorded as the call started: still running, or cut short by a crash if the run has ended
+        state, result = ("unfinished" if final else "running"), ""
     attempt = f" · attempt {esc(step.get('attempt'))}" if step.get("attempt") else ""
     took = _took(step.get("started_at"), step.get("finished_at"))
     return (
