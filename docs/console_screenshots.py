@@ -6,6 +6,8 @@ It copies config/ to a temporary folder (a free port, its own store), starts the
 runs the way an operator would (webhooks, a manual fire, one that fails and becomes a dead
 letter, which the failure-log trigger then records), and photographs each page in headless
 Chromium (Debian's, as the tests use) at a laptop's size, and the runs page at a phone's.
+Then it adds an anthropic agent with tools (hot reload) that talks to the tests' fake Messages
+API on loopback (tests/fake_anthropic.py: no network, no key) and photographs a run that acts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from typing import Any
 from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the tests' fake Messages API
+from tests.fake_anthropic import FakeMessagesAPI, Reply  # noqa: E402
+
 OUT = REPO / "docs" / "console"
 CHROMIUM = os.environ.get("TRIGGERD_CHROMIUM", "/usr/bin/chromium")
 LAPTOP = {"width": 1280, "height": 800}
@@ -77,6 +82,46 @@ def _seed(url: str) -> dict[str, str]:
     return {"completed": completed, "failed": failed}
 
 
+TRIAGE = """\
+agent:
+  id: triage
+  description: "Looks at the disks and says what to do (the fake Messages API answers)."
+  type: anthropic
+  model: claude-sonnet-4-5
+  prompt: "A disk alert: {{{{ alert }}}}. Check the volumes and say what to do."
+  api_key: fake-key
+  base_url: "{base_url}"
+  tools:
+    - agent: disk-usage
+      input_schema: {{type: object, properties: {{path: {{type: string}}}}, required: [path]}}
+---
+trigger:
+  id: triage
+  name: "Disk alert triage"
+  type: event
+  event: {{pattern: disk.alert}}
+  agent: {{id: triage}}
+  retry: {{max_attempts: 1}}
+"""
+
+
+def _tool_run(url: str, root: Path, api: FakeMessagesAPI) -> str:
+    """A run of an agent with tools: two tool calls, one of them failing, then the answer."""
+    api.replies[:] = [
+        Reply(text="Checking the root volume.", tool_uses=[("disk-usage", {"path": "/"})]),
+        Reply(text="And the data volume.", tool_uses=[("disk-usage", {"path": "/no/such/volume"})]),
+        Reply(
+            text='{"summary": "/ has room; /no/such/volume is not mounted", "action": "remount the data volume"}',
+            usage={"input_tokens": 412, "output_tokens": 38},
+        ),
+    ]
+    (root / "agents" / "triage.yaml").write_text(TRIAGE.format(base_url=api.base_url))
+    _wait("the reload", lambda: any(t["id"] == "triage" for t in _call("GET", url + "/v1/triggers")["triggers"]))
+    run_id = str(_call("POST", url + "/v1/triggers/triage/fire", {"input": {"alert": "disk 91% full"}})["run_id"])
+    _wait("the tool run", lambda: _call("GET", f"{url}/v1/runs/{run_id}")["status"] == "completed")
+    return run_id
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -113,6 +158,15 @@ def main() -> None:
                         page.screenshot(path=str(OUT / f"{name}{size}.png"))
                         print(OUT / f"{name}{size}.png")
                     context.close()
+                with FakeMessagesAPI([], api_key="fake-key") as api:
+                    tools = _tool_run(url, root, api)
+                context = browser.new_context(viewport=LAPTOP, color_scheme="light", timezone_id="Europe/Paris")
+                page = context.new_page()
+                page.goto(f"{url}/ui/runs/{tools}")
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(OUT / "run-tools.png"), full_page=True)
+                print(OUT / "run-tools.png")
+                context.close()
                 browser.close()
         finally:
             daemon.terminate()

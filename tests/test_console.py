@@ -6,6 +6,7 @@ Playwright these tests skip, as the server tests do, and fail instead where TRIG
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.fake_anthropic import FakeMessagesAPI, Reply
 from tests.harness import FINAL, free_port, http, running_daemon, wait_for
 from tests.servers import unavailable
 
@@ -60,7 +62,62 @@ trigger:
   webhook:
     authentication: {type: bearer, secret: "${HOOK_SECRET}"}
   agent: {id: echo}
+---
+agent: {id: complainer, type: command, command: [sh, -c, "cat >&2; exit 3"]}
+---
+trigger:
+  id: complaint
+  type: webhook
+  webhook:
+    authentication: {type: bearer, secret: "${HOOK_SECRET}"}
+  agent: {id: complainer}
+  retry: {max_attempts: 1}
 """
+
+# An anthropic agent that acts (SPEC 5.1), against the fake Messages API: a tool whose output is
+# its input (cat), one with 40 lines of output, one that fails, one that takes a while.
+TOOLS = """\
+---
+agent:
+  id: triage
+  type: anthropic
+  model: claude-test-1
+  prompt: "Triage: {{{{ alert }}}}"
+  api_key: test-key
+  base_url: "{base_url}"
+  tools:
+    - agent: lookup
+      description: "Look up one service"
+      input_schema: {{type: object, properties: {{service: {{type: string}}}}, required: [service]}}
+    - agent: history
+      input_schema: {{type: object}}
+    - agent: failing
+      input_schema: {{type: object}}
+    - agent: slow
+      input_schema: {{type: object}}
+---
+agent: {{id: slow, type: command, command: [sh, -c, "sleep 1; cat"]}}
+---
+agent: {{id: lookup, type: command, command: [cat]}}
+---
+agent: {{id: history, type: command, command: [seq, "1", "40"]}}
+---
+agent: {{id: failing, type: command, command: [sh, -c, "echo disk full >&2; exit 3"]}}
+---
+trigger:
+  id: triage
+  type: event
+  enabled: false
+  event: {{pattern: never}}
+  agent: {{id: triage}}
+  retry: {{max_attempts: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def messages_api() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI([]) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +144,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def daemon(tmp_path_factory: pytest.TempPathFactory, messages_api: FakeMessagesAPI) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("console")
-    with running_daemon(root, DEFS, 'admin:\n  tokens: ["${ADMIN_TOKEN}"]\n', env=ENV) as running:
+    defs = DEFS + TOOLS.format(base_url=messages_api.base_url)
+    with running_daemon(root, defs, 'admin:\n  tokens: ["${ADMIN_TOKEN}"]\n', env=ENV) as running:
         running.token = TOKEN
         yield running
 
@@ -158,6 +216,67 @@ def test_a_fired_run_appears_live_turns_completed_and_opens(context: Any, daemon
     assert "Attempt 1" in text and "completed" in text
     title = runs.get_attribute(".timeline time", "title")
     assert title is not None and title.endswith("Z UTC")  # UTC on hover, the browser's zone shown
+
+
+def test_a_tool_conversation_shows_as_a_timeline_of_its_steps(
+    context: Any, daemon: Any, messages_api: FakeMessagesAPI
+) -> None:
+    messages_api.replies[:] = [
+        Reply(text="Looking.", tool_uses=[("lookup", {"service": "web"}), ("history", {})]),
+        Reply(text="Trying.", tool_uses=[("failing", {})], usage={"input_tokens": 30, "output_tokens": 7}),
+        Reply(text='{"summary": "web is down; the disk is full"}'),
+    ]
+    run = daemon.wait_run(daemon.fire("triage", {"alert": "web 502"}))
+    assert run["status"] == "completed" and len(run["steps"]) == 3
+    page = signed_in(context, daemon)
+    page.goto(f"{daemon.url}/ui/runs/{run['id']}")
+    steps = page.locator("ol.steps > li")
+    assert steps.count() == 3
+    lookup, history, failing = (steps.nth(n) for n in range(3))
+    assert re.match(r"Turn 1\s+lookup\s+completed", lookup.locator("h3.step-head").inner_text())
+    assert '"service": "web"' in lookup.locator("pre").first.inner_text()  # the input, pretty JSON
+    assert re.match(r"Turn 1\s+history", history.inner_text())
+    folded = history.locator("details.fold")  # 40 lines of output, folded until asked for
+    assert "40 lines" in folded.locator("summary").inner_text() and not folded.locator("pre").is_visible()
+    folded.locator("summary").click()
+    assert folded.locator("pre").inner_text().startswith("1\n2\n")
+    assert re.match(r"Turn 2\s+failing\s+error", failing.locator("h3.step-head").inner_text())
+    error = failing.locator("pre.err")
+    assert "exit status 3: disk full" in error.inner_text()
+    bad = page.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--bad').trim()")
+    assert error.evaluate("e => getComputedStyle(e).color") == _rgb(bad)  # in the error style
+    assert failing.locator(".badge.s-failed").count() == 1
+    started = failing.locator("time").first
+    assert str(started.get_attribute("title")).endswith("Z UTC")  # UTC on hover
+    assert started.inner_text() != started.get_attribute("datetime")  # shown in the browser's zone
+    usage = page.locator(".card:has(h2:text-is('Usage')) dl").inner_text()
+    assert re.search(r"input tokens\s+54\s+output tokens\s+17\s+total tokens\s+71\s+tool calls\s+3$", usage)
+
+
+def test_a_tool_call_shows_as_it_starts_and_as_it_ends(
+    context: Any, daemon: Any, messages_api: FakeMessagesAPI
+) -> None:
+    # The model takes a moment each turn, so the run is running before the call starts and after it ends.
+    messages_api.replies[:] = [
+        Reply(text="Waiting.", tool_uses=[("slow", {"service": "db"})], delay=0.8),
+        Reply(text="Done.", delay=0.8),
+    ]
+    page = signed_in(context, daemon)
+    run_id = daemon.fire("triage", {"alert": "db slow"})
+    page.goto(f"{daemon.url}/ui/runs/{run_id}")
+    page.wait_for_selector("#run-status[data-status=running]", state="attached")
+    running = page.wait_for_selector("ol.steps > li.t-running")  # the page reloads as the call starts
+    assert "slow" in running.inner_text() and "running" in running.inner_text()
+    done = page.wait_for_selector("ol.steps > li.t-completed")  # and as it ends, the run still going
+    assert '"service": "db"' in done.inner_text()
+    assert page.get_attribute("#run-status", "data-status") == "running"
+    page.wait_for_selector("#run-status[data-status=completed]", state="attached")
+    assert daemon.run(run_id)["status"] == "completed"
+
+
+def _rgb(hex_color: str) -> str:
+    red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
 
 
 def test_fire_refuses_an_input_that_is_not_json_and_a_phone_needs_no_sideways_scroll(browser: Any, daemon: Any) -> None:
@@ -249,6 +368,7 @@ def test_every_page_has_the_strict_policy_and_breaks_none_of_it(context: Any, da
         assert "default-src 'self'" in headers["content-security-policy"]
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert "unsafe-inline" not in headers["content-security-policy"]
+        assert "data:" not in headers["content-security-policy"]  # no exception the console does not use
         assert headers["x-frame-options"] == "DENY"
         assert page.locator("header nav a").count() == 5  # the stylesheet and script loaded under the policy
         assert page.evaluate("getComputedStyle(document.querySelector('header')).display") == "flex"
@@ -267,6 +387,146 @@ def test_nothing_secret_is_rendered(context: Any, daemon: Any) -> None:
     assert '"leaked": "***"' in page.inner_text("main")
     page.goto(daemon.url + "/ui/triggers")
     assert re.search(r"POST /webhooks/hook\s*\(bearer\)", page.inner_text("#hook"))
+
+
+def _raw(
+    daemon: Any, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, source: str = ""
+) -> Any:
+    """One request; from loopback address `source` when given (127.0.0.0/8 is all loopback)."""
+    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10, source_address=(source, 0) if source else None)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode("utf-8", "replace"), answer.headers
+    finally:
+        connection.close()
+
+
+def test_a_form_or_an_origin_that_cannot_be_read_is_refused_never_an_error_of_ours(daemon: Any) -> None:
+    form = "application/x-www-form-urlencoded"
+    for body, kind in (
+        (b"token=\xff\xfe", form),  # not UTF-8
+        (b"token=x", form + "; charset=no-such-charset"),
+        (b"--x\r\n", "multipart/form-data; boundary=x"),
+    ):
+        status, text, headers = _raw(daemon, "POST", "/ui/sign-in", body, {"Content-Type": kind})
+        assert (status, text.startswith("the form cannot be read")) == (400, True), (body, kind, text)
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+    # an Origin that is no URL is no origin of ours; a `next` that is none is the overview
+    status, text, _ = _raw(daemon, "POST", "/ui/sign-in", b"token=x", {"Content-Type": form, "Origin": "http://["})
+    assert status == 403 and "another site" in text
+    status, text, _ = _raw(daemon, "GET", "/ui/sign-in?next=http://[")
+    assert status == 200 and 'name="next" value="/ui/"' in text
+    for bad_next in ("http://[", "/ui/%0D%0ASet-Cookie:%20x=1", "/ui/%00"):  # no Location aiohttp would send
+        body = f"token={TOKEN}&next={bad_next}".encode()
+        status, _, headers = _raw(daemon, "POST", "/ui/sign-in", body, {"Content-Type": form})
+        assert (status, headers["Location"]) == (303, "/ui/"), bad_next
+
+
+XSS = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+
+
+def test_a_payload_with_markup_is_shown_as_text_and_runs_nothing(context: Any, daemon: Any) -> None:
+    """A webhook payload is the attacker's: in a run's input, output and error, and a dead letter."""
+    runs = []
+    for hook in ("hook", "complaint"):  # cat: the payload is the output too; cat >&2: the error too
+        status, answer = http(
+            "POST", f"{daemon.url}/webhooks/{hook}", {"note": XSS}, {"Authorization": f"Bearer {SECRET}"}
+        )
+        assert status == 202, answer
+        runs.append(daemon.wait_run(answer["run_id"]))
+    shown = json.dumps(XSS)[1:-1]  # as it stands in JSON text (input, output) and in the error (a JSON input)
+    assert [r["status"] for r in runs] == ["completed", "failed"] and shown in runs[1]["error"]
+    violations: list[str] = []
+    page = signed_in(context, daemon)
+    page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text else None)
+    for path in [f"/ui/runs/{r['id']}" for r in runs] + ["/ui/dead-letters", "/ui/runs"]:
+        page.goto(daemon.url + path)
+        assert page.locator("main img, main script").count() == 0, path  # no element was made of it
+        assert page.evaluate("window.pwned") is None, path
+    page.goto(f"{daemon.url}/ui/runs/{runs[0]['id']}")
+    assert str(page.text_content("main")).count(shown) == 2  # input and output (folded), as text
+    page.goto(f"{daemon.url}/ui/runs/{runs[1]['id']}")
+    assert shown in page.inner_text(".card.error")
+    page.goto(daemon.url + "/ui/dead-letters")
+    row = str(page.text_content(f"tr[data-id='{runs[1]['id']}']"))
+    assert row.count(shown) == 2  # reason and payload, as text
+    assert violations == []  # nothing the policy had to stop either
+
+
+def _session(daemon: Any) -> tuple[str, str]:
+    """A signed-in session over plain HTTP: its cookie header and its CSRF token."""
+    status, _, headers = _raw(
+        daemon, "POST", "/ui/sign-in", f"token={TOKEN}".encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status == 303
+    cookie = headers["Set-Cookie"].split(";")[0]
+    status, text, _ = _raw(daemon, "GET", "/ui/", headers={"Cookie": cookie})
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', text)
+    assert status == 200 and csrf is not None
+    return cookie, csrf.group(1)
+
+
+def _feed(daemon: Any, cookie: str) -> tuple[HTTPConnection, Any]:
+    connection = HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    connection.request("GET", "/ui/events", headers={"Cookie": cookie})
+    answer = connection.getresponse()
+    if answer.status == 200:
+        assert answer.read(13) == b"retry: 2000\n\n"
+    return connection, answer
+
+
+def test_live_feeds_are_bounded_and_a_feed_ends_with_its_session(daemon: Any) -> None:
+    from triggerd.console.live import MAX_FEEDS
+
+    cookie, csrf = _session(daemon)
+    open_feeds: list[HTTPConnection] = []
+    refused = None
+    try:
+        for _ in range(MAX_FEEDS + 1):  # pages of earlier tests may hold a few for a moment
+            connection, answer = _feed(daemon, cookie)
+            if answer.status != 200:
+                refused = answer.status, answer.read().decode()
+                connection.close()
+                break
+            open_feeds.append(connection)
+        assert refused is not None and refused[0] == 503 and f"{MAX_FEEDS} live feeds" in refused[1]
+        assert len(open_feeds) <= MAX_FEEDS
+    finally:
+        for connection in open_feeds:
+            connection.close()
+
+    # the browsers that left free their places within a poll
+    def admitted() -> tuple[HTTPConnection, Any] | None:
+        connection, answer = _feed(daemon, cookie)
+        if answer.status == 200:
+            return connection, answer
+        connection.close()
+        return None
+
+    connection, answer = wait_for(admitted, what="a place freed by the feeds that were closed")
+    form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    status, _, _ = _raw(daemon, "POST", "/ui/sign-out", f"csrf={csrf}".encode(), form)
+    assert status == 303
+    started = time.monotonic()
+    assert answer.read() is not None  # to the end: the stream stops once its session is gone
+    assert time.monotonic() - started < 5
+    connection.close()
+
+
+def test_sign_in_refuses_an_address_after_ten_wrong_tokens(daemon: Any) -> None:
+    from triggerd.console.access import SignInLimit
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    guesser = "127.0.0.23"  # its own address: the other tests keep signing in from 127.0.0.1
+    for n in range(SignInLimit.FAILURES):
+        status, text, _ = _raw(daemon, "POST", "/ui/sign-in", f"token=guess-{n}".encode(), form, guesser)
+        assert status == 401 and "not one of the admin tokens" in text
+    for token in ("guess-again", TOKEN):  # the right token too: a 303 would tell a right guess
+        status, text, headers = _raw(daemon, "POST", "/ui/sign-in", f"token={token}".encode(), form, guesser)
+        assert status == 429 and "Too many wrong tokens" in text
+        assert 0 < int(headers["Retry-After"]) <= SignInLimit.WINDOW
+    assert _raw(daemon, "POST", "/ui/sign-in", f"token={TOKEN}".encode(), form)[0] == 303  # another address
 
 
 def test_open_on_loopback_without_tokens(tmp_path: Path) -> None:

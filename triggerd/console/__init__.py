@@ -19,6 +19,7 @@ async def _home(request: web.Request) -> web.Response:
 def add_console(app: web.Application) -> None:
     """Mount the console on an app that add_admin_routes set up (it reads the same app keys)."""
     app[access.SESSIONS] = access.Sessions()
+    app[access.SIGN_IN_LIMIT] = access.SignInLimit()
     live.install(app)
     app.middlewares.append(access.console_guard)
     app.router.add_get("/ui", _home)

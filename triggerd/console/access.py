@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -35,9 +37,10 @@ MAX_SESSIONS = 1000  # the oldest is dropped beyond it: a bound on memory, whoev
 CSRF_HEADER = "X-CSRF-Token"
 SIGN_IN = "/ui/sign-in"
 STATIC = "/ui/static/"
+log = logging.getLogger("triggerd.console")
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 HEADERS = {
@@ -81,7 +84,43 @@ class Sessions:
         self._sessions.pop(session_id, None)
 
 
+class SignInLimit:
+    """Wrong tokens per client address: past FAILURES in WINDOW seconds, sign-in refuses that address
+    (whatever it offers, else a right guess would still show) until the window ends.
+
+    A token is long and random, so this is not what keeps it secret; it keeps a weak one from
+    being guessed at line speed, and says in the log that someone is trying.
+    """
+
+    FAILURES = 10
+    WINDOW = 60.0
+    ADDRESSES = 10_000  # the oldest is forgotten beyond it: a bound on memory, whoever knocks
+
+    def __init__(self) -> None:
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address: (window start, count)
+
+    def wait(self, address: str) -> int:
+        """Seconds until this address may try again; 0 when it may now."""
+        start, count = self._failures.get(address, (0.0, 0))
+        left = start + self.WINDOW - time.monotonic()
+        return math.ceil(left) if count >= self.FAILURES and left > 0 else 0
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        start, count = self._failures.pop(address, (now, 0))
+        if now - start >= self.WINDOW:
+            start, count = now, 0
+        self._failures[address] = (start, count + 1)
+        if count + 1 == self.FAILURES:
+            log.warning(
+                "console sign-in: %d wrong tokens from %s; refused for %d s", self.FAILURES, address, self.wait(address)
+            )
+        while len(self._failures) > self.ADDRESSES:
+            self._failures.popitem(last=False)
+
+
 SESSIONS = web.AppKey("console_sessions", Sessions)
+SIGN_IN_LIMIT = web.AppKey("console_sign_in_limit", SignInLimit)
 SESSION = "console_session"  # request key: the request's Session
 
 
@@ -111,7 +150,19 @@ def _cross_site(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return True
     origin = request.headers.get("Origin")
-    return origin is not None and urlsplit(origin).netloc != request.host
+    try:
+        return origin is not None and urlsplit(origin).netloc != request.host
+    except ValueError:  # "http://[": no origin of ours
+        return True
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A posted form's text fields; one that cannot be read (bad encoding, charset, multipart) is a 400."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError; an unknown charset a LookupError
+        raise web.HTTPBadRequest(text=f"the form cannot be read: {exc}") from None
+    return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
 def _refuse(status: int, message: str) -> web.Response:
@@ -150,7 +201,7 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 async def _csrf_ok(request: web.Request, session: Session) -> bool:
     offered = request.headers.get(CSRF_HEADER)
     if offered is None and request.content_type == "application/x-www-form-urlencoded":
-        offered = str((await request.post()).get("csrf", ""))
+        offered = (await read_form(request)).get("csrf", "")
     return offered is not None and hmac.compare_digest(offered.encode(), session.csrf.encode())
 
 

@@ -12,7 +12,17 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from triggerd.console.access import COOKIE, SESSION, SESSIONS, SIGN_IN, Session, set_cookie, token_matches
+from triggerd.console.access import (
+    COOKIE,
+    SESSION,
+    SESSIONS,
+    SIGN_IN,
+    SIGN_IN_LIMIT,
+    Session,
+    read_form,
+    set_cookie,
+    token_matches,
+)
 from triggerd.console.render import esc, page
 from triggerd.http.responses import error
 
@@ -44,8 +54,12 @@ def _sign_in_page(message: str = "", next_path: str = "/ui/") -> str:
 
 def _next(value: str) -> str:
     """Only a console path: the sign-in never sends a browser elsewhere."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "http://[" is no path of ours
+        return "/ui/"
     ok = not parts.scheme and not parts.netloc and parts.path.startswith("/ui/") and "\\" not in value
+    ok = ok and value.isascii() and value.isprintable()  # it becomes a Location header: no CR, LF or NUL
     return value if ok else "/ui/"
 
 
@@ -56,9 +70,15 @@ async def sign_in_form(request: web.Request) -> web.Response:
 
 
 async def sign_in(request: web.Request) -> web.Response:
-    form = await request.post()
-    next_path = _next(str(form.get("next", "/ui/")))
-    if not token_matches(request, str(form.get("token", ""))):
+    form = await read_form(request)
+    next_path = _next(form.get("next", "/ui/"))
+    limit, address = request.app[SIGN_IN_LIMIT], request.remote or ""
+    wait = limit.wait(address)
+    if wait:
+        text = _sign_in_page(f"Too many wrong tokens from this address: try again in {wait} s.", next_path)
+        return web.Response(status=429, text=text, content_type="text/html", headers={"Retry-After": str(wait)})
+    if not token_matches(request, form.get("token", "")):
+        limit.failed(address)
         text = _sign_in_page("That token is not one of the admin tokens.", next_path)
         return web.Response(status=401, text=text, content_type="text/html")
     response = web.Response(status=303, headers={"Location": next_path})

@@ -24,6 +24,7 @@ from triggerd.console.render import (
     fold,
     json_block,
     page,
+    progress,
     run_link,
     run_row,
     table,
@@ -271,10 +272,11 @@ async def run_detail(request: web.Request) -> web.Response:
     }
     if run.dead_letter:
         facts["dead letter"] = badge("failed", "yes")
-    body = f'<span id="run-status" data-status="{esc(run.status)}" hidden></span>'
+    shown = f'data-status="{esc(run.status)}" data-progress="{esc(progress(run))}"'
+    body = f'<span id="run-status" {shown} hidden></span>'
     body += f'<div class="actions top">{"".join(actions)}</div><div class="grid">' + card("Run", dl(facts))
     body += card("Attempts", _timeline(data.get("attempts", [])))
-    body += card("Usage", json_block(data.get("usage")))
+    body += card("Usage", _usage(data.get("usage"), data.get("steps")))
     body += "</div>" + card("Input", json_block(data.get("input")), "wide")
     for key, title in (("prompt", "Rendered prompt"), ("argv", "Command")):
         if data.get(key) is not None:
@@ -283,7 +285,7 @@ async def run_detail(request: web.Request) -> web.Response:
         body += card("Error", fold(str(data["error"])), "wide error")
     body += card("Output", json_block(data.get("output")), "wide")
     if data.get("steps"):
-        body += card("Steps", _steps(data["steps"]), "wide")
+        body += card("Tool calls", _steps(data["steps"], run.status.is_final), "wide")
     live = "" if run.status.is_final else "/ui/events?" + urlencode({"run": run.id})
     return _html(f"Run {run.id}", "runs", request, body, live=live)
 
@@ -301,16 +303,56 @@ def _timeline(attempts: list[dict[str, Any]]) -> str:
     return '<ol class="timeline">' + "".join(items) + "</ol>"
 
 
-def _steps(steps: Any) -> str:
+def _steps(steps: Any, final: bool) -> str:
+    """The tool calls (SPEC 5.1) as a timeline: turn and tool, when, the input, then the output or the error."""
     if not isinstance(steps, list):
         return json_block(steps)
-    items = []
-    for n, step in enumerate(steps, 1):
-        step = step if isinstance(step, dict) else {"value": step}
-        name = step.get("tool") or step.get("name") or step.get("type") or f"step {n}"
-        status = step.get("status") or ("failed" if step.get("error") or step.get("is_error") else "completed")
-        items.append(f'<li class="t-{esc(status)}"><b>{esc(name)}</b> {badge(str(status))}{json_block(step)}</li>')
-    return '<ol class="timeline">' + "".join(items) + "</ol>"
+    return '<ol class="timeline steps">' + "".join(_step(step, final) for step in steps) + "</ol>"
+
+
+def _step(step: Any, final: bool) -> str:
+    if not isinstance(step, dict):
+        return f"<li>{json_block(step)}</li>"
+    if "error" in step:
+        state, result = "failed", f"<h3>Error</h3>{fold(str(step['error']), 'err')}"
+    elif "output" in step:
+        state, result = "completed", f"<h3>Output</h3>{json_block(step['output'])}"
+    else:  # recorded as the call started: still running, or cut short by a crash if the run has ended
+        state, result = ("unfinished" if final else "running"), ""
+    attempt = f" · attempt {esc(step.get('attempt'))}" if step.get("attempt") else ""
+    took = _took(step.get("started_at"), step.get("finished_at"))
+    return (
+        f'<li class="step t-{state}"><h3 class="step-head"><span>Turn {esc(step.get("turn"))}</span>'
+        f'<span class="mono">{esc(step.get("tool"))}</span>{badge(state, "error" if state == "failed" else state)}'
+        f"</h3><small class=muted>{when(step.get('started_at'))} → {when(step.get('finished_at'), 'running')}"
+        f"{took}{attempt}</small><h3>Input</h3>{json_block(step.get('input'))}{result}</li>"
+    )
+
+
+def _took(started: Any, finished: Any) -> str:
+    try:
+        seconds = (parse_instant(str(finished)) - parse_instant(str(started))).total_seconds()
+    except ValueError:  # not finished, or not an instant: no duration rather than a 500
+        return ""
+    return f" ({seconds:.1f} s)" if seconds >= 0.1 else f" ({seconds * 1000:.0f} ms)"
+
+
+def _usage(usage: Any, steps: Any) -> str:
+    """Tokens summed over the model's turns, with a total; what is not a count (a breakdown) as JSON."""
+    if not isinstance(usage, dict):
+        return json_block(usage)
+    items = {
+        str(key).replace("_", " "): f"{value:,}" if _count(value) else json_block(value) for key, value in usage.items()
+    }
+    if _count(usage.get("input_tokens")) and _count(usage.get("output_tokens")):
+        items["total tokens"] = f"<b>{usage['input_tokens'] + usage['output_tokens']:,}</b>"
+    if isinstance(steps, list) and steps:
+        items["tool calls"] = str(len(steps))
+    return dl(items)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 async def dead_letters(request: web.Request) -> web.Response:

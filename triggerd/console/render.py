@@ -77,9 +77,10 @@ def json_block(value: Any) -> str:
     return fold(text)
 
 
-def fold(text: str) -> str:
-    block = f"<pre>{esc(text)}</pre>"
-    lines = text.count("\n") + 1
+def fold(text: str, css: str = "") -> str:
+    """Text in a <pre> (of class `css`), behind a <details> past FOLD_LINES or FOLD_CHARS."""
+    block = f'<pre class="{css}">{esc(text)}</pre>' if css else f"<pre>{esc(text)}</pre>"
+    lines = text.rstrip("\n").count("\n") + 1  # a last newline ends a line, it does not start one
     if lines <= FOLD_LINES and len(text) <= FOLD_CHARS:
         return block
     return f"<details class=fold><summary>{lines} lines, {len(text)} characters: show</summary>{block}</details>"
@@ -117,6 +118,12 @@ def run_row(run: Run) -> str:
         f"<td>{badge(str(run.status))}{reason}</td><td>{esc(run.source)}</td>"
         f"<td>{len(run.attempts)}</td><td>{when(run.created_at)}</td><td>{when(run.finished_at)}</td></tr>"
     )
+
+
+def progress(run: Run) -> str:
+    """How far a run's tool calls are, started/finished: its detail page reloads when it changes."""
+    steps = run.steps
+    return f"{len(steps)}/{sum(1 for step in steps if 'finished_at' in step)}"
 
 
 RUN_HEADINGS = ("Run", "Trigger", "Status", "Source", "Attempts", "Created", "Finished")

@@ -91,11 +91,16 @@ function listen(url) {
   const shown = document.getElementById("run-status");
   source.addEventListener("run", (event) => {
     const run = JSON.parse(event.data);
-    if (shown && run.status !== shown.dataset.status) { source.close(); location.reload(); return; }
+    const moved = shown && (run.status !== shown.dataset.status || run.progress !== shown.dataset.progress);
+    if (moved) { source.close(); location.reload(); return; }  // a run's page: its status or a tool call moved
     upsert(run);
   });
   source.onopen = () => { if (state) { state.textContent = "live"; state.classList.remove("down"); } };
-  source.onerror = () => { if (state) { state.textContent = "reconnecting…"; state.classList.add("down"); } };
+  source.onerror = () => {
+    // CLOSED: refused (too many feeds open, or the session ended); the browser will not try again
+    const text = source.readyState === EventSource.CLOSED ? "live updates off: reload" : "reconnecting…";
+    if (state) { state.textContent = text; state.classList.add("down"); }
+  };
 }
 
 function bulk() {
