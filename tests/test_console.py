@@ -72,6 +72,23 @@ trigger:
     authentication: {type: bearer, secret: "${HOOK_SECRET}"}
   agent: {id: complainer}
   retry: {max_attempts: 1}
+---
+trigger:
+  id: gate
+  type: webhook
+  webhook: {}
+  agent: {id: echo}
+  budget: {runs_per_hour: 1}
+---
+trigger:
+  id: held
+  type: event
+  enabled: false
+  event: {pattern: never}
+  agent: {id: echo}
+  concurrency_key: "$.event.data.pr"
+  debounce: {period: "1h", key: "$.event.data.repo"}
+  throttle: {limit: 5, per: "1m"}
 """
 
 # An anthropic agent that acts (SPEC 5.1), against the fake Messages API: a tool whose output is
@@ -387,6 +404,58 @@ def test_nothing_secret_is_rendered(context: Any, daemon: Any) -> None:
     assert '"leaked": "***"' in page.inner_text("main")
     page.goto(daemon.url + "/ui/triggers")
     assert re.search(r"POST /webhooks/hook\s*\(bearer\)", page.inner_text("#hook"))
+
+
+def test_pause_and_resume_a_webhook_and_see_its_flow_controls_skips_and_held_runs(context: Any, daemon: Any) -> None:
+    page = signed_in(context, daemon)
+    page.goto(daemon.url + "/ui/triggers")
+    gate = "#gate"
+    assert page.locator(f"{gate} .badge.s-paused").count() == 0
+    assert re.search(r"budget\s+0 of 1 runs / hour", page.inner_text(gate))
+    page.click(f"{gate} button:text-is('Pause')")  # the console's action: CSRF token, then POST /v1/.../pause
+    page.wait_for_selector(f"{gate} button:text-is('Resume')")  # the page reloaded with the stored pause
+    assert page.locator(f"{gate} h2 .badge.s-paused").inner_text() == "paused"
+    status, described = daemon.request("GET", "/v1/triggers/gate")
+    assert status == 200 and described["paused"] is True
+    since = page.locator(f"{gate} dd time").first
+    assert since.get_attribute("datetime") == described["paused_at"]  # since when, in the browser's zone
+    assert "answers 503" in page.inner_text(gate)
+    status, _, headers = _raw(daemon, "POST", "/webhooks/gate", b"{}", {"Content-Type": "application/json"})
+    assert status == 503 and int(headers["Retry-After"]) > 0
+
+    page.click(f"{gate} button:text-is('Resume')")
+    page.wait_for_selector(f"{gate} button:text-is('Pause')")
+    assert page.locator(f"{gate} .badge.s-paused").count() == 0
+    status, body, _ = _raw(daemon, "POST", "/webhooks/gate", b"{}", {"Content-Type": "application/json"})
+    assert status == 202, body
+    assert daemon.wait_run(json.loads(body)["run_id"])["status"] == "completed"
+    # the budget (one run an hour) is spent: the next firing is recorded skipped, reason budget
+    status, body, _ = _raw(daemon, "POST", "/webhooks/gate", b"{}", {"Content-Type": "application/json"})
+    skipped = json.loads(body)
+    assert (status, skipped["status"]) == (202, "skipped")
+    page.reload()
+    assert re.search(r"budget\s+1 of 1 runs / hour\s+reached", page.inner_text(gate))
+    chip = page.locator(f"{gate} .skips a.chip")
+    assert chip.inner_text() == "budget 1"
+    chip.click()  # the trigger's skipped runs
+    page.wait_for_url(re.compile(r"/ui/runs\?trigger=gate&status=skipped$"))
+    assert "skipped (budget)" in page.inner_text(f"#run-{skipped['run_id']}")
+    page.goto(f"{daemon.url}/ui/runs/{skipped['run_id']}")
+    assert "over budget" in page.inner_text(".card:has(h2:text-is('Run')) dl")
+
+    # a pending run held back by a debounce shows why, and until when, in the list and on its page
+    held = daemon.fire("held", {"pr": 7})
+    page.goto(daemon.url + "/ui/triggers")
+    flow = page.inner_text("#held dl")
+    assert re.search(r"concurrency\s+1 at a time per \$\.event\.data\.pr", flow)
+    assert re.search(r"debounce\s+1h after a burst's last firing per \$\.event\.data\.repo", flow)
+    assert re.search(r"throttle\s+5 starts per 1m\n", flow)
+    page.goto(daemon.url + "/ui/runs?trigger=held")
+    assert re.search(r"pending\s+\(debounced\)", page.inner_text(f"#run-{held}"))
+    page.goto(f"{daemon.url}/ui/runs/{held}")
+    facts = page.inner_text(".card:has(h2:text-is('Run')) dl")
+    assert "debounced" in facts and "waits for its burst to end" in facts
+    assert "not before" in facts and daemon.run(held)["status"] == "pending"
 
 
 def _raw(

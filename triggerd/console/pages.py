@@ -1,7 +1,8 @@
 """The console's pages (SPEC 13), rendered on the server from the store queries /v1 answers from.
 
 Triggers are described by admin.describe_trigger, the function GET /v1/triggers answers with, so
-the console shows exactly what the API shows (secrets redacted) and whatever it gains (`paused`).
+the console shows exactly what the API shows (secrets redacted): its pause, its flow controls,
+and (as GET /v1/triggers/{id}) the spend of a trigger with a budget.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from triggerd.clock import isoformat, parse_instant
+from triggerd.config.durations import format_duration
+from triggerd.config.models import Budget
 from triggerd.console.access import SESSION, Session
 from triggerd.console.render import (
     RUN_HEADINGS,
@@ -31,7 +34,8 @@ from triggerd.console.render import (
     when,
 )
 from triggerd.http.admin import CONFIG, DISPATCHER, SCHEDULES, SOURCES, TOKENS, describe_trigger
-from triggerd.runs import RunStatus, Source
+from triggerd.runs import Run, RunStatus, Source
+from triggerd.store.abc import Spend
 
 PAGE_SIZE = 50
 FAILED = ("failed", "timed_out")
@@ -81,8 +85,10 @@ async def overview(request: web.Request) -> web.Response:
         state = schedules(trigger.id) if trigger.schedule is not None else None
         if state and state.get("next_fire_at"):
             upcoming.append((state["next_fire_at"], trigger.id))
+    paused = dispatcher.flow.paused  # a paused schedule's next slot is recorded skipped, not run
     rows = [
-        f'<tr><td><a href="/ui/triggers#{esc(t)}">{esc(t)}</a></td><td>{when(at)}</td></tr>'
+        f'<tr><td><a href="/ui/triggers#{esc(t)}">{esc(t)}</a>{" " + badge("paused") if t in paused else ""}</td>'
+        f"<td>{when(at)}</td></tr>"
         for at, t in sorted(upcoming)[:8]
     ]
     fires = card("Next fires", table(("Trigger", "At"), rows, "No schedule is due."))
@@ -135,22 +141,43 @@ async def triggers(request: web.Request) -> web.Response:
     stats = await dispatcher.store.trigger_stats()
     skips = await dispatcher.store.skip_counts()
     schedules: Any = request.app[SCHEDULES]
+    flow, agents = dispatcher.flow, dispatcher.configuration.agents
     cards = []
     for trigger in sorted(dispatcher.configuration.triggers.values(), key=lambda t: t.id):
-        described = describe_trigger(trigger, stats.get(trigger.id), schedules(trigger.id))
-        cards.append(_trigger_card(described, skips.get(trigger.id, {})))
+        described = describe_trigger(trigger, stats.get(trigger.id), schedules(trigger.id), flow.paused.get(trigger.id))
+        agent = agents.get(trigger.agent.id)
+        ceilings = {"budget": trigger.budget, "agent budget": agent.budget if agent is not None else None}
+        budgets = {}
+        if any(ceilings.values()):  # GET /v1/triggers/{id}'s spend, read only where a ceiling needs it
+            spent = await flow.spend(trigger, agent)
+            scopes = {"budget": "trigger", "agent budget": "agent"}
+            budgets = {name: (c, spent[scopes[name]]) for name, c in ceilings.items() if c is not None}
+        cards.append(_trigger_card(described, skips.get(trigger.id, {}), budgets))
     body = (
         '<div class="cards">' + "".join(cards) + "</div>" if cards else '<p class="empty">No triggers are loaded.</p>'
     )
     return _html("Triggers", "triggers", request, body)
 
 
-def _trigger_card(t: dict[str, Any], skips: dict[str, int]) -> str:
+# What a pause does to each kind of trigger (SPEC 12), said on a paused trigger's card.
+PAUSE_EFFECT = {
+    "webhook": "its webhook answers 503 with Retry-After",
+    "schedule": "its slots are recorded skipped",
+    "event": "events do not match it",
+}
+
+
+def _trigger_card(t: dict[str, Any], skips: dict[str, int], budgets: dict[str, tuple[Budget, Spend]]) -> str:
     tid = str(t["id"])
     states = [badge("completed", "enabled") if t.get("enabled") else badge("cancelled", "disabled")]
     if t.get("paused"):
-        states.append(badge("pending", "paused"))
+        states.append(badge("paused"))
     what: dict[str, str] = {}
+    if t.get("paused"):
+        what["paused"] = (
+            f"since {when(t.get('paused_at'))}<br><small class=muted>{esc(PAUSE_EFFECT.get(str(t.get('type')), ''))}"
+            "; a manual fire still runs</small>"
+        )
     if "webhook" in t:
         hook = t["webhook"]
         auth = f' <span class="muted">({esc(hook.get("authentication"))})</span>' if hook.get("authentication") else ""
@@ -169,19 +196,27 @@ def _trigger_card(t: dict[str, Any], skips: dict[str, int]) -> str:
     if "event" in t:
         e = t["event"]
         what["pattern"] = f'<span class="mono">{esc(e.get("pattern"))}</span>'
+    what.update(_flow(t))
+    what.update({name: _budget(*b) for name, b in budgets.items()})
     state = t.get("state", {})
     last = state.get("last_run")
     what["last run"] = f"{run_link(last['id'])} {badge(last['status'])} {when(last['created_at'])}" if last else "—"
     what["runs"] = _counts(dict(state.get("runs", {})))
     if skips:
-        what["skips"] = " ".join(
-            f'<span class="chip">{esc(r or "unspecified")} {n}</span>' for r, n in sorted(skips.items())
+        what["skips"] = (
+            '<span class="skips">'
+            + "".join(
+                f'<a class="chip" href="/ui/runs?{esc(urlencode({"trigger": tid, "status": "skipped"}))}" '
+                f'data-reason="{esc(r)}">{esc(r or "unspecified")} <b>{n}</b></a>'
+                for r, n in sorted(skips.items())
+            )
+            + "</span>"
         )
     what["agent"] = esc(t.get("agent_id"))
     pause = (
-        button("Resume", f"/ui/api/triggers/{tid}/resume")
+        button("Resume", f"/ui/api/triggers/{tid}/resume", done="Resumed")
         if t.get("paused")
-        else button("Pause", f"/ui/api/triggers/{tid}/pause", kind="quiet")
+        else button("Pause", f"/ui/api/triggers/{tid}/pause", kind="quiet", done="Paused")
     )
     fire = (
         f'<form class="fire" data-fire="/ui/api/triggers/{esc(tid)}/fire"><label>Input (JSON)'
@@ -190,10 +225,49 @@ def _trigger_card(t: dict[str, Any], skips: dict[str, int]) -> str:
     )
     title = f"{esc(t.get('name') or tid)}"
     sub = f'<p class="muted mono">{esc(tid)} · {esc(t.get("type"))}</p>'
+    paused = " paused" if t.get("paused") else ""
     return (
-        f'<section class="card trigger" id="{esc(tid)}"><h2>{title} {"".join(states)}</h2>{sub}'
+        f'<section class="card trigger{paused}" id="{esc(tid)}"><h2>{title} {"".join(states)}</h2>{sub}'
         f'{dl(what)}<a href="/ui/runs?trigger={esc(tid)}">Runs of this trigger →</a>{fire}</section>'
     )
+
+
+def _per_key(key: Any) -> str:
+    return f' <span class="muted">per</span> <span class="mono">{esc(key)}</span>' if key else ""
+
+
+def _flow(t: dict[str, Any]) -> dict[str, str]:
+    """A trigger's flow controls (SPEC 12) but its budget, as GET /v1/triggers describes them."""
+    flow, rows = t.get("flow") or {}, {}
+    if flow.get("concurrency_key"):
+        rows["concurrency"] = f"{esc(t.get('max_concurrent'))} at a time{_per_key(flow['concurrency_key'])}"
+    if debounce := flow.get("debounce"):
+        period = format_duration(debounce["period_seconds"])
+        rows["debounce"] = f"{esc(period)} after a burst's last firing{_per_key(debounce['key'])}"
+    if throttle := flow.get("throttle"):
+        rows["throttle"] = (
+            f"{esc(throttle['limit'])} starts per {esc(format_duration(throttle['per_seconds']))}"
+            f"{_per_key(throttle['key'])}"
+        )
+    return rows
+
+
+def _budget(ceiling: Budget, spent: Spend) -> str:
+    """Each ceiling with its spend: a meter, and a badge once it is reached (firings are skipped)."""
+    lines = []
+    for allowed, used, label in (
+        (ceiling.tokens_per_day, spent.tokens, "tokens / day"),
+        (ceiling.runs_per_hour, spent.runs, "runs / hour"),
+    ):
+        if allowed is None:
+            continue
+        over = " " + badge("failed", "reached") if used >= allowed else ""
+        lines.append(
+            f'<span class="spend"><meter min="0" max="{allowed}" value="{min(used, allowed)}" '
+            f'low="{allowed * 0.75:g}" high="{allowed * 0.9:g}" optimum="0"></meter> '
+            f"{used:,} of {allowed:,} {label}{over}</span>"
+        )
+    return "".join(lines)
 
 
 def run_filters(request: web.Request) -> dict[str, str]:
@@ -259,7 +333,7 @@ async def run_detail(request: web.Request) -> web.Response:
     else:
         actions.append(button("Replay", f"/ui/api/runs/{run.id}/replay"))
     facts = {
-        "status": badge(str(run.status)) + (f' <span class="muted">{esc(run.reason)}</span>' if run.reason else ""),
+        "status": badge(str(run.status)) + _reason(run),
         "trigger": f'<a href="/ui/triggers#{esc(run.trigger_id)}">{esc(run.trigger_id)}</a>',
         "agent": esc(run.agent_id),
         "source": esc(run.source),
@@ -267,6 +341,9 @@ async def run_detail(request: web.Request) -> web.Response:
         "started": when(run.started_at),
         "finished": when(run.finished_at),
         "nominal time": when(run.nominal_time),
+        **(
+            {"not before": when(run.next_attempt_at)} if run.status is RunStatus.PENDING and run.next_attempt_at else {}
+        ),
         "idempotency key": f'<span class="mono">{esc(run.idempotency_key)}</span>' if run.idempotency_key else "—",
         "replay of": run_link(run.replay_of) if run.replay_of else "—",
     }
@@ -288,6 +365,30 @@ async def run_detail(request: web.Request) -> web.Response:
         body += card("Tool calls", _steps(data["steps"], run.status.is_final), "wide")
     live = "" if run.status.is_final else "/ui/events?" + urlencode({"run": run.id})
     return _html(f"Run {run.id}", "runs", request, body, live=live)
+
+
+# Why a run was skipped or is held back (SPEC 5.2, 12), said beside its reason on its page.
+SKIPPED = {
+    "overlap": "a run of its trigger (or concurrency key) was under way (overlap: skip)",
+    "queue_full": "its trigger's queue was full (max_queued)",
+    "missed": "its schedule slot passed while no daemon ran",
+    "paused": "its trigger was paused",
+    "budget": "its trigger or agent was over budget",
+    "debounced": "a later firing of the same burst replaced it",
+}
+WAITING = {
+    "debounced": "it waits for its burst to end; a later firing of the burst replaces it",
+    "throttled": "it waits for a place in its trigger's throttle window",
+}
+
+
+def _reason(run: Run) -> str:
+    if not run.reason:
+        return ""
+    explained = (SKIPPED if run.status is RunStatus.SKIPPED else WAITING).get(run.reason)
+    return f' <span class="reason-name">{esc(run.reason)}</span>' + (
+        f'<br><small class="muted">{esc(explained)}</small>' if explained else ""
+    )
 
 
 def _timeline(attempts: list[dict[str, Any]]) -> str:

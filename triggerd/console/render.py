@@ -129,8 +129,10 @@ def progress(run: Run) -> str:
 RUN_HEADINGS = ("Run", "Trigger", "Status", "Source", "Attempts", "Created", "Finished")
 
 
-def button(label: str, post: str, *, body: str = "", confirm: str = "", kind: str = "") -> str:
-    """A button the script turns into a POST to /ui/api/... with the CSRF token."""
+def button(label: str, post: str, *, body: str = "", confirm: str = "", kind: str = "", done: str = "") -> str:
+    """A button the script turns into a POST to /ui/api/... with the CSRF token; `done` is the
+    notice it shows once the action is taken (then the page reloads)."""
     extra = f' data-body="{esc(body)}"' if body else ""
     extra += f' data-confirm="{esc(confirm)}"' if confirm else ""
+    extra += f' data-done="{esc(done)}"' if done else ""
     return f'<button type="button" class="{kind}" data-post="{esc(post)}"{extra}>{esc(label)}</button>'

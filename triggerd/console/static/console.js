@@ -55,7 +55,7 @@ async function act(button) {
   const dead = button.closest("tr.dead");  // a replayed dead letter is one no more
   if (dead) dead.remove();
   if (answer.run_id) notice(answer.replay_of ? "Replayed as run" : "Queued run", false, runLink(answer.run_id));
-  else notice("Done: " + (answer.status || "ok"));
+  else notice(button.dataset.done || "Done: " + (answer.status || "ok"));
   if (!answer.run_id) setTimeout(() => location.reload(), 400);
 }
 
