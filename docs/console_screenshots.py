@@ -4,7 +4,9 @@
 
 It copies config/ to a temporary folder (a free port, its own store), starts the daemon, makes
 runs the way an operator would (webhooks, a manual fire, one that fails and becomes a dead
-letter, which the failure-log trigger then records), and photographs each page in headless
+letter, which the failure-log trigger then records), adds two webhook triggers with flow control
+(FLOW: a concurrency key, a throttle and a budget that the seeding runs into; a debounce that
+holds a burst's last push), pauses the schedule, and photographs each page in headless
 Chromium (Debian's, as the tests use) at a laptop's size, and the runs page at a phone's.
 Then it adds an anthropic agent with tools (hot reload) that talks to the tests' fake Messages
 API on loopback (tests/fake_anthropic.py: no network, no key) and photographs a run that acts.
@@ -61,6 +63,44 @@ def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
             return value
         time.sleep(0.2)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+FLOW = """\
+trigger:
+  id: pr-review
+  name: "Review pull requests"
+  type: webhook
+  webhook: {endpoint: /webhooks/pr}
+  agent: {id: echo, input_mapping: {pr: "$.body.pr"}}
+  concurrency_key: "$.body.pr"
+  throttle: {limit: 10, per: "1m"}
+  budget: {runs_per_hour: 3}
+---
+trigger:
+  id: docs-build
+  name: "Build the docs after a burst of pushes"
+  type: webhook
+  webhook: {endpoint: /webhooks/push}
+  agent: {id: echo, input_mapping: {sha: "$.body.after"}}
+  debounce: {period: "10m", key: "$.body.repository"}
+"""
+
+
+def _flow(url: str) -> str:
+    """Four pull-request events against a budget of three runs an hour, and a burst of three pushes;
+    returns the run the burst leaves waiting."""
+    for pr in (41, 42, 41, 43):
+        _call("POST", url + "/webhooks/pr", {"pr": pr})
+    for sha in ("a1f3", "b7c2", "c9d4"):
+        held = _call("POST", url + "/webhooks/push", {"repository": "acme/docs", "after": sha})["run_id"]
+    _call("POST", url + "/v1/triggers/disk-check/pause")
+
+    def settled() -> bool:
+        runs = _call("GET", url + "/v1/runs?limit=100")["runs"]
+        return all(r["status"] not in ("pending", "running") or r["reason"] == "debounced" for r in runs)
+
+    _wait("the pull-request runs to finish", settled)
+    return str(held)
 
 
 def _seed(url: str) -> dict[str, str]:
@@ -127,6 +167,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "config"
         shutil.copytree(REPO / "config", root, ignore=shutil.ignore_patterns(".triggerd"))
+        (root / "triggers" / "flow.yaml").write_text(FLOW)
         port = _port()
         settings = root / "triggerd.yaml"
         settings.write_text(settings.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
@@ -138,6 +179,7 @@ def main() -> None:
         try:
             _wait("the daemon", lambda: _call("GET", url + "/readyz")["status"] == "ready")
             runs = _seed(url)
+            held = _flow(url)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 pages = {
@@ -146,6 +188,7 @@ def main() -> None:
                     "runs": "/ui/runs",
                     "run": f"/ui/runs/{runs['completed']}",
                     "run-failed": f"/ui/runs/{runs['failed']}",
+                    "run-held": f"/ui/runs/{held}",
                     "dead-letters": "/ui/dead-letters",
                     "sources": "/ui/sources",
                 }
@@ -155,7 +198,7 @@ def main() -> None:
                     for name, path in names.items():
                         page.goto(url + path)
                         page.wait_for_timeout(1000)  # the script has localised the times (a live page never idles)
-                        page.screenshot(path=str(OUT / f"{name}{size}.png"))
+                        page.screenshot(path=str(OUT / f"{name}{size}.png"), full_page=name == "triggers")
                         print(OUT / f"{name}{size}.png")
                     context.close()
                 with FakeMessagesAPI([], api_key="fake-key") as api:
