@@ -206,8 +206,8 @@ def _trigger_card(t: dict[str, Any], skips: dict[str, int], budgets: dict[str, t
         what["skips"] = (
             '<span class="skips">'
             + "".join(
-                f'<a class="chip" href="/ui/runs?{esc(urlencode({"trigger": tid, "status": "skipped"}))}" '
-                f'data-reason="{esc(r)}">{esc(r or "unspecified")} <b>{n}</b></a>'
+                f'<a class="chip" href="/ui/runs?{esc(urlencode({"trigger": tid, "status": "skipped"}))}">'
+                f"{esc(r or 'unspecified')} <b>{n}</b></a>"
                 for r, n in sorted(skips.items())
             )
             + "</span>"
