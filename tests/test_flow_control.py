@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import urllib.error
@@ -340,3 +341,44 @@ def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_colum
         (10, 29, "/trigger/throttle/per"),
         (11, 11, "/trigger/budget"),
     } <= found, found
+
+
+def test_a_huge_key_value_from_a_senders_body_is_grouped_by_its_digest_not_stored_whole(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A key selecting a large object of an unauthenticated sender's body: stored whole, it would
+    # bloat every run row and index, exceed PostgreSQL's index row size (the firing refused), and
+    # make `triggerd test`'s query to the daemon too long. Groups must still be told apart.
+    definitions = (
+        f"agent: {{id: slow, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(30)']}}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: slow}\n"
+        "  concurrency_key: $.body.pr\n  max_concurrent: 1\n  overlap: skip\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    huge, other = ({"blob": secrets.token_hex(150_000)} for _ in range(2))
+    try:
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
+        assert status == 202 and answer["status"] == "pending", answer
+        first = a.wait_run(answer["run_id"], {"running"})
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
+        assert status == 202 and answer["status"] == "skipped", answer  # the same group: overlap
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": other})
+        assert status == 202 and answer["status"] == "pending", answer  # another group
+        sample = tmp_path / "sample.json"
+        sample.write_text(json.dumps({"pr": huge}))
+        done = subprocess.run(
+            [sys.executable, "-m", "triggerd", "test", "pr", "--payload", str(sample), "--config", "triggerd.yaml"],
+            capture_output=True,
+            text=True,
+            cwd=a.root,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+        assert done.returncode == 0, done.stderr
+        shown = next(line for line in done.stdout.splitlines() if line.startswith("concurrency key"))
+        assert shown.startswith("concurrency key sha256:") and len(shown) < 200, shown[:200]
+        assert "concurrency   1 running, 0 pending in its group: it would wait" in done.stdout, done.stdout
+        assert a.run(first["id"])["status"] == "running"
+    finally:
+        stop_all([a])
