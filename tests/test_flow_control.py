@@ -382,3 +382,25 @@ def test_a_huge_key_value_from_a_senders_body_is_grouped_by_its_digest_not_store
         assert a.run(first["id"])["status"] == "running"
     finally:
         stop_all([a])
+
+
+def test_a_debounced_trigger_still_records_firings_of_new_groups_past_max_queued_as_queue_full(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A debounce key from a sender's body makes a group per value: without max_queued, a sender
+    # varying it would queue a pending run per value, without bound.
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  max_concurrent: 1\n  max_queued: 2\n  debounce: {period: 1h, key: $.body.k}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        answers = [a.request("POST", "/webhooks/burst", {"k": k}) for k in (1, 2, 3, 4, 1)]
+        assert all(status == 202 for status, _ in answers), answers
+        assert [answer["status"] for _, answer in answers] == ["pending", "pending", "pending", "skipped", "pending"]
+        assert a.run(answers[3][1]["run_id"])["reason"] == "queue_full"
+        assert a.run(answers[0][1]["run_id"])["reason"] == "debounced"  # superseded by the last, in its group
+        assert skips(a, "burst", "queue_full") == 1
+    finally:
+        stop_all([a])
