@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -402,5 +403,29 @@ def test_a_debounced_trigger_still_records_firings_of_new_groups_past_max_queued
         assert a.run(answers[3][1]["run_id"])["reason"] == "queue_full"
         assert a.run(answers[0][1]["run_id"])["reason"] == "debounced"  # superseded by the last, in its group
         assert skips(a, "burst", "queue_full") == 1
+    finally:
+        stop_all([a])
+
+
+def test_a_burst_interrupted_by_sigkill_still_gives_one_run_with_the_last_input_after_the_period(
+    tmp_path: Path, store_url: str
+) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  debounce: {period: 3s}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        status, first = a.request("POST", "/webhooks/burst", {"n": 0})
+        assert status == 202 and first["status"] == "pending", first
+        a.stop(signal.SIGKILL)  # between two firings of the burst, before its period ends
+        a.start()
+        status, last = a.request("POST", "/webhooks/burst", {"n": 1})
+        assert status == 202 and last["status"] == "pending", last
+        early, late = settled(a, "burst", 2)
+        assert (early["id"], early["status"], early["reason"]) == (first["run_id"], "skipped", "debounced")
+        assert (late["id"], late["status"], late["input"]) == (last["run_id"], "completed", {"n": 1})
+        assert (instant(late["started_at"]) - instant(late["created_at"])).total_seconds() >= 3.0
     finally:
         stop_all([a])
