@@ -429,3 +429,32 @@ def test_a_burst_interrupted_by_sigkill_still_gives_one_run_with_the_last_input_
         assert (instant(late["started_at"]) - instant(late["created_at"])).total_seconds() >= 3.0
     finally:
         stop_all([a])
+
+
+def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_internal_error(
+    tmp_path: Path, store_url: str
+) -> None:
+    # json parses a body nested nearly as deep as the interpreter's recursion limit, but encoding
+    # its key value, further down the stack, may pass it: the depths around that limit, each.
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  concurrency_key: $.body.pr\n  max_concurrent: 100\n  max_queued: 1000\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        answers = {}
+        for depth in range(900, 1001):
+            body = ('{"n": 1, "pr": ' + "[" * depth + "]" * depth + "}").encode()
+            request = urllib.request.Request(
+                a.url + "/webhooks/pr", data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answers[depth] = response.status
+            except urllib.error.HTTPError as exc:
+                answers[depth] = exc.code
+        assert set(answers.values()) == {202, 400}, {d: s for d, s in answers.items() if s not in (202, 400)}
+        assert not [line for line in a.log_lines() if line["message"].startswith("internal error")]
+    finally:
+        stop_all([a])

@@ -46,7 +46,11 @@ def key_value(path: JsonPath | None, context: Mapping[str, Any] | None) -> str |
     except PathTooBroad as exc:  # a context too large for the path (SPEC 4): grouped with the missing
         log.warning("flow-control key not evaluated: %s", exc)
         found = []
-    group = json.dumps(found[0] if found else None, sort_keys=True, separators=(",", ":"))
+    try:
+        group = json.dumps(found[0] if found else None, sort_keys=True, separators=(",", ":"))
+    except RecursionError:  # a value the body parser could nest, deeper down the stack than here
+        log.warning("flow-control key not evaluated: its value is nested too deep to encode")
+        group = "null"
     if len(group) > MAX_KEY_CHARS:
         return "sha256:" + hashlib.sha256(group.encode()).hexdigest()
     return group
