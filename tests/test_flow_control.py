@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -458,3 +459,26 @@ def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_inte
         assert not [line for line in a.log_lines() if line["message"].startswith("internal error")]
     finally:
         stop_all([a])
+
+
+def test_a_burst_of_concurrent_webhooks_on_two_daemons_leaves_one_run(tmp_path: Path, store_url: str) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  debounce: {period: 2s, key: $.body.repo}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    daemons = [a]
+    try:
+        b = start_daemon(tmp_path, "b", definitions, store_url)
+        daemons.append(b)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(
+                pool.map(lambda n: (a, b)[n % 2].request("POST", "/webhooks/burst", {"n": n, "repo": "r"}), range(32))
+            )
+        assert all(status == 202 for status, _ in answers), answers
+        runs = settled(a, "burst", 32)
+        assert [r["status"] for r in runs].count("completed") == 1, [(r["status"], r["reason"]) for r in runs]
+        assert all((r["status"], r["reason"]) == ("skipped", "debounced") for r in runs if r["status"] != "completed")
+    finally:
+        stop_all(daemons)
