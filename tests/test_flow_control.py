@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +343,142 @@ def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_colum
         (10, 29, "/trigger/throttle/per"),
         (11, 11, "/trigger/budget"),
     } <= found, found
+
+
+def test_a_huge_key_value_from_a_senders_body_is_grouped_by_its_digest_not_stored_whole(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A key selecting a large object of an unauthenticated sender's body: stored whole, it would
+    # bloat every run row and index, exceed PostgreSQL's index row size (the firing refused), and
+    # make `triggerd test`'s query to the daemon too long. Groups must still be told apart.
+    definitions = (
+        f"agent: {{id: slow, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(30)']}}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: slow}\n"
+        "  concurrency_key: $.body.pr\n  max_concurrent: 1\n  overlap: skip\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    huge, other = ({"blob": secrets.token_hex(150_000)} for _ in range(2))
+    try:
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
+        assert status == 202 and answer["status"] == "pending", answer
+        first = a.wait_run(answer["run_id"], {"running"})
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
+        assert status == 202 and answer["status"] == "skipped", answer  # the same group: overlap
+        status, answer = a.request("POST", "/webhooks/pr", {"pr": other})
+        assert status == 202 and answer["status"] == "pending", answer  # another group
+        sample = tmp_path / "sample.json"
+        sample.write_text(json.dumps({"pr": huge}))
+        done = subprocess.run(
+            [sys.executable, "-m", "triggerd", "test", "pr", "--payload", str(sample), "--config", "triggerd.yaml"],
+            capture_output=True,
+            text=True,
+            cwd=a.root,
+            timeout=30,
+            check=False,
+            env={"PATH": os.environ["PATH"]},
+        )
+        assert done.returncode == 0, done.stderr
+        shown = next(line for line in done.stdout.splitlines() if line.startswith("concurrency key"))
+        assert shown.startswith("concurrency key sha256:") and len(shown) < 200, shown[:200]
+        assert "concurrency   1 running, 0 pending in its group: it would wait" in done.stdout, done.stdout
+        assert a.run(first["id"])["status"] == "running"
+    finally:
+        stop_all([a])
+
+
+def test_a_debounced_trigger_still_records_firings_of_new_groups_past_max_queued_as_queue_full(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A debounce key from a sender's body makes a group per value: without max_queued, a sender
+    # varying it would queue a pending run per value, without bound.
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
+        "  max_concurrent: 1\n  max_queued: 2\n  debounce: {period: 1h, key: $.body.k}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        answers = [a.request("POST", "/webhooks/burst", {"k": k}) for k in (1, 2, 3, 4, 1)]
+        assert all(status == 202 for status, _ in answers), answers
+        assert [answer["status"] for _, answer in answers] == ["pending", "pending", "pending", "skipped", "pending"]
+        assert a.run(answers[3][1]["run_id"])["reason"] == "queue_full"
+        assert a.run(answers[0][1]["run_id"])["reason"] == "debounced"  # superseded by the last, in its group
+        assert skips(a, "burst", "queue_full") == 1
+    finally:
+        stop_all([a])
+
+
+def test_a_burst_interrupted_by_sigkill_still_gives_one_run_with_the_last_input_after_the_period(
+    tmp_path: Path, store_url: str
+) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  debounce: {period: 3s}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        status, first = a.request("POST", "/webhooks/burst", {"n": 0})
+        assert status == 202 and first["status"] == "pending", first
+        a.stop(signal.SIGKILL)  # between two firings of the burst, before its period ends
+        a.start()
+        status, last = a.request("POST", "/webhooks/burst", {"n": 1})
+        assert status == 202 and last["status"] == "pending", last
+        early, late = settled(a, "burst", 2)
+        assert (early["id"], early["status"], early["reason"]) == (first["run_id"], "skipped", "debounced")
+        assert (late["id"], late["status"], late["input"]) == (last["run_id"], "completed", {"n": 1})
+        assert (instant(late["started_at"]) - instant(late["created_at"])).total_seconds() >= 3.0
+    finally:
+        stop_all([a])
+
+
+def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_internal_error(
+    tmp_path: Path, store_url: str
+) -> None:
+    # json parses a body nested nearly as deep as the interpreter's recursion limit, but encoding
+    # its key value, further down the stack, may pass it: the depths around that limit, each.
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  concurrency_key: $.body.pr\n  max_concurrent: 100\n  max_queued: 1000\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    try:
+        answers = {}
+        for depth in range(900, 1001):
+            body = ('{"n": 1, "pr": ' + "[" * depth + "]" * depth + "}").encode()
+            request = urllib.request.Request(
+                a.url + "/webhooks/pr", data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answers[depth] = response.status
+            except urllib.error.HTTPError as exc:
+                answers[depth] = exc.code
+        assert set(answers.values()) == {202, 400}, {d: s for d, s in answers.items() if s not in (202, 400)}
+        assert not [line for line in a.log_lines() if line["message"].startswith("internal error")]
+    finally:
+        stop_all([a])
+
+
+def test_a_burst_of_concurrent_webhooks_on_two_daemons_leaves_one_run(tmp_path: Path, store_url: str) -> None:
+    definitions = (
+        "agent: {id: quick, type: command, command: ['true']}\n---\n"
+        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
+        "  debounce: {period: 2s, key: $.body.repo}\n"
+    )
+    a = start_daemon(tmp_path, "a", definitions, store_url)
+    daemons = [a]
+    try:
+        b = start_daemon(tmp_path, "b", definitions, store_url)
+        daemons.append(b)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(
+                pool.map(lambda n: (a, b)[n % 2].request("POST", "/webhooks/burst", {"n": n, "repo": "r"}), range(32))
+            )
+        assert all(status == 202 for status, _ in answers), answers
+        runs = settled(a, "burst", 32)
+        assert [r["status"] for r in runs].count("completed") == 1, [(r["status"], r["reason"]) for r in runs]
+        assert all((r["status"], r["reason"]) == ("skipped", "debounced") for r in runs if r["status"] != "completed")
+    finally:
+        stop_all(daemons)

@@ -18,7 +18,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
-from triggerd.clock import Clock
+from triggerd.clock import Clock, isoformat
 from triggerd.config.models import Overlap, Trigger
 from triggerd.errors import StoreError
 from triggerd.runs import RunStatus, SkipReason
@@ -55,13 +55,13 @@ class Admission:
         self._wanted: dict[str, tuple[float, int, int]] = {}  # for the next read: when asked, stored, epoch
         self._reader: asyncio.Task[None] | None = None
 
-    async def decide(self, trigger: Trigger, key: str | None = None) -> Decision:
+    async def decide(self, trigger: Trigger, key: str | None = None, debounce: str | None = None) -> Decision:
         """Call between reserve() and release() of the same firing; `key` is its concurrency group
-        (SPEC 12), whose runs alone its overlap counts (read afresh: groups are many and small)."""
+        (SPEC 12), whose runs alone its overlap counts (read afresh: groups are many and small);
+        `debounce` its debounce group, if the trigger has a debounce."""
         limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
         if trigger.debounce is not None:
-            # A burst keeps one pending run per debounce group (Store.create_run): nothing to count.
-            return Decision(RunStatus.PENDING, may_start=False)
+            return await self._debounced(trigger, debounce or "")
         if key is not None:
             load = await self.store.key_load(trigger.id, key)
             return _judge(trigger, load, load.running + load.pending + self.reserved_keys[(trigger.id, key)] - 1)
@@ -75,6 +75,27 @@ class Admission:
             return Decision(RunStatus.PENDING, may_start=known.load.running < trigger.max_concurrent)
         load = await self._read(trigger.id)
         return _judge(trigger, load, load.running + load.pending + self.reserved[trigger.id] - 1)
+
+    async def _debounced(self, trigger: Trigger, group: str) -> Decision:
+        """A debounced firing is not subject to overlap: its burst keeps one pending run per
+        debounce group (Store.create_run). But groups are as many as a sender's key values, so
+        `max_concurrent + max_queued` runs in flight still bound them: past it, a firing is
+        admitted only into a group whose pending run it supersedes."""
+        limit = trigger.max_concurrent + trigger.max_queued
+        known = self._known.get(trigger.id)
+        if (
+            known is not None
+            and self.clock.monotonic() - known.at < REUSE_SECONDS
+            and self._estimate(trigger.id, known) < limit
+        ):
+            return Decision(RunStatus.PENDING, may_start=False)
+        load = await self._read(trigger.id)
+        if load.running + load.pending + self.reserved[trigger.id] - 1 < limit:
+            return Decision(RunStatus.PENDING, may_start=False)
+        state = await self.store.group_state(trigger.id, "debounce", group, isoformat(self.clock.now()))
+        if state.pending:
+            return Decision(RunStatus.PENDING, may_start=False)
+        return Decision(RunStatus.SKIPPED, str(SkipReason.QUEUE_FULL))
 
     def _estimate(self, trigger_id: str, known: _Known) -> int:
         """Runs of the trigger in flight, never fewer than the truth within this daemon: stored

@@ -247,7 +247,9 @@ class Dispatcher:
         stored_pending = False
         try:
             decision = (
-                Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger, keys.concurrency)
+                Decision(RunStatus.SKIPPED, skip)
+                if skip
+                else await self.admission.decide(trigger, keys.concurrency, keys.debounce)
             )
             status = decision.status
             moment = self.clock.now()

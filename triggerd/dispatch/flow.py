@@ -10,6 +10,7 @@ start, whenever the store notifies "paused" (PostgreSQL), and on every poll.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -28,10 +29,16 @@ from triggerd.store.abc import FlowLimits, Spend, Store
 log = logging.getLogger("triggerd.dispatch")
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
+# A key's group longer than this (as JSON) is stored as its digest: the value comes from a
+# sender's body, and stored whole it would bloat each run row and index (PostgreSQL refuses an
+# index row past ~2.7 kB) and `triggerd test`'s query. "sha256:..." is never valid JSON, so a
+# digest cannot collide with a short group's name.
+MAX_KEY_CHARS = 256
 
 
 def key_value(path: JsonPath | None, context: Mapping[str, Any] | None) -> str | None:
-    """A key's group: the first match as JSON ("null" when nothing matches), None without a key."""
+    """A key's group: the first match as JSON ("null" when nothing matches), None without a key;
+    past MAX_KEY_CHARS, "sha256:" and the JSON's digest (equal values still share a group)."""
     if path is None:
         return None
     try:
@@ -39,7 +46,14 @@ def key_value(path: JsonPath | None, context: Mapping[str, Any] | None) -> str |
     except PathTooBroad as exc:  # a context too large for the path (SPEC 4): grouped with the missing
         log.warning("flow-control key not evaluated: %s", exc)
         found = []
-    return json.dumps(found[0] if found else None, sort_keys=True, separators=(",", ":"))
+    try:
+        group = json.dumps(found[0] if found else None, sort_keys=True, separators=(",", ":"))
+    except RecursionError:  # a value the body parser could nest, deeper down the stack than here
+        log.warning("flow-control key not evaluated: its value is nested too deep to encode")
+        group = "null"
+    if len(group) > MAX_KEY_CHARS:
+        return "sha256:" + hashlib.sha256(group.encode()).hexdigest()
+    return group
 
 
 def flow_keys(trigger: Trigger, context: Mapping[str, Any] | None) -> FlowKeys:

@@ -72,13 +72,16 @@ GROUP_COLUMNS = {"concurrency": "concurrency_key", "throttle": "throttle_key", "
 
 
 def group_queries(kind: str, mark: str) -> tuple[str, str]:
-    """A group's runs in flight and its first starts since an instant (parameters: trigger, key[, since])."""
+    """A group's runs in flight (parameters: trigger, key, trigger, key) and its first starts since
+    an instant (parameters: trigger, key, since). Each status is counted apart, and each count
+    names both statuses too, so that SQLite may search the partial index a term of it matches
+    (runs_running, runs_debounce, runs_concurrency) rather than every run of the trigger."""
     column = GROUP_COLUMNS[kind]  # a fixed name, never the caller's text
     where = f"trigger_id = {mark} AND {column} = {mark}"
+    flight = f"{where} AND status IN ('pending', 'running')"
     return (
-        "SELECT count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending'), "
-        f"min(next_attempt_at) FILTER (WHERE status = 'pending') FROM runs WHERE {where} "
-        "AND status IN ('pending', 'running')",
+        f"SELECT (SELECT count(*) FROM runs WHERE {flight} AND status = 'running'), p.n, p.due FROM "
+        f"(SELECT count(*) AS n, min(next_attempt_at) AS due FROM runs WHERE {flight} AND status = 'pending') AS p",
         f"SELECT started_at FROM runs WHERE {where} AND started_at > {mark} ORDER BY started_at",
     )
 

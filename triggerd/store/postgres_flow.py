@@ -39,7 +39,7 @@ class PostgresFlow:
         in_flight, starts = group_queries(kind, "%s")
 
         async def state(conn: Conn) -> GroupState:
-            row = await (await conn.execute(in_flight, (trigger_id, key))).fetchone()
+            row = await (await conn.execute(in_flight, (trigger_id, key) * 2)).fetchone()
             assert row is not None
             cur = await conn.execute(starts, (trigger_id, key, started_since))
             return GroupState(int(row[0]), int(row[1]), row[2], tuple(s for (s,) in await cur.fetchall()))

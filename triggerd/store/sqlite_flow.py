@@ -33,7 +33,7 @@ class SqliteFlow:
         in_flight, starts = group_queries(kind, "?")
 
         def state(conn: sqlite3.Connection) -> GroupState:
-            running, pending, due = conn.execute(in_flight, (trigger_id, key)).fetchone()
+            running, pending, due = conn.execute(in_flight, (trigger_id, key) * 2).fetchone()
             started = tuple(s for (s,) in conn.execute(starts, (trigger_id, key, started_since)))
             return GroupState(running or 0, pending or 0, due, started)
 
