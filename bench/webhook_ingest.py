@@ -24,7 +24,12 @@ too, in the same rounds; with `--daemons N`, N daemons sharing that store (wrk's
 request to the next daemon's port is not possible, so each daemon gets its own wrk of 16/N
 connections, run at once). Their CPU includes the database's processes, shown apart in "db".
 
-    .venv/bin/python bench/webhook_ingest.py [--seconds 5] [--rounds 3] [--rate 500] [--store postgresql [--daemons 2]]
+    .venv/bin/python bench/webhook_ingest.py [--seconds 5] [--rounds 3] [--rate 500] [--baseline DIR]
+        [--store postgresql [--daemons 2]]
+
+With `--baseline DIR` the daemon of another version (DIR holds its `triggerd` package, e.g.
+`git archive OLD triggerd | tar -x -C DIR`) is measured too, in the same rounds: a before/after
+in one run.
 
 `wrk` is Debian's package: `apt-get install wrk` (the bench says so and exits 2 when it is missing).
 """
@@ -307,6 +312,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="the paced run's requests/s")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure, interleaved, the daemon of the triggerd package in this folder (git archive of a commit)",
+    )
     args = parser.parse_args()
     if args.daemons != 1 and args.store != "postgresql":
         parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
@@ -334,6 +344,12 @@ def main() -> None:
             processes += started
             db_path = root / "sqlite-0" / "state.db"
             targets.append(Target("daemon", urls, [p.pid for p in started], lambda: sqlite_count(db_path)))
+            if args.baseline is not None:  # the same daemon from another tree, its own folder and store
+                base_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+                urls, started = start_daemons(root, "baseline", "sqlite:///./state.db", 1, base_env)
+                processes += started
+                base_path = root / "baseline-0" / "state.db"
+                targets.append(Target("baseline", urls, [p.pid for p in started], lambda: sqlite_count(base_path)))
             if database is not None:
                 url = database.database()
                 urls, started = start_daemons(root, "postgresql", url, args.daemons, env)
@@ -376,7 +392,7 @@ def measure(targets: list[Target], args: argparse.Namespace, script: Path) -> No
         print(f"  {target.name:<16} req/s {rps}, p50 {p50} ms, p99 {p99} ms, CPU {cpu} us/req")
     by_name = {t.name: t for t in targets}
     for target in targets[2:]:
-        for base in ("naive", "bare"):
+        for base in ("naive", "bare", *(["baseline"] if target.name == "daemon" and "baseline" in by_name else [])):
             ratios = [r["rps"] / b["rps"] for r, b in zip(target.rows, by_name[base].rows, strict=True)]
             cpu = [r["cpu"] / b["cpu"] for r, b in zip(target.rows, by_name[base].rows, strict=True)]
             print(
