@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 MASK = "***"
 MIN_LENGTH = 8
 
@@ -73,12 +75,29 @@ class SecretRegistry:
         Serialising first and searching the text once is the cheap common case; only a text
         that holds a secret is built again from the masked value.
         """
-        text = json.dumps(value, default=str, ensure_ascii=False, indent=indent)
+        text = _compact(value) if indent is None else json.dumps(value, default=str, ensure_ascii=False, indent=indent)
         patterns = self._current()
         if patterns is None or patterns[1].search(text) is None:
             return text
         masked = _masked(value, patterns[0])
-        return json.dumps(masked, default=lambda v: self.mask(str(v)), ensure_ascii=False, indent=indent)
+        compact = (",", ":") if indent is None else None
+        return json.dumps(
+            masked, default=lambda v: self.mask(str(v)), ensure_ascii=False, indent=indent, separators=compact
+        )
+
+
+# Dataclasses and datetimes to `default` (their str()), as json.dumps did, not to orjson's own forms.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _compact(value: Any) -> str:
+    """JSON without spaces, by orjson (a tenth of json.dumps's time, for a log line and an answer
+    per firing), anything but JSON's types as its str() as before; json.dumps for what orjson
+    refuses (integers past 64 bits). orjson writes NaN and infinities as null, valid JSON."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def _in_json(value: str) -> str:

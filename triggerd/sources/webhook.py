@@ -11,9 +11,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from triggerd.config.models import Trigger
 from triggerd.errors import TriggerdError
 from triggerd.http.auth import Verified
+
+# orjson parses a JSON body in a third of json.loads's time, but reads an integer past 64 bits as a
+# float: a body with 19 digits in a row (in a number or not) goes to json.loads, which keeps it exact.
+# Found by turning every digit into "0" and looking for nineteen of them: a regular expression
+# took longer than json.loads itself.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 
 
 class BadBody(TriggerdError):
@@ -27,6 +36,11 @@ def parse_body(content_type: str, body: bytes) -> Any:
     if content_type == "application/json" or content_type.endswith("+json"):
         if not body.strip():
             return None
+        if _LONG_NUMBER not in body.translate(_DIGITS_AS_ZERO):
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass  # json.loads below: it accepts what orjson does not (NaN, lone surrogates, UTF-16) or says why not
         try:
             return json.loads(body)
         except RecursionError:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from triggerd.clock import isoformat, parse_instant
 from triggerd.runs import Attempt, FlowKeys, ProcessGroup, Run, RunStatus, Source
 from triggerd.store.abc import Created, RunSummary
@@ -26,7 +28,20 @@ UNFINISHED = "status IN ('pending', 'running') OR (status = 'cancelled' AND reas
 
 
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """JSON text as json.dumps writes it compactly, by orjson when that gives the same value back.
+
+    orjson (a tenth of the time, on the writer thread, which then holds the GIL less) writes NaN
+    and infinities as null and refuses integers past 64 bits and keys that are not strings:
+    a text with a null in it, or a refusal, is written again by json.dumps."""
+    if value is None:
+        return None
+    try:
+        text = orjson.dumps(value)
+    except TypeError:
+        text = b"null"
+    if b"null" in text:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.decode()
 
 
 def loads(text: str | None) -> Any:

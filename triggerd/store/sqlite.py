@@ -378,7 +378,8 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> tuple[str |
             if not isinstance(operation, NewRun):
                 outcomes.append((future, loop, *_isolated(conn, operation)))
         if new:
-            result, error = _isolated(conn, lambda c: _insert_runs(c, [op for op, _, _ in new]))
+            insert = partial(_insert_runs, new=[op for op, _, _ in new])
+            result, error = _isolated(conn, insert) if len(new) < len(batch) else _alone(conn, insert)
             if error is None:
                 outcomes.extend(
                     (future, loop, created, None) for (_, future, loop), created in zip(new, result, strict=True)
@@ -404,6 +405,18 @@ def _answer(outcomes: list[_Outcome]) -> None:
         by_loop.setdefault(outcome[1], []).append(outcome)
     for loop, settled in by_loop.items():  # one wake-up of each loop for the whole batch
         loop.call_soon_threadsafe(_settle, settled)
+
+
+def _alone(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
+    """Run the only write of a transaction without a savepoint: two SQLite calls fewer per batch, each a
+    hand-off of the GIL to and from the event loop. If it fails, the transaction begins again empty."""
+    try:
+        return operation(conn), None
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        return None, exc
 
 
 def _isolated(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
