@@ -330,7 +330,13 @@ def account(store: Store, tally: Tally, first_up: datetime, last_due: datetime) 
     while minute <= last_due:
         due.append(minute.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
         minute += timedelta(minutes=1)
-    missing_slots = sum(1 for n in range(SCHEDULES) for nominal in due if f"every-minute-{n} {nominal}" not in slots)
+    # A schedule's slots count from its first recorded one: catch-up starts from the last slot a
+    # schedule recorded, so a boundary that passed before any was recorded (the daemon killed in
+    # its first minute) is not known to be due (docs/schedules.md); with none recorded, all count.
+    missing_slots = 0
+    for n in range(SCHEDULES):
+        first = min((key.split(" ", 1)[1] for key in slots if key.startswith(f"every-minute-{n} ")), default="")
+        missing_slots += sum(1 for nominal in due if nominal >= first and f"every-minute-{n} {nominal}" not in slots)
     accepted: dict[tuple[str, str | int], str] = {("hook", k): v for k, v in tally.accepted_webhooks.items()}
     accepted.update({("tick", k): v for k, v in tally.accepted_events.items()})
     found: dict[tuple[str, str | int], list[str]] = {("hook", k): v for k, v in hooks.items()}
