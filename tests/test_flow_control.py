@@ -435,8 +435,9 @@ def test_a_burst_interrupted_by_sigkill_still_gives_one_run_with_the_last_input_
 def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_internal_error(
     tmp_path: Path, store_url: str
 ) -> None:
-    # json parses a body nested nearly as deep as the interpreter's recursion limit, but encoding
-    # its key value, further down the stack, may pass it: the depths around that limit, each.
+    # A body nested nearly as deep as the parsers take (orjson: 1,024; json: the recursion limit)
+    # parses, but encoding its key value, further down the stack, may pass the limit: the depths
+    # around both limits, each, and past them (400).
     definitions = (
         "agent: {id: quick, type: command, command: ['true']}\n---\n"
         "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
@@ -445,7 +446,7 @@ def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_inte
     a = start_daemon(tmp_path, "a", definitions, store_url)
     try:
         answers = {}
-        for depth in range(900, 1001):
+        for depth in [*range(900, 1001), *range(1015, 1031), 1100, 2000]:
             body = ('{"n": 1, "pr": ' + "[" * depth + "]" * depth + "}").encode()
             request = urllib.request.Request(
                 a.url + "/webhooks/pr", data=body, method="POST", headers={"Content-Type": "application/json"}
