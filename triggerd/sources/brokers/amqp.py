@@ -65,6 +65,8 @@ def create(source: SourceDefinition, context: BrokerContext) -> Amqp:
 
 def plain(value: Any) -> Any:
     """An AMQP field value as JSON: bytes as text, timestamps in RFC 3339, tables and arrays inside."""
+    if isinstance(value, str | int | float):  # most of them, and JSON already (bool is an int)
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, datetime):
