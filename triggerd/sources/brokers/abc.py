@@ -20,8 +20,9 @@ The runner's loop, which fixes what each method may assume:
 Rules every module keeps:
 
 - **Deliveries.** `deliveries()` yields lists of messages: what the broker handed over
-  together (one XREADGROUP reply, the AMQP deliveries already received, one JetStream fetch),
-  oldest first, never more than `source.max_in_flight` in one list and never an empty one.
+  together (one XREADGROUP reply, the AMQP deliveries received as the prefetch window refills,
+  one JetStream fetch), oldest first, never more than `source.max_in_flight` in one list and
+  never an empty one.
   The runner commits a delivery as one batch, and a delivery costs store round trips whatever
   its size, so fuller deliveries drain a backlog faster. A module yields what it has, or waits
   briefly (a few milliseconds at most) where the broker refills its window message by message
