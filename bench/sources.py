@@ -10,7 +10,15 @@ rest queued), so the figure is messages turned into committed runs and acknowled
 run. Both read a backlog filled beforehand; the daemon's rate is timed from its first committed
 run to its last. Loopback only, bounded.
 
-    .venv/bin/python bench/sources.py [--messages 5000] [--broker redis|amqp|all]
+The two cores are shared with other work, so one pair of figures says little: each broker is
+measured in `--rounds` rounds (baseline, then daemon, each on a stream or queue of its own, on
+the same server), and every round's ratio is printed with their median and range.
+
+`--max-in-flight` sets the source's `max_in_flight` and, to compare like with like, the
+baseline's COUNT and prefetch (16, the default, unless given).
+
+    .venv/bin/python bench/sources.py [--messages 5000] [--broker redis|amqp|all] [--rounds 3]
+                                      [--max-in-flight 16]
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,33 +79,36 @@ async def redis_fill(url: str, stream: str, count: int) -> None:
     await client.aclose()
 
 
-async def redis_baseline(url: str, count: int) -> float:
-    """Entries per second through XREADGROUP (COUNT 16, as max_in_flight) and one XACK each."""
-    await redis_fill(url, "raw", count)
+async def redis_baseline(url: str, stream: str, count: int, window: int = PREFETCH) -> float:
+    """Entries per second through XREADGROUP (COUNT `window`, as max_in_flight) and one XACK each."""
+    await redis_fill(url, stream, count)
     client = Redis.from_url(url)
-    await client.xgroup_create("raw", "g", id="0")
+    await client.xgroup_create(stream, "g", id="0")
     started, seen = time.perf_counter(), 0
     while seen < count:
-        found = await client.xreadgroup("g", "c", {"raw": ">"}, count=PREFETCH, block=1000)
+        found = await client.xreadgroup("g", "c", {stream: ">"}, count=window, block=1000)
         for _stream, entries in found:
             for entry_id, fields in entries:
                 json.loads(fields[b"body"])
-                await client.xack("raw", "g", entry_id)
+                await client.xack(stream, "g", entry_id)
                 seen += 1
     elapsed = time.perf_counter() - started
     await client.aclose()
     return count / elapsed
 
 
-def redis_bench(folder: Path, count: int) -> tuple[float, float, int]:
+def redis_bench(folder: Path, count: int, rounds: int, window: int) -> list[tuple[float, float, int]]:
     server, port = start_redis(folder)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        raw = asyncio.run(redis_baseline(url, count))
-        asyncio.run(redis_fill(url, "bench", count))
-        source = f'type: redis-stream\n  url: "{url}"\n  stream: bench\n  start: "0"'
-        rate, done = through_daemon(folder / "daemon", source, count)
-        return raw, rate, done
+        results = []
+        for n in range(rounds):
+            raw = asyncio.run(redis_baseline(url, f"raw{n}", count, window))
+            asyncio.run(redis_fill(url, f"bench{n}", count))
+            source = f'type: redis-stream\n  url: "{url}"\n  stream: bench{n}\n  start: "0"'
+            source += f"\n  max_in_flight: {window}"
+            results.append((raw, *through_daemon(folder / f"daemon{n}", source, count)))
+        return results
     finally:
         server.terminate()
         server.wait(30)
@@ -139,13 +151,13 @@ async def amqp_fill(url: str, queue: str, count: int) -> None:
     await connection.close()
 
 
-async def amqp_baseline(url: str, count: int) -> float:
-    """Messages per second through an aio-pika consumer (prefetch 16, as max_in_flight), one ack each."""
-    await amqp_fill(url, "raw", count)
+async def amqp_baseline(url: str, name: str, count: int, window: int = PREFETCH) -> float:
+    """Messages per second through an aio-pika consumer (prefetch `window`, as max_in_flight), one ack each."""
+    await amqp_fill(url, name, count)
     connection = await aio_pika.connect(url)
     channel = await connection.channel()
-    await channel.set_qos(prefetch_count=PREFETCH)
-    queue = await channel.declare_queue("raw", durable=True)
+    await channel.set_qos(prefetch_count=window)
+    queue = await channel.declare_queue(name, durable=True)
     started, seen = time.perf_counter(), 0
     async with queue.iterator() as messages:
         async for message in messages:
@@ -159,16 +171,18 @@ async def amqp_baseline(url: str, count: int) -> float:
     return count / elapsed
 
 
-def amqp_bench(folder: Path, count: int) -> tuple[float, float, int]:
+def amqp_bench(folder: Path, count: int, rounds: int, window: int) -> list[tuple[float, float, int]]:
     server, env, port = rabbitmq(folder / "rabbitmq")
     try:
         wait_port(port, timeout=90)
         url = f"amqp://guest:guest@127.0.0.1:{port}/"
-        raw = asyncio.run(amqp_baseline(url, count))
-        asyncio.run(amqp_fill(url, "bench", count))
-        source = f'type: amqp\n  url: "{url}"\n  queue: bench'
-        rate, done = through_daemon(folder / "daemon", source, count)
-        return raw, rate, done
+        results = []
+        for n in range(rounds):
+            raw = asyncio.run(amqp_baseline(url, f"raw{n}", count, window))
+            asyncio.run(amqp_fill(url, f"bench{n}", count))
+            source = f'type: amqp\n  url: "{url}"\n  queue: bench{n}\n  max_in_flight: {window}'
+            results.append((raw, *through_daemon(folder / f"daemon{n}", source, count)))
+        return results
     finally:
         stop_rabbitmq(server, env)
 
@@ -223,6 +237,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--broker", choices=["redis", "amqp", "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-in-flight", type=int, default=PREFETCH)
     args = parser.parse_args()
     benches = {"redis": ("Redis Streams", "redis-py", redis_bench), "amqp": ("RabbitMQ", "aio-pika", amqp_bench)}
     failed = []
@@ -230,12 +246,20 @@ def main() -> None:
         if args.broker not in (key, "all"):
             continue
         with tempfile.TemporaryDirectory() as folder:
-            raw, rate, done = bench(Path(folder), args.messages)
-        print(f"{name}: {client} consumer (baseline)       {raw:10.0f} messages/s")
-        print(f"{name}: triggerd -> committed runs         {rate:10.0f} messages/s ({done} runs)")
-        print(f"{name}: ratio                              {rate / raw:10.2f}")
-        if done != args.messages:
-            failed.append(f"{name}: only {done} of {args.messages} messages became runs")
+            results = bench(Path(folder), args.messages, args.rounds, args.max_in_flight)
+        ratios = []
+        for n, (raw, rate, done) in enumerate(results, 1):
+            ratios.append(rate / raw)
+            print(
+                f"{name} round {n}: {client} {raw:7.0f}/s   triggerd -> committed runs {rate:7.0f}/s"
+                f" ({done} runs)   ratio {rate / raw:.2f}"
+            )
+            if done != args.messages:
+                failed.append(f"{name} round {n}: only {done} of {args.messages} messages became runs")
+        print(
+            f"{name}, max_in_flight {args.max_in_flight}: ratio median {statistics.median(ratios):.2f},"
+            f" range {min(ratios):.2f}-{max(ratios):.2f}"
+        )
     if failed:
         sys.exit("\n".join(failed))
 

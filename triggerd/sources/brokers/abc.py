@@ -20,14 +20,19 @@ The runner's loop, which fixes what each method may assume:
 Rules every module keeps:
 
 - **Deliveries.** `deliveries()` yields lists of messages: what the broker handed over
-  together (one XREADGROUP reply, the AMQP deliveries already received, one JetStream fetch),
-  oldest first, never more than `source.max_in_flight` in one list and never an empty one.
-  A module yields what it has rather than wait to fill a list: the runner commits a delivery
-  as one batch, so a larger one costs no more latency and fewer commits.
+  together (one XREADGROUP reply, the AMQP deliveries received as the prefetch window refills,
+  one JetStream fetch), oldest first, never more than `source.max_in_flight` in one list and
+  never an empty one.
+  The runner commits a delivery as one batch, and a delivery costs store round trips whatever
+  its size, so fuller deliveries drain a backlog faster. A module yields what it has, or waits
+  briefly (a few milliseconds at most) where the broker refills its window message by message
+  after an acknowledgement, as RabbitMQ's prefetch does (amqp.py).
 - **At most `source.max_in_flight` unacknowledged.** The runner asks for the next delivery
   only after it acknowledged the one before, all of it in one `acknowledge` call, and
   deliveries in the order given: so a module may acknowledge a delivery as one (XACK with
-  many ids, basic.ack `multiple`), but must not rely on every delivery being acknowledged: one
+  many ids, basic.ack `multiple`), or owe the acknowledgement to its next read if it sends it
+  before that read in the same round trip and on `close` (redis_stream.py pipelines XACK with
+  the next XREADGROUP), but must not rely on every delivery being acknowledged: one
   the runner could not commit (the store refuses writes) is retried by the runner itself
   after a pause, and one still unacknowledged when the connection drops is the broker's to
   redeliver.
@@ -137,7 +142,8 @@ class Broker(Protocol):
         """Tell the broker the delivery is done (XACK, LREM, basic.ack, +ACK, a saved cursor).
 
         Called once per delivery, with the whole of it, only after everything its messages
-        caused is committed; raises BrokerError.
+        caused is committed; raises BrokerError. A module may send it with its next read (see
+        the module docstring's rules).
         """
         ...
 

@@ -37,6 +37,7 @@ from triggerd.config.models import SourceDefinition
 from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, display_url
 
 CONNECT_TIMEOUT = 10.0
+GATHER = 0.002  # seconds a delivery waits for the broker to fill the prefetch window
 HEARTBEAT = 30  # seconds; a silent network partition ends in an error within two of them
 ERRORS = (*CONNECTION_EXCEPTIONS, TimeoutError, ValueError)
 # The basic properties a message may carry, shown in the context's headers when set.
@@ -64,6 +65,8 @@ def create(source: SourceDefinition, context: BrokerContext) -> Amqp:
 
 def plain(value: Any) -> Any:
     """An AMQP field value as JSON: bytes as text, timestamps in RFC 3339, tables and arrays inside."""
+    if isinstance(value, str | int | float):  # most of them, and JSON already (bool is an int)
+        return value
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "replace")
     if isinstance(value, datetime):
@@ -141,14 +144,27 @@ class Amqp:
             await self.queue.consume(deliver, no_ack=False, consumer_tag=self.tag)
         except ERRORS as exc:
             raise self._error(f"consuming queue {self.name!r}", exc) from None
+        loop = asyncio.get_running_loop()
         while True:
             item = await inbox.get()
             delivery: list[Message] = []
+            gathered_by = loop.time() + GATHER
             # What has arrived, at most prefetch (max_in_flight) of them, then a failure behind them.
             while not isinstance(item, BaseException):
                 delivery.append(self._message(item))
-                if inbox.empty():
+                if len(delivery) >= self.source.max_in_flight:
                     break
+                if inbox.empty():
+                    # The acknowledgement of the last delivery freed the prefetch window and the
+                    # broker refills it after one round trip: wait that long for a full delivery.
+                    left = gathered_by - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(inbox.get(), left)
+                    except TimeoutError:
+                        break
+                    continue
                 item = inbox.get_nowait()
             if delivery:
                 yield delivery

@@ -6,6 +6,7 @@ offline is what the daemon does with the same message.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -43,8 +44,14 @@ def message_context(message: Message, received_at: datetime) -> dict[str, Any]:
         "body": decode_body(message.body),
         "headers": dict(message.headers),
         "id": message.broker_id,
-        "received_at": isoformat(received_at),
+        "received_at": _stamp(received_at),
     }
+
+
+@functools.lru_cache(maxsize=1)
+def _stamp(moment: datetime) -> str:
+    # The messages of a delivery share their receipt time: it is written once, not once each.
+    return isoformat(moment)
 
 
 def to_event(source: SourceDefinition, message: Message, now: datetime, max_bytes: int | None = None) -> Event:

@@ -6,6 +6,12 @@ commit. Entries this consumer read and never acknowledged (a reconnect) are read
 (XREADGROUP from 0); entries left pending by a consumer that died (a crashed daemon: its name
 dies with its pid) are claimed after `claim_idle` with XAUTOCLAIM. A live consumer slower
 than claim_idle may lose an entry to another; the store's dedupe makes that fire nothing twice.
+
+The XACK of a delivery travels with the next read, in one pipeline (XACK, then XREADGROUP or
+XAUTOCLAIM): one round trip a delivery instead of two, and since Redis runs the XACK first, no
+more than max_in_flight entries are ever pending for this consumer. `close` sends an XACK still
+owed; one lost with the connection leaves its entries pending, read again (XREADGROUP from 0)
+and found duplicates by the runner.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, ResponseError
 
 from triggerd.clock import isoformat
@@ -57,6 +64,7 @@ class RedisStream:
         self.claim_idle = float(source.options["claim_idle"])
         self.consumer = context.instance
         self.client: Redis | None = None
+        self.owed: list[str] = []  # entry ids committed and not yet acknowledged: sent with the next read
 
     def _error(self, action: str, exc: BaseException) -> BrokerError:
         return BrokerError(f"{action} on {display_url(self.url)} failed: {exc.__class__.__name__}: {exc}")
@@ -101,7 +109,9 @@ class RedisStream:
             # What this consumer was given and never acknowledged (a connection lost mid-batch).
             cursor = "0"
             while True:
-                found: Any = await client.xreadgroup(self.group, self.consumer, {self.key: cursor}, count=count)
+                pipe = self._after_acks(client)
+                pipe.xreadgroup(self.group, self.consumer, {self.key: cursor}, count=count)
+                found: Any = await self._reply(pipe)
                 entries = found[0][1] if found else []
                 if not entries:
                     break
@@ -115,7 +125,9 @@ class RedisStream:
                     async for delivery in self._claim(client, count):
                         yield delivery
                     next_claim = time.monotonic() + min(self.claim_idle, MAX_CLAIM_CHECK)
-                found = await client.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=count, block=BLOCK_MS)
+                pipe = self._after_acks(client)
+                pipe.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=count, block=BLOCK_MS)
+                found = await self._reply(pipe)
                 for _stream, entries in found or []:
                     if entries:
                         yield [self._message(entry_id, fields) for entry_id, fields in entries]
@@ -136,11 +148,11 @@ class RedisStream:
 
     async def _claim(self, client: Redis, count: int) -> AsyncIterator[list[Message]]:
         """Entries idle longer than claim_idle in other consumers' pending lists, now ours."""
-        start = "0-0"
+        start, idle_ms = "0-0", int(self.claim_idle * 1000)
         while True:
-            answer: Any = await client.xautoclaim(
-                self.key, self.group, self.consumer, int(self.claim_idle * 1000), start_id=start, count=count
-            )
+            pipe = self._after_acks(client)
+            pipe.xautoclaim(self.key, self.group, self.consumer, idle_ms, start_id=start, count=count)
+            answer: Any = await self._reply(pipe)
             start = text(answer[0])
             delivery = await self._delivery(client, answer[1])
             if delivery:
@@ -148,11 +160,22 @@ class RedisStream:
             if start == "0-0":
                 return
 
+    def _after_acks(self, client: Redis) -> Pipeline:
+        """A pipeline that begins with the XACK owed, if any; the caller queues one read on it."""
+        pipe = client.pipeline(transaction=False)
+        if self.owed:
+            pipe.xack(self.key, self.group, *self.owed)
+        return pipe
+
+    async def _reply(self, pipe: Pipeline) -> Any:
+        """Send the pipeline (one round trip): the read's reply; the XACK owed is then done."""
+        replies = await pipe.execute()
+        self.owed.clear()
+        return replies[-1]
+
     async def acknowledge(self, delivery: list[Message]) -> None:
-        try:
-            await self._connected().xack(self.key, self.group, *(m.handle for m in delivery))
-        except (RedisError, OSError) as exc:
-            raise self._error("acknowledging", exc) from None
+        # Owed until the next read (see the module's docstring); the runner reads next at once.
+        self.owed.extend(m.handle for m in delivery)
 
     async def lag(self) -> int | None:
         for group in await self._connected().xinfo_groups(self.key):
@@ -163,6 +186,10 @@ class RedisStream:
 
     async def close(self) -> None:
         if self.client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                if self.owed:  # a stop between an acknowledgement and the next read
+                    await self.client.xack(self.key, self.group, *self.owed)
+                    self.owed.clear()
             with contextlib.suppress(RedisError, OSError):
                 await self.client.aclose()
             self.client = None

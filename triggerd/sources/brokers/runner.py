@@ -201,9 +201,10 @@ class SourceRunner:
                 published = await self._until_stored(lambda: self.bus.publish_batch(events, origin="source"))
                 outcomes.extend("duplicate" if p is None else "published" for p in published)
             await broker.acknowledge(delivery)
-            for outcome in outcomes:
-                self.counts[outcome] += 1
-                METRICS.source_messages.labels(self.source.id, outcome).inc()
+            for outcome in OUTCOMES:
+                if found := outcomes.count(outcome):
+                    self.counts[outcome] += found
+                    METRICS.source_messages.labels(self.source.id, outcome).inc(found)
         finally:
             self.in_flight = 0
             METRICS.source_in_flight.labels(self.source.id).set(0)
