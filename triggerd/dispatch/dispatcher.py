@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
@@ -31,13 +31,14 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission, Decision
+from triggerd.dispatch.firings import create_all, decide_all, new_run, recorded
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.masking import mask, mask_value
-from triggerd.metrics import METRICS, labelled
+from triggerd.metrics import METRICS
 from triggerd.runs import (
     CancelReason,
     Firing,
@@ -45,7 +46,6 @@ from triggerd.runs import (
     RunOutcome,
     RunStatus,
     Source,
-    new_run_id,
 )
 from triggerd.store.abc import Store
 
@@ -233,58 +233,66 @@ class Dispatcher:
         With `skip`, the run is recorded `skipped` with that reason and never runs
         (a schedule slot missed during downtime, say).
         """
+        (outcome,) = await self.submit_many([(firing, skip)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def submit_many(self, firings: Sequence[tuple[Firing, str | None]]) -> list[Submitted | Exception]:
+        """submit() of many firings at once (a burst of schedule slots): each one's Submitted, or the
+        error that kept it from being stored (StoreError, Unavailable, NotFound); each is committed
+        before this returns. Their admissions share store reads, their runs share commits, and one
+        claim follows them all.
+        """
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
-        trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        self.admission.reserve(trigger.id)
-        stored_pending = False
+        outcomes: list[Submitted | Exception | None] = []
+        admitted: list[tuple[int, Firing, Trigger, AnyAgent, str | None]] = []
+        for firing, skip in firings:
+            try:
+                trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
+            except NotFound as exc:
+                outcomes.append(exc)
+                continue
+            self.admission.reserve(trigger.id)
+            admitted.append((len(outcomes), firing, trigger, agent, skip))
+            outcomes.append(None)  # its outcome, once known
+        stored = [False] * len(admitted)
         try:
-            decision = Decision(RunStatus.SKIPPED, skip) if skip else await self.admission.decide(trigger)
-            status = decision.status
+            decisions = await decide_all(self.admission, [(t, skip) for _, _, t, _, skip in admitted])
             now = isoformat(self.clock.now())
-            run = Run(
-                id=new_run_id(),
-                trigger_id=trigger.id,
-                agent_id=agent.id,
-                status=status,
-                input=dict(firing.input),
-                source=firing.source,
-                created_at=now,
-                reason=decision.reason,
-                nominal_time=firing.nominal_time,
-                idempotency_key=firing.idempotency_key,
-                replay_of=firing.replay_of,
-                chain_depth=firing.chain_depth,
-                finished_at=now if status.is_final else None,
-            )
-            created = await self.store.create_run(run, firing.dedupe_seconds, now)
-            stored_pending = status is RunStatus.PENDING and not created.duplicate
+            runs: list[tuple[int, Run, Decision, float]] = []
+            for n, ((at, firing, trigger, agent, _), decision) in enumerate(zip(admitted, decisions, strict=True)):
+                if isinstance(decision, Exception):
+                    outcomes[at] = decision
+                else:
+                    runs.append((n, new_run(firing, trigger, agent, decision, now), decision, firing.dedupe_seconds))
+            created = await create_all(self.store, [(run, dedupe) for _, run, _, dedupe in runs], now)
+            wake = False
+            for (n, run, decision, _), made in zip(runs, created, strict=True):
+                at, firing = admitted[n][0], admitted[n][1]
+                if isinstance(made, Exception):
+                    outcomes[at] = made
+                    continue
+                stored[n] = run.status is RunStatus.PENDING and not made.duplicate
+                if made.duplicate:
+                    outcomes[at] = Submitted(made.run_id, run.trigger_id, None, duplicate=True)
+                    continue
+                recorded(run, firing.source)
+                outcomes[at] = Submitted(run.id, run.trigger_id, run.status)
+                if run.status is RunStatus.PENDING:
+                    if decision.victim is not None:
+                        with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
+                            await self._request_cancel(decision.victim, CancelReason.REPLACED)
+                    # It may start now. (Else a run of the trigger ending, here or on another daemon,
+                    # wakes the daemon it ends on: a claim now would find the trigger full.)
+                    wake |= decision.victim is None and decision.may_start
         finally:
-            self.admission.release(trigger.id, stored_pending)
-        if created.duplicate:
-            return Submitted(created.run_id, trigger.id, None, duplicate=True)
-        log.info(
-            "run created (%s)",
-            status,
-            extra={
-                "run_id": run.id,
-                "trigger_id": trigger.id,
-                "agent_id": agent.id,
-                "source": str(firing.source),
-            },
-        )
-        labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
-        if status is RunStatus.SKIPPED:
-            METRICS.runs.labels(trigger.id, str(status)).inc()
-        if status is RunStatus.PENDING:
-            if decision.victim is not None:
-                with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
-                    await self._request_cancel(decision.victim, CancelReason.REPLACED)
-            elif decision.may_start:
-                # It may start now. (Else a run of the trigger ending, here or on another daemon,
-                # wakes the daemon it ends on: a claim now would find the trigger full.)
-                self.wake()
-        return Submitted(run.id, trigger.id, status)
+            for (_, _, trigger, _, _), pending in zip(admitted, stored, strict=True):
+                self.admission.release(trigger.id, pending)
+        if wake:
+            self.wake()
+        return [outcome if outcome is not None else Unavailable("not stored") for outcome in outcomes]
 
     # --- cancel and replay ------------------------------------------------------
 

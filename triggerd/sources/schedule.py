@@ -169,35 +169,73 @@ class Scheduler:
                 plan = heapq.heappop(self._heap)
                 if not plan.cancelled:
                     due.append(plan)
-            retry = False
-            # Slots due together are fired together: their commits share the store's group commits.
-            for chunk in (due[i : i + BURST_CHUNK] for i in range(0, len(due), BURST_CHUNK)):
-                outcomes = await asyncio.gather(*(self._fire_due(plan, now) for plan in chunk), return_exceptions=True)
-                for plan, outcome in zip(chunk, outcomes, strict=True):
-                    if isinstance(outcome, StoreError | Unavailable):
-                        log.error(
-                            "schedule slot not recorded, retrying: %s", outcome, extra={"trigger_id": plan.trigger.id}
-                        )
-                        heapq.heappush(self._heap, plan)
-                        retry = True
-                    elif isinstance(outcome, BaseException):
-                        raise outcome
-            wait = RETRY_SECONDS if retry else MAX_SLEEP_SECONDS
-            if self._heap and not retry:
+            failed = await self._fire_due(due, now) if due else []
+            for plan in failed:
+                heapq.heappush(self._heap, plan)
+            wait = RETRY_SECONDS if failed else MAX_SLEEP_SECONDS
+            if self._heap and not failed:
                 wait = min(wait, max((self._heap[0].fire_at - self.clock.now()).total_seconds(), 0.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
 
-    async def _fire_due(self, plan: Planned, now: datetime) -> None:
-        trigger, cron = plan.trigger, plan.cron
-        later = [s for s in slots_between(cron, plan.nominal, now) if fire_time(trigger, cron, s) <= now]
-        if not later and (now - plan.fire_at).total_seconds() <= ON_TIME_SECONDS:
+    async def _fire_due(self, due: list[Planned], now: datetime) -> list[Planned]:
+        """Fire the slots due together; returns the plans whose slot the store did not take (to retry).
+
+        Slots on time go to the dispatcher in batches (their admissions share reads, their runs
+        share the store's group commits), all batches at once, so that the store commits one while
+        the next is built; a slot to catch up (late, or with later slots due too) goes alone.
+        """
+        on_time: list[Planned] = []
+        late: list[Planned] = []
+        for plan in due:
+            later = slots_between(plan.cron, plan.nominal, now)
+            late_by = (now - plan.fire_at).total_seconds()
+            if late_by > ON_TIME_SECONDS or any(fire_time(plan.trigger, plan.cron, s) <= now for s in later):
+                late.append(plan)
+            else:
+                on_time.append(plan)
+        chunks = [on_time[i : i + BURST_CHUNK] for i in range(0, len(on_time), BURST_CHUNK)]
+        outcomes = await asyncio.gather(
+            *(self._fire_batch(chunk, now) for chunk in chunks),
+            *(self._fire_late(plan, now) for plan in late),
+            return_exceptions=True,
+        )
+        failed: list[Planned] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            failed += outcome
+        return failed
+
+    async def _fire_batch(self, plans: list[Planned], now: datetime) -> list[Planned]:
+        firings = [self._firing(plan.trigger, plan.nominal, now, None) for plan in plans]
+        try:
+            outcomes: list[Any] = await self.dispatcher.submit_many(firings)
+        except Unavailable as exc:
+            outcomes = [exc] * len(plans)
+        failed = []
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, StoreError | Unavailable):
+                log.error("schedule slot not recorded, retrying: %s", outcome, extra={"trigger_id": plan.trigger.id})
+                failed.append(plan)
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
             METRICS.schedule_lag.observe(max((now - plan.fire_at).total_seconds(), 0.0))
-            await self._fire(trigger, plan.nominal, now)
-        else:
-            await self._catch_up(trigger, [plan.nominal, *later], now)
-        self._plan(trigger, cron, self._last[trigger.id])
+            self._slot_taken(plan.trigger.id, plan.nominal)
+            self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
+        return failed
+
+    async def _fire_late(self, plan: Planned, now: datetime) -> list[Planned]:
+        later = [s for s in slots_between(plan.cron, plan.nominal, now) if fire_time(plan.trigger, plan.cron, s) <= now]
+        try:
+            await self._catch_up(plan.trigger, [plan.nominal, *later], now)
+        except (StoreError, Unavailable) as exc:
+            log.error("schedule slot not recorded, retrying: %s", exc, extra={"trigger_id": plan.trigger.id})
+            return [plan]
+        self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
+        return []
 
     async def _catch_up(self, trigger: Trigger, overdue: list[datetime], now: datetime) -> None:
         assert trigger.schedule is not None
@@ -221,6 +259,13 @@ class Scheduler:
         await self._record(trigger, nominal, now, skip=None)
 
     async def _record(self, trigger: Trigger, nominal: datetime, now: datetime, skip: str | None) -> None:
+        await self.dispatcher.submit(*self._firing(trigger, nominal, now, skip))
+        self._slot_taken(trigger.id, nominal)
+
+    def _firing(
+        self, trigger: Trigger, nominal: datetime, now: datetime, skip: str | None
+    ) -> tuple[Firing, str | None]:
+        """A slot's firing, and why it is recorded skipped if it is."""
         context = {
             "scheduled_at": isoformat(nominal),
             "fired_at": isoformat(now),
@@ -232,5 +277,7 @@ class Scheduler:
             log.error("schedule slot not fired: %s", exc, extra={"trigger_id": trigger.id})
             run_input, skip = dict(trigger.agent.input), skip or "missing_input"
         firing = Firing(trigger.id, trigger.agent.id, run_input, Source.SCHEDULE, nominal_time=isoformat(nominal))
-        await self.dispatcher.submit(firing, skip=skip)
-        self._last[trigger.id] = max(nominal, self._last.get(trigger.id, nominal))
+        return firing, skip
+
+    def _slot_taken(self, trigger_id: str, nominal: datetime) -> None:
+        self._last[trigger_id] = max(nominal, self._last.get(trigger_id, nominal))
