@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from triggerd.clock import Clock
@@ -56,6 +57,17 @@ class Admission:
 
     async def decide(self, trigger: Trigger) -> Decision:
         """Call between reserve() and release() of the same firing."""
+        return self._known_decision(trigger) or self._decision(trigger, await self._read(trigger.id))
+
+    async def decide_many(self, triggers: Sequence[Trigger]) -> list[Decision]:
+        """decide() of many firings (each reserved): the loads none of them knows are read at once."""
+        decided = [self._known_decision(trigger) for trigger in triggers]
+        unknown = list(dict.fromkeys(t.id for t, d in zip(triggers, decided, strict=True) if d is None))
+        loads = dict(zip(unknown, await asyncio.shield(asyncio.gather(*map(self._wait_read, unknown))), strict=True))
+        return [d or self._decision(t, loads[t.id]) for t, d in zip(triggers, decided, strict=True)]
+
+    def _known_decision(self, trigger: Trigger) -> Decision | None:
+        """The decision a recent read allows without another, if it does."""
         limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
         known = self._known.get(trigger.id)
         if (
@@ -65,7 +77,10 @@ class Admission:
             and self._estimate(trigger.id, known) < limit
         ):
             return Decision(RunStatus.PENDING, may_start=known.load.running < trigger.max_concurrent)
-        load = await self._read(trigger.id)
+        return None
+
+    def _decision(self, trigger: Trigger, load: TriggerLoad) -> Decision:
+        limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
         in_flight = load.running + load.pending + self.reserved[trigger.id] - 1  # less this firing itself
         if trigger.overlap is Overlap.SKIP and in_flight >= limit:
             return Decision(RunStatus.SKIPPED, str(SkipReason.OVERLAP))
@@ -97,6 +112,9 @@ class Admission:
         self._known.pop(trigger_id, None)
 
     async def _read(self, trigger_id: str) -> TriggerLoad:
+        return await asyncio.shield(self._wait_read(trigger_id))
+
+    def _wait_read(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
         """The store's load of the trigger. Firings that come while a read is under way wait for
         the next one, which reads every trigger they asked for at once (a burst of schedule
         slots of many triggers costs a few reads, not one each); firings of one trigger share
@@ -108,7 +126,7 @@ class Admission:
             self._wanted[trigger_id] = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read_batches(), name="admission-read")
-        return await asyncio.shield(reading)
+        return reading
 
     async def _read_batches(self) -> None:
         while self._wanted:

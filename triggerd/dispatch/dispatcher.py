@@ -30,7 +30,7 @@ from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
-from triggerd.dispatch.admission import Admission, Decision
+from triggerd.dispatch.admission import Admission
 from triggerd.dispatch.firings import create_all, decide_all, new_run, recorded
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
@@ -234,19 +234,19 @@ class Dispatcher:
         (a schedule slot missed during downtime, say).
         """
         (outcome,) = await self.submit_many([(firing, skip)])
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, NotFound):
             raise outcome
         return outcome
 
-    async def submit_many(self, firings: Sequence[tuple[Firing, str | None]]) -> list[Submitted | Exception]:
-        """submit() of many firings at once (a burst of schedule slots): each one's Submitted, or the
-        error that kept it from being stored (StoreError, Unavailable, NotFound); each is committed
-        before this returns. Their admissions share store reads, their runs share commits, and one
-        claim follows them all.
+    async def submit_many(self, firings: Sequence[tuple[Firing, str | None]]) -> list[Submitted | NotFound]:
+        """submit() of many firings at once (a burst of schedule slots), all committed in one write
+        before this returns: each one's Submitted, or NotFound for a trigger or agent not defined
+        (any more). Their admissions share store reads, and one claim follows them all. Raises
+        StoreError (then none is stored) or Unavailable.
         """
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
-        outcomes: list[Submitted | Exception | None] = []
+        outcomes: list[Submitted | NotFound | None] = []
         admitted: list[tuple[int, Firing, Trigger, AnyAgent, str | None]] = []
         for firing, skip in firings:
             try:
@@ -256,24 +256,21 @@ class Dispatcher:
                 continue
             self.admission.reserve(trigger.id)
             admitted.append((len(outcomes), firing, trigger, agent, skip))
-            outcomes.append(None)  # its outcome, once known
+            outcomes.append(None)  # its outcome, once stored
         stored = [False] * len(admitted)
+        wake = False
         try:
             decisions = await decide_all(self.admission, [(t, skip) for _, _, t, _, skip in admitted])
             now = isoformat(self.clock.now())
-            runs: list[tuple[int, Run, Decision, float]] = []
-            for n, ((at, firing, trigger, agent, _), decision) in enumerate(zip(admitted, decisions, strict=True)):
-                if isinstance(decision, Exception):
-                    outcomes[at] = decision
-                else:
-                    runs.append((n, new_run(firing, trigger, agent, decision, now), decision, firing.dedupe_seconds))
-            created = await create_all(self.store, [(run, dedupe) for _, run, _, dedupe in runs], now)
-            wake = False
-            for (n, run, decision, _), made in zip(runs, created, strict=True):
+            runs = [
+                new_run(firing, trigger, agent, decision, now)
+                for (_, firing, trigger, agent, _), decision in zip(admitted, decisions, strict=True)
+            ]
+            created = await create_all(
+                self.store, [(run, a[1].dedupe_seconds) for run, a in zip(runs, admitted, strict=True)], now
+            )
+            for n, (run, decision, made) in enumerate(zip(runs, decisions, created, strict=True)):
                 at, firing = admitted[n][0], admitted[n][1]
-                if isinstance(made, Exception):
-                    outcomes[at] = made
-                    continue
                 stored[n] = run.status is RunStatus.PENDING and not made.duplicate
                 if made.duplicate:
                     outcomes[at] = Submitted(made.run_id, run.trigger_id, None, duplicate=True)
@@ -292,7 +289,7 @@ class Dispatcher:
                 self.admission.release(trigger.id, pending)
         if wake:
             self.wake()
-        return [outcome if outcome is not None else Unavailable("not stored") for outcome in outcomes]
+        return [outcome for outcome in outcomes if outcome is not None]
 
     # --- cancel and replay ------------------------------------------------------
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TypeVar
 
 from triggerd.config.models import AnyAgent, Trigger
 from triggerd.dispatch.admission import Admission, Decision
-from triggerd.errors import StoreError, Unavailable
 from triggerd.metrics import METRICS, labelled
 from triggerd.runs import Firing, Run, RunStatus, Source, new_run_id
 from triggerd.store.abc import Created, Store
 
-T = TypeVar("T")
 log = logging.getLogger("triggerd.dispatch")
 
 
@@ -50,34 +46,19 @@ def recorded(run: Run, source: Source) -> None:
         METRICS.runs.labels(run.trigger_id, str(run.status)).inc()
 
 
-async def decide_all(admission: Admission, wanted: Sequence[tuple[Trigger, str | None]]) -> list[Decision | Exception]:
+async def decide_all(admission: Admission, wanted: Sequence[tuple[Trigger, str | None]]) -> list[Decision]:
     """Each firing's admission (a skip given is final); the reads of a batch are shared (admission.py)."""
-
-    async def decide(trigger: Trigger, skip: str | None) -> Decision:
-        return Decision(RunStatus.SKIPPED, skip) if skip else await admission.decide(trigger)
-
-    if len(wanted) == 1:  # the path of every webhook: no task
-        try:
-            return [await decide(*wanted[0])]
-        except StoreError as exc:
-            return [exc]
-    decided = await asyncio.gather(*(decide(t, skip) for t, skip in wanted), return_exceptions=True)
-    return [_expected(d) for d in decided]
+    if len(wanted) == 1:  # the path of every webhook
+        trigger, skip = wanted[0]
+        return [Decision(RunStatus.SKIPPED, skip) if skip else await admission.decide(trigger)]
+    decided = await admission.decide_many([t for t, skip in wanted if not skip])
+    given = iter(decided)
+    return [Decision(RunStatus.SKIPPED, skip) if skip else next(given) for _, skip in wanted]
 
 
-async def create_all(store: Store, runs: Sequence[tuple[Run, float]], now: str) -> list[Created | Exception]:
-    """Store new runs; concurrent create_runs share the store's group commits."""
+async def create_all(store: Store, runs: Sequence[tuple[Run, float]], now: str) -> list[Created]:
+    """Store new runs: one firing alone shares the store's group commit with concurrent ones, a
+    batch is one write."""
     if len(runs) == 1:
-        try:
-            return [await store.create_run(runs[0][0], runs[0][1], now)]
-        except StoreError as exc:
-            return [exc]
-    made = await asyncio.gather(*(store.create_run(r, d, now) for r, d in runs), return_exceptions=True)
-    return [_expected(m) for m in made]
-
-
-def _expected(outcome: T | BaseException) -> T | Exception:
-    """An outcome of a batch's gather: a store's or a shutdown's error is the firing's; anything else is raised."""
-    if isinstance(outcome, StoreError | Unavailable) or not isinstance(outcome, BaseException):
-        return outcome
-    raise outcome
+        return [await store.create_run(runs[0][0], runs[0][1], now)]
+    return await store.create_runs(runs, now)

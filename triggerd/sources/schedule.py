@@ -21,7 +21,7 @@ from typing import Any
 from triggerd.clock import Clock, isoformat, parse_instant
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.dispatch.dispatcher import Dispatcher
-from triggerd.errors import MissingInput, StoreError, Unavailable
+from triggerd.errors import MissingInput, NotFound, StoreError, Unavailable
 from triggerd.mapping import build_input
 from triggerd.metrics import METRICS
 from triggerd.runs import Firing, SkipReason, Source
@@ -211,21 +211,18 @@ class Scheduler:
     async def _fire_batch(self, plans: list[Planned], now: datetime) -> list[Planned]:
         firings = [self._firing(plan.trigger, plan.nominal, now, None) for plan in plans]
         try:
-            outcomes: list[Any] = await self.dispatcher.submit_many(firings)
-        except Unavailable as exc:
-            outcomes = [exc] * len(plans)
-        failed = []
+            outcomes = await self.dispatcher.submit_many(firings)
+        except (StoreError, Unavailable) as exc:
+            log.error("%d schedule slots not recorded, retrying: %s", len(plans), exc)
+            return plans
         for plan, outcome in zip(plans, outcomes, strict=True):
-            if isinstance(outcome, StoreError | Unavailable):
-                log.error("schedule slot not recorded, retrying: %s", outcome, extra={"trigger_id": plan.trigger.id})
-                failed.append(plan)
+            if isinstance(outcome, NotFound):  # removed by a reload the scheduler has yet to take
+                log.warning("schedule slot not fired: %s", outcome, extra={"trigger_id": plan.trigger.id})
                 continue
-            if isinstance(outcome, BaseException):
-                raise outcome
             METRICS.schedule_lag.observe(max((now - plan.fire_at).total_seconds(), 0.0))
             self._slot_taken(plan.trigger.id, plan.nominal)
             self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
-        return failed
+        return []
 
     async def _fire_late(self, plan: Planned, now: datetime) -> list[Planned]:
         later = [s for s in slots_between(plan.cron, plan.nominal, now) if fire_time(plan.trigger, plan.cron, s) <= now]
