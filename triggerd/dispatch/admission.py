@@ -63,7 +63,7 @@ class Admission:
         """decide() of many firings (each reserved): the loads none of them knows are read at once."""
         decided = [self._known_decision(trigger) for trigger in triggers]
         unknown = list(dict.fromkeys(t.id for t, d in zip(triggers, decided, strict=True) if d is None))
-        loads = dict(zip(unknown, await asyncio.shield(asyncio.gather(*map(self._wait_read, unknown))), strict=True))
+        loads = await self._read_now(unknown) if unknown else {}
         return [d or self._decision(t, loads[t.id]) for t, d in zip(triggers, decided, strict=True)]
 
     def _known_decision(self, trigger: Trigger) -> Decision | None:
@@ -111,10 +111,20 @@ class Admission:
         self._epoch[trigger_id] += 1
         self._known.pop(trigger_id, None)
 
-    async def _read(self, trigger_id: str) -> TriggerLoad:
-        return await asyncio.shield(self._wait_read(trigger_id))
+    async def _read_now(self, trigger_ids: list[str]) -> dict[str, TriggerLoad]:
+        """The loads of a batch's triggers in one read of its own (no future per trigger to share)."""
+        asked = {t: (self.clock.monotonic(), self._stored[t], self._epoch[t]) for t in trigger_ids}
+        loads = await self.store.trigger_loads(trigger_ids)
+        self._learn(asked, loads)
+        return loads
 
-    def _wait_read(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
+    def _learn(self, asked: dict[str, tuple[float, int, int]], loads: dict[str, TriggerLoad]) -> None:
+        """Keep loads read for reuse, unless a run of the trigger was claimed or ended meanwhile."""
+        for trigger_id, (at, stored, epoch) in asked.items():
+            if epoch == self._epoch[trigger_id]:
+                self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+
+    async def _read(self, trigger_id: str) -> TriggerLoad:
         """The store's load of the trigger. Firings that come while a read is under way wait for
         the next one, which reads every trigger they asked for at once (a burst of schedule
         slots of many triggers costs a few reads, not one each); firings of one trigger share
@@ -126,7 +136,7 @@ class Admission:
             self._wanted[trigger_id] = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read_batches(), name="admission-read")
-        return reading
+        return await asyncio.shield(reading)
 
     async def _read_batches(self) -> None:
         while self._wanted:
@@ -137,9 +147,8 @@ class Admission:
                 for trigger_id in wanted:
                     self._settle(trigger_id).set_exception(exc)  # each sharer reports it
                 continue
-            for trigger_id, (at, stored, epoch) in wanted.items():
-                if epoch == self._epoch[trigger_id]:
-                    self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+            self._learn(wanted, loads)
+            for trigger_id in wanted:
                 self._settle(trigger_id).set_result(loads[trigger_id])
 
     def _settle(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:
