@@ -38,7 +38,7 @@ from triggerd.dispatch.orphans import end_interrupted_processes, record_process
 from triggerd.dispatch.retry import backoff_delay
 from triggerd.errors import AgentFailure, Conflict, NotFound, StoreError, Unavailable
 from triggerd.masking import mask, mask_value
-from triggerd.metrics import METRICS
+from triggerd.metrics import METRICS, labelled
 from triggerd.runs import (
     CancelReason,
     Firing,
@@ -554,10 +554,10 @@ class Dispatcher:
             return
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
         if then is not RunStatus.PENDING:
-            METRICS.runs.labels(job.trigger.id, str(then)).inc()
+            labelled(METRICS.runs, job.trigger.id, str(then)).inc()
             if job.started_at is not None:
                 elapsed = (now - parse_instant(job.started_at)).total_seconds()
-                METRICS.run_duration.labels(job.trigger.id).observe(max(elapsed, 0.0))
+                labelled(METRICS.run_duration, job.trigger.id).observe(max(elapsed, 0.0))
         if then in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT) and self.listener is not None:
             self.listener(
                 RunOutcome(
