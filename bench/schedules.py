@@ -8,9 +8,10 @@ created_at (stamped just before its commit is queued) minus its due time, read b
 store. With `--spread`, every schedule has `jitter_seconds: 59`, so the same 10,000 slots fall
 due one by one over the minute (each at its nominal time plus its jitter, computed as the
 daemon does): the fire lag is then each run's created_at minus that due time. Runs queue
-behind one parked command, so the figures are the scheduler's, not the agents'. Idle CPU is
-the daemon's CPU time over a window between bursts. Loopback only, bounded (about three
-minutes; four with --spread).
+behind one parked command, so the figures are the scheduler's, not the agents'. The minute
+measured is the second after the daemon is ready (every schedule has fired once). Idle CPU is
+the daemon's CPU time over a window between bursts (with --spread, the CPU the previous
+minute's slots cost as they fell due). Loopback only, bounded (three to four minutes).
 
     .venv/bin/python bench/schedules.py [--schedules 10000] [--spread]
 """
@@ -117,10 +118,12 @@ def main() -> None:
                     time.sleep(0.1)
             ready = time.perf_counter() - started
             rss_loaded = rss_mib(daemon.pid)
-            # The burst to measure is the first minute boundary at least 25 s away, so that
-            # the quiet stretch before it (after any earlier burst settles) measures idle CPU.
+            # The minute to measure is the second boundary after the daemon is ready: a steady
+            # state (every schedule fired once before, its run queued), and, in a burst, the quiet
+            # stretch before it (after the first burst settled) measures idle CPU. With --spread
+            # that stretch is the previous minute's slots falling due: the CPU they cost.
             now = datetime.now(UTC)
-            boundary = (now + timedelta(seconds=25 + 60)).replace(second=0, microsecond=0)
+            boundary = now.replace(second=0, microsecond=0) + timedelta(minutes=2)
             quiet_from = boundary - timedelta(seconds=20)
             time.sleep(max((quiet_from - datetime.now(UTC)).total_seconds(), 0))
             window = max((boundary - datetime.now(UTC)).total_seconds() - 2, 1.0)
@@ -161,7 +164,8 @@ def main() -> None:
     print(f"schedules                  {args.schedules} (every minute: {shape} of {args.schedules} slots)")
     print(f"start to ready             {ready:.1f} s (loading, validating and planning every schedule)")
     print(f"memory (RSS)               {rss_loaded:.0f} MiB loaded, {rss_after:.0f} MiB after a burst")
-    print(f"idle CPU between bursts    {idle_cpu:.2f} % of one core (over {window:.0f} s)")
+    quiet = "CPU while slots fall due" if args.spread else "idle CPU between bursts "  # see above
+    print(f"{quiet}   {idle_cpu:.2f} % of one core (over {window:.0f} s)")
     print(f"slots of the burst stored  {len(runs)} of {args.schedules}")
     if not args.spread:
         print(
