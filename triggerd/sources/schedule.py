@@ -87,6 +87,7 @@ class Scheduler:
         self._last: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()  # slots handed to the store, not yet committed
 
     async def start(self) -> None:
         """Catch up on what was missed while stopped, plan every schedule, start the loop."""
@@ -103,6 +104,11 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A slot whose commit is cut short here is either committed (the next start reads it from
+        # the store's slots) or not (it is due again then): its claim makes it once either way.
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     def reconfigure(self) -> None:
         """Re-plan after the dispatcher took a new configuration: an unchanged schedule keeps its
@@ -169,15 +175,31 @@ class Scheduler:
                 plan = heapq.heappop(self._heap)
                 if not plan.cancelled:
                     due.append(plan)
-            failed = await self._fire_due(due, now) if due else []
-            for plan in failed:
-                heapq.heappush(self._heap, plan)
-            wait = RETRY_SECONDS if failed else MAX_SLEEP_SECONDS
-            if self._heap and not failed:
+            if due:
+                # In the background: slots falling due while these commit are fired meanwhile,
+                # not after (a commit can take a while on a busy disk).
+                task = asyncio.create_task(self._fire_soon(due, now), name="schedule-fire")
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            wait = MAX_SLEEP_SECONDS
+            if self._heap:
                 wait = min(wait, max((self._heap[0].fire_at - self.clock.now()).total_seconds(), 0.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
+
+    async def _fire_soon(self, due: list[Planned], now: datetime) -> None:
+        """Fire the due slots; those the store did not take go back to the heap a second later."""
+        try:
+            failed = await self._fire_due(due, now)
+        except Exception:  # a bug must not stop every schedule: log it, and retry the slots
+            log.exception("schedule slots not fired, retrying")
+            failed = due
+        if failed:
+            await asyncio.sleep(RETRY_SECONDS)
+            for plan in failed:
+                heapq.heappush(self._heap, plan)
+            self.wake()
 
     async def _fire_due(self, due: list[Planned], now: datetime) -> list[Planned]:
         """Fire the slots due together; returns the plans whose slot the store did not take (to retry).
@@ -221,7 +243,7 @@ class Scheduler:
                 continue
             METRICS.schedule_lag.observe(max((now - plan.fire_at).total_seconds(), 0.0))
             self._slot_taken(plan.trigger.id, plan.nominal)
-            self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
+            self._plan_next(plan)
         return []
 
     async def _fire_late(self, plan: Planned, now: datetime) -> list[Planned]:
@@ -231,8 +253,14 @@ class Scheduler:
         except (StoreError, Unavailable) as exc:
             log.error("schedule slot not recorded, retrying: %s", exc, extra={"trigger_id": plan.trigger.id})
             return [plan]
-        self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
+        self._plan_next(plan)
         return []
+
+    def _plan_next(self, plan: Planned) -> None:
+        """After a slot was taken: the trigger's next slot, unless a reload replaced or removed the
+        trigger while the slot was committed (reconfigure planned it afresh, or not at all)."""
+        if not plan.cancelled:
+            self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
 
     async def _catch_up(self, trigger: Trigger, overdue: list[datetime], now: datetime) -> None:
         assert trigger.schedule is not None
