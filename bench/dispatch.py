@@ -56,22 +56,31 @@ async def baseline(fires: int, concurrency: int) -> float:
 
 
 async def finished_runs(session: aiohttp.ClientSession, url: str, ids: list[str]) -> list[float]:
-    """Wait until every run is final; return fire -> finish seconds of each, from the store's timestamps."""
+    """Wait until every run is final; return fire -> finish seconds of each, from the store's timestamps.
+
+    While waiting, each poll asks only whether a run is still pending or running (one row each):
+    listing every run on every poll, as this once did, cost the daemon more than the runs did.
+    """
     wanted = set(ids)
     while True:
-        runs: dict[str, dict[str, object]] = {}
-        before = None
-        while True:
-            query = "?limit=1000&trigger=bench" + (f"&before={before}" if before else "")
-            async with session.get(f"{url}/v1/runs{query}") as resp:
-                page = await resp.json()
-            runs.update({r["id"]: r for r in page["runs"] if r["id"] in wanted and r["finished_at"]})
-            before = page["next_before"]
-            if not before:
-                break
-        if len(runs) == len(wanted):
+        unfinished = 0
+        for status in ("pending", "running"):
+            async with session.get(f"{url}/v1/runs?limit=1&trigger=bench&status={status}") as resp:
+                unfinished += len((await resp.json())["runs"])
+        if not unfinished:
             break
         await asyncio.sleep(0.1)
+    runs: dict[str, dict[str, object]] = {}
+    before = None
+    while True:
+        query = "?limit=1000&trigger=bench" + (f"&before={before}" if before else "")
+        async with session.get(f"{url}/v1/runs{query}") as resp:
+            page = await resp.json()
+        runs.update({r["id"]: r for r in page["runs"] if r["id"] in wanted})
+        before = page["next_before"]
+        if not before:
+            break
+    assert len(runs) == len(wanted), (len(runs), len(wanted))
     bad = [r for r in runs.values() if r["status"] != "completed"]
     assert not bad, bad[:3]
     return [

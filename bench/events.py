@@ -5,9 +5,11 @@ condition) through the pattern index; the baseline in the same run tries every
 trigger's pattern for every event (a scan). Through the API, batches of events go to
 a real daemon and are answered after their window changes are committed; the events
 match counting triggers whose threshold is never reached, so the figure is matching and
-committing, not running agents. Loopback only, bounded.
+committing, not running agents. The batched phase is repeated (`--repeat`, a fresh daemon
+each time, so that every repeat starts from empty windows) and printed with the daemon's CPU
+time per event. Loopback only, bounded.
 
-    .venv/bin/python bench/events.py [--triggers 1000] [--events 20000] [--batch 100]
+    .venv/bin/python bench/events.py [--triggers 1000] [--events 20000] [--batch 100] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -117,15 +119,14 @@ async def through_api(url: str, events: list[dict[str, object]], batch: int, con
         return len(events) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--triggers", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=100)
-    args = parser.parse_args()
-    text = definitions(args.triggers)
-    events = sample_events(args.events, random.Random(42))
-    indexed_rate, scan_rate, matches = in_process(text, events)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_daemon(text: str, events: list[dict[str, object]], batch: int, single: bool) -> tuple[float, float, float]:
+    """A fresh daemon: (events/s one a request if `single`, else 0; events/s batched; daemon CPU us an event)."""
     with tempfile.TemporaryDirectory() as folder:
         root, port = Path(folder), free_port()
         (root / "defs").mkdir()
@@ -143,18 +144,38 @@ def main() -> None:
         try:
             wait_port(port)
             url = f"http://127.0.0.1:{port}"
-            api_single = asyncio.run(through_api(url, events[:2000], 1, 8))
-            api_batched = asyncio.run(through_api(url, events, args.batch, 4))
+            api_single = asyncio.run(through_api(url, events[:2000], 1, 8)) if single else 0.0
+            before = cpu_seconds(daemon.pid)
+            api_batched = asyncio.run(through_api(url, events, batch, 4))
+            cpu = (cpu_seconds(daemon.pid) - before) / len(events)
         finally:
             daemon.terminate()
             daemon.wait(30)
+    return api_single, api_batched, cpu * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--triggers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    text = definitions(args.triggers)
+    events = sample_events(args.events, random.Random(42))
+    indexed_rate, scan_rate, matches = in_process(text, events)
+    api_single, first, cpu = through_daemon(text, events, args.batch, True)
+    batched = [(first, cpu)] + [through_daemon(text, events, args.batch, False)[1:] for _ in range(args.repeat - 1)]
     print(f"triggers                   {args.triggers} event triggers (exact, glob, leading-wildcard, regex)")
     print(f"events                     {args.events} ({matches} trigger matches)")
     print(f"in-process, indexed        {indexed_rate:9.0f} events/s")
     print(f"in-process, scan (baseline){scan_rate:9.0f} events/s")
     print(f"ratio indexed / scan       {indexed_rate / scan_rate:9.1f}x")
     print(f"HTTP, one event a request  {api_single:9.0f} events/s (8 clients)")
-    print(f"HTTP, {args.batch} a request      {api_batched:9.0f} events/s (4 clients, committed before 202)")
+    rates = ", ".join(f"{rate:.0f}" for rate, _ in batched)
+    cpus = ", ".join(f"{us:.0f}" for _, us in batched)
+    print(f"HTTP, {args.batch} a request      {rates} events/s (4 clients, committed before 202; a fresh daemon each)")
+    print(f"daemon CPU per event       {cpus} us (the same repeats)")
 
 
 if __name__ == "__main__":

@@ -340,3 +340,55 @@ def test_a_timed_out_run_emits_run_timed_out(tmp_path: Path) -> None:
         watched = daemon.wait_run(runs[0]["id"])
     assert timed_out["status"] == "timed_out"
     assert watched["input"] == {"run": timed_out["id"], "severity": "high"}
+
+
+def test_a_request_waiting_for_its_counts_does_not_hold_up_the_next(tmp_path: Path) -> None:
+    """Issue 17: the bus held its lock until a request's counts were committed, so concurrent
+    POST /v1/events waited for each other's commits; now only planning is serialized."""
+    from triggerd.config.loader import load
+    from triggerd.dispatch.dispatcher import Dispatcher
+    from triggerd.sources.bus import EventBus
+    from triggerd.sources.events import parse_events
+    from triggerd.store.sqlite import SqliteStore
+
+    gate = asyncio.Event()
+
+    class GatedStore(SqliteStore):
+        async def count_event(self, trigger_id: str, *args: Any) -> Any:
+            if trigger_id == "slow":  # the first request's count waits until the second is answered
+                await gate.wait()
+            return await super().count_event(trigger_id, *args)
+
+    (tmp_path / "defs.yaml").write_text(
+        'agent: {id: noop, type: command, command: ["true"]}\n'
+        + "".join(
+            f"---\ntrigger:\n  id: {name}\n  type: event\n  agent: {{id: noop}}\n"
+            f"  event: {{pattern: '{name}.*', count_threshold: 1000, window: 1h}}\n"
+            for name in ("slow", "fast")
+        )
+    )
+
+    async def scenario() -> bool:
+        configuration = load(None, paths=[tmp_path / "defs.yaml"], env={}).configuration
+        assert configuration is not None, "definitions did not load"
+        store = GatedStore(tmp_path / "store.db")
+        await store.open()
+        dispatcher = Dispatcher(store, configuration)
+        await dispatcher.start()
+        bus = EventBus(dispatcher, store, dispatcher.clock, 8)
+        now = datetime.now(UTC)
+        try:
+            first = asyncio.create_task(bus.publish(parse_events([{"type": "slow.x"}], now)))
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(bus.publish(parse_events([{"type": "fast.x"}], now)))
+            done, _ = await asyncio.wait({second}, timeout=5)
+            answered_alone = second in done and not first.done()
+            gate.set()
+            await asyncio.wait_for(first, 5)
+            return answered_alone
+        finally:
+            gate.set()
+            await dispatcher.drain(0.1)
+            await store.close()
+
+    assert asyncio.run(scenario())

@@ -224,3 +224,20 @@ def test_a_missing_program_is_a_clear_failure(tmp_path: Path) -> None:
     with running_daemon(tmp_path, defs) as daemon:
         run = daemon.wait_run(daemon.fire("g"))
     assert (run["status"], run["error"]) == ("failed", "cannot start '/nonexistent/tool': No such file or directory")
+
+
+def test_running_commands_cost_the_daemon_no_thread_each(tmp_path: Path) -> None:
+    """Issue 17: Python 3.11's default child watcher starts a thread per command to wait for it;
+    the daemon learns that a command ended from its pidfd on the event loop instead."""
+    defs = (
+        "agent:\n  id: sleeper\n  type: command\n  command: [sleep, '30']\n  max_concurrent: 8\n---\n"
+        + manual_trigger("many", "sleeper", "max_concurrent: 8\n")
+    )
+    with running_daemon(tmp_path, defs, settings="limits:\n  shutdown_grace_seconds: 0\n") as daemon:
+        assert daemon.process is not None
+        tasks = Path(f"/proc/{daemon.process.pid}/task")
+        idle = len(list(tasks.iterdir()))
+        run_ids = [daemon.fire("many") for _ in range(8)]
+        wait_for(lambda: all(daemon.run(r)["status"] == "running" for r in run_ids), timeout=20, what="8 runs")
+        busy = len(list(tasks.iterdir()))
+    assert busy < idle + 4, (idle, busy)  # was idle + 8: one waiting thread per running command

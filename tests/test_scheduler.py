@@ -11,6 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from croniter import croniter
+
 from triggerd.config.loader import load
 from triggerd.config.models import StoreSettings
 from triggerd.dispatch.dispatcher import Dispatcher
@@ -230,3 +233,40 @@ def test_a_slot_due_while_the_last_run_is_still_going_follows_the_overlap_rule(t
     assert runs[1] == ("2026-01-01T11:01:00.000Z", "skipped", "overlap")
     assert runs[0][0] == "2026-01-01T11:00:00.000Z"
     assert runs[0][1] in ("pending", "running")
+
+
+def test_a_burst_of_schedules_sharing_an_expression_walks_croniter_a_few_times_not_per_slot(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: 10,000 `* * * * *` slots due at once took 3-4 s, most of it croniter asked the same
+    question (the slots after 10:59, the next after 11:00) once or twice for every schedule."""
+    count = 500
+    docs = ['agent: {id: noop, type: command, command: ["sleep", "600"], max_concurrent: 1}']
+    docs += [
+        f"trigger: {{id: b{i:04d}, type: schedule, schedule: {{cron: '* * * * *'}}, agent: {{id: noop}}}}"
+        for i in range(count)
+    ]
+    clock = FakeClock(utc("2027-03-04T10:59:30Z"))
+    walks = 0
+    real_get_next = croniter.get_next
+
+    def counted(self: croniter, *args: Any, **kwargs: Any) -> Any:
+        nonlocal walks
+        walks += 1
+        return real_get_next(self, *args, **kwargs)
+
+    async def scenario() -> int:
+        nonlocal walks
+        async with scheduler(tmp_path, clock, "\n---\n".join(docs) + "\n", store_url) as (schedule, store):
+            monkeypatch.setattr(croniter, "get_next", counted)
+            walks = 0
+            clock.current = utc("2027-03-04T11:00:00.200Z")
+            schedule.wake()
+
+            async def stored() -> bool:
+                return len(await store.list_runs(limit=1000)) >= count
+
+            await until(stored)
+            return walks
+
+    assert asyncio.run(scenario()) < 20  # was at least 4 a slot: 2,000

@@ -73,6 +73,30 @@ def test_dedupe_key_within_the_window_names_the_first_run(store_url: str) -> Non
     assert asyncio.run(scenario()) == [(True, False), (True, True), (False, False), (False, False)]
 
 
+def test_create_runs_writes_a_batch_in_one_commit_and_a_slot_named_twice_makes_one_run(store_url: str) -> None:
+    """The scheduler's burst path (issue 17): many runs in one write, each slot still claimed once."""
+
+    def slot(trigger: str, nominal: str) -> Run:
+        return replace(new_run(trigger), source=Source.SCHEDULE, nominal_time=nominal)
+
+    async def scenario() -> tuple[list[Created], list[str], Created]:
+        store = make_store(store_url)
+        await store.open()
+        runs = [slot(f"s{i}", "2026-01-01T00:01:00.000Z") for i in range(300)]
+        twice = slot("s0", "2026-01-01T00:01:00.000Z")
+        created = await store.create_runs([(r, 0.0) for r in [*runs, twice]], "2026-01-01T00:01:00.100Z")
+        again = await store.create_run(slot("s1", "2026-01-01T00:01:00.000Z"), 0.0, "2026-01-01T00:01:01.000Z")
+        stored = [r.id for r in await store.list_runs(limit=1000)]
+        await store.close()
+        return created, stored, again
+
+    created, stored, again = asyncio.run(scenario())
+    assert [c.duplicate for c in created] == [False] * 300 + [True]
+    assert created[-1].run_id == created[0].run_id
+    assert sorted(stored) == sorted(c.run_id for c in created[:300])
+    assert again.duplicate and again.run_id == created[1].run_id
+
+
 def test_prune_removes_old_finished_runs_but_keeps_dead_letters_and_unfinished(store_url: str) -> None:
     async def scenario() -> set[str]:
         store = make_store(store_url)

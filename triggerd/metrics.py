@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -83,7 +83,7 @@ class Metrics:
 METRICS = Metrics()
 
 
-@lru_cache(maxsize=4096)
+@cache  # the metric keeps every child anyway: a bound only made 10,000 triggers miss every time
 def labelled(metric: Any, *values: str) -> Any:
     """A metric's child for these label values, looked up once (labels() validates and locks every time)."""
     return metric.labels(*values)

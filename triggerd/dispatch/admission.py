@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from triggerd.clock import Clock, isoformat
@@ -59,12 +60,24 @@ class Admission:
         """Call between reserve() and release() of the same firing; `key` is its concurrency group
         (SPEC 12), whose runs alone its overlap counts (read afresh: groups are many and small);
         `debounce` its debounce group, if the trigger has a debounce."""
-        limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
         if trigger.debounce is not None:
             return await self._debounced(trigger, debounce or "")
         if key is not None:
             load = await self.store.key_load(trigger.id, key)
             return _judge(trigger, load, load.running + load.pending + self.reserved_keys[(trigger.id, key)] - 1)
+        return self._known_decision(trigger) or self._decision(trigger, await self._read(trigger.id))
+
+    async def decide_many(self, triggers: Sequence[Trigger]) -> list[Decision]:
+        """decide() of many firings (each reserved, none with a concurrency key or a debounce): the
+        loads none of them knows are read at once."""
+        decided = [self._known_decision(trigger) for trigger in triggers]
+        unknown = list(dict.fromkeys(t.id for t, d in zip(triggers, decided, strict=True) if d is None))
+        loads = await self._read_now(unknown) if unknown else {}
+        return [d or self._decision(t, loads[t.id]) for t, d in zip(triggers, decided, strict=True)]
+
+    def _known_decision(self, trigger: Trigger) -> Decision | None:
+        """The decision a recent read allows without another, if it does."""
+        limit = trigger.max_concurrent + (trigger.max_queued if trigger.overlap is Overlap.QUEUE else 0)
         known = self._known.get(trigger.id)
         if (
             known is not None
@@ -73,7 +86,9 @@ class Admission:
             and self._estimate(trigger.id, known) < limit
         ):
             return Decision(RunStatus.PENDING, may_start=known.load.running < trigger.max_concurrent)
-        load = await self._read(trigger.id)
+        return None
+
+    def _decision(self, trigger: Trigger, load: TriggerLoad) -> Decision:
         return _judge(trigger, load, load.running + load.pending + self.reserved[trigger.id] - 1)
 
     async def _debounced(self, trigger: Trigger, group: str) -> Decision:
@@ -124,6 +139,19 @@ class Admission:
         self._epoch[trigger_id] += 1
         self._known.pop(trigger_id, None)
 
+    async def _read_now(self, trigger_ids: list[str]) -> dict[str, TriggerLoad]:
+        """The loads of a batch's triggers in one read of its own (no future per trigger to share)."""
+        asked = {t: (self.clock.monotonic(), self._stored[t], self._epoch[t]) for t in trigger_ids}
+        loads = await self.store.trigger_loads(trigger_ids)
+        self._learn(asked, loads)
+        return loads
+
+    def _learn(self, asked: dict[str, tuple[float, int, int]], loads: dict[str, TriggerLoad]) -> None:
+        """Keep loads read for reuse, unless a run of the trigger was claimed or ended meanwhile."""
+        for trigger_id, (at, stored, epoch) in asked.items():
+            if epoch == self._epoch[trigger_id]:
+                self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+
     async def _read(self, trigger_id: str) -> TriggerLoad:
         """The store's load of the trigger. Firings that come while a read is under way wait for
         the next one, which reads every trigger they asked for at once (a burst of schedule
@@ -147,9 +175,8 @@ class Admission:
                 for trigger_id in wanted:
                     self._settle(trigger_id).set_exception(exc)  # each sharer reports it
                 continue
-            for trigger_id, (at, stored, epoch) in wanted.items():
-                if epoch == self._epoch[trigger_id]:
-                    self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+            self._learn(wanted, loads)
+            for trigger_id in wanted:
                 self._settle(trigger_id).set_result(loads[trigger_id])
 
     def _settle(self, trigger_id: str) -> asyncio.Future[TriggerLoad]:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
@@ -30,8 +30,9 @@ from triggerd.agents import AgentPool
 from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
-from triggerd.dispatch.admission import Admission, Decision
-from triggerd.dispatch.flow import FlowControl, wait_for_debounce
+from triggerd.dispatch.admission import Admission
+from triggerd.dispatch.firings import create_all, decide_all, new_run, recorded
+from triggerd.dispatch.flow import FlowControl, Screened
 from triggerd.dispatch.instances import default_instance, loaded, register
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process, record_steps
@@ -46,7 +47,6 @@ from triggerd.runs import (
     RunOutcome,
     RunStatus,
     Source,
-    new_run_id,
 )
 from triggerd.store.abc import Store
 
@@ -238,72 +238,69 @@ class Dispatcher:
         With `skip`, the run is recorded `skipped` with that reason and never runs
         (a schedule slot missed during downtime, say).
         """
+        (outcome,) = await self.submit_many([(firing, skip)])
+        if isinstance(outcome, NotFound):
+            raise outcome
+        return outcome
+
+    async def submit_many(self, firings: Sequence[tuple[Firing, str | None]]) -> list[Submitted | NotFound]:
+        """submit() of many firings at once (a burst of schedule slots), all committed in one write
+        before this returns: each one's Submitted, or NotFound for a trigger or agent not defined
+        (any more). Their admissions share store reads, and one claim follows them all. Raises
+        StoreError (then none is stored) or Unavailable.
+        """
         if self.state is not DispatcherState.RUNNING:
             raise Unavailable("triggerd is shutting down")
-        trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
-        screened = await self.flow.screen(trigger, agent, firing, skip)
-        skip, keys = screened.skip, screened.keys
-        self.admission.reserve(trigger.id, keys.concurrency)
-        stored_pending = False
+        outcomes: list[Submitted | NotFound | None] = []
+        admitted: list[tuple[int, Firing, Trigger, AnyAgent, Screened]] = []
+        for firing, skip in firings:
+            try:
+                trigger, agent = self._definitions(firing.trigger_id, firing.agent_id)
+            except NotFound as exc:
+                outcomes.append(exc)
+                continue
+            screened = await self.flow.screen(trigger, agent, firing, skip)
+            self.admission.reserve(trigger.id, screened.keys.concurrency)
+            admitted.append((len(outcomes), firing, trigger, agent, screened))
+            outcomes.append(None)  # its outcome, once stored
+        stored = [False] * len(admitted)
+        wake = False
         try:
-            decision = (
-                Decision(RunStatus.SKIPPED, skip)
-                if skip
-                else await self.admission.decide(trigger, keys.concurrency, keys.debounce)
-            )
-            status = decision.status
+            decisions = await decide_all(self.admission, [(a[2], a[4]) for a in admitted])
             moment = self.clock.now()
-            now = isoformat(moment)
-            waiting, due = wait_for_debounce(trigger, status, moment)
-            run = Run(
-                id=new_run_id(),
-                trigger_id=trigger.id,
-                agent_id=agent.id,
-                status=status,
-                input=dict(firing.input),
-                source=firing.source,
-                created_at=now,
-                reason=waiting or decision.reason,
-                error=screened.over.message if screened.over is not None else None,
-                nominal_time=firing.nominal_time,
-                idempotency_key=firing.idempotency_key,
-                replay_of=firing.replay_of,
-                chain_depth=firing.chain_depth,
-                finished_at=now if status.is_final else None,
-                next_attempt_at=due,
-                keys=keys,
+            runs = [
+                new_run(firing, trigger, agent, screened, decision, moment)
+                for (_, firing, trigger, agent, screened), decision in zip(admitted, decisions, strict=True)
+            ]
+            created = await create_all(
+                self.store,
+                [(run, a[1].dedupe_seconds) for run, a in zip(runs, admitted, strict=True)],
+                isoformat(moment),
             )
-            created = await self.store.create_run(run, firing.dedupe_seconds, now)
-            stored_pending = status is RunStatus.PENDING and not created.duplicate
+            for n, (run, decision, made) in enumerate(zip(runs, decisions, created, strict=True)):
+                at, firing, trigger, _, screened = admitted[n]
+                stored[n] = run.status is RunStatus.PENDING and not made.duplicate
+                if made.duplicate:
+                    outcomes[at] = Submitted(made.run_id, run.trigger_id, None, duplicate=True)
+                    continue
+                recorded(run, firing.source)
+                self.flow.recorded(run, made.superseded, screened.over, self.listener)
+                outcomes[at] = Submitted(run.id, run.trigger_id, run.status)
+                if run.next_attempt_at is not None and trigger.debounce is not None:
+                    self._wake_at(self.clock.monotonic() + trigger.debounce.period)  # the burst's run falls due then
+                if run.status is RunStatus.PENDING:
+                    if decision.victim is not None:
+                        with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
+                            await self._request_cancel(decision.victim, CancelReason.REPLACED)
+                    # It may start now. (Else a run of the trigger ending, here or on another daemon,
+                    # wakes the daemon it ends on: a claim now would find the trigger full.)
+                    wake |= decision.victim is None and decision.may_start
         finally:
-            self.admission.release(trigger.id, stored_pending, keys.concurrency)
-        if created.duplicate:
-            return Submitted(created.run_id, trigger.id, None, duplicate=True)
-        log.info(
-            "run created (%s)",
-            status,
-            extra={
-                "run_id": run.id,
-                "trigger_id": trigger.id,
-                "agent_id": agent.id,
-                "source": str(firing.source),
-            },
-        )
-        labelled(METRICS.firings, trigger.id, str(firing.source)).inc()
-        if status is RunStatus.SKIPPED:
-            METRICS.runs.labels(trigger.id, str(status)).inc()
-        self.flow.recorded(run, created.superseded, screened.over, self.listener)
-        if waiting is not None and trigger.debounce is not None:
-            self._wake_at(self.clock.monotonic() + trigger.debounce.period)  # the burst's run falls due then
-        if status is RunStatus.PENDING:
-            if decision.victim is not None:
-                with contextlib.suppress(StoreError):  # the new run is stored: it starts when the old one ends
-                    await self._request_cancel(decision.victim, CancelReason.REPLACED)
-            elif decision.may_start:
-                # It may start now. (Else a run of the trigger ending, here or on another daemon,
-                # wakes the daemon it ends on: a claim now would find the trigger full.)
-                self.wake()
-        return Submitted(run.id, trigger.id, status)
+            for (_, _, trigger, _, screened), pending in zip(admitted, stored, strict=True):
+                self.admission.release(trigger.id, pending, screened.keys.concurrency)
+        if wake:
+            self.wake()
+        return [outcome for outcome in outcomes if outcome is not None]
 
     # --- cancel and replay ------------------------------------------------------
 
@@ -587,10 +584,10 @@ class Dispatcher:
             return
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
         if then is not RunStatus.PENDING:
-            METRICS.runs.labels(job.trigger.id, str(then)).inc()
+            labelled(METRICS.runs, job.trigger.id, str(then)).inc()
             if job.started_at is not None:
                 elapsed = (now - parse_instant(job.started_at)).total_seconds()
-                METRICS.run_duration.labels(job.trigger.id).observe(max(elapsed, 0.0))
+                labelled(METRICS.run_duration, job.trigger.id).observe(max(elapsed, 0.0))
         if then in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.TIMED_OUT) and self.listener is not None:
             self.listener(
                 RunOutcome(

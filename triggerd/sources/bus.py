@@ -135,12 +135,14 @@ class EventBus:
         """Match, count and fire; returns once every run and window change is committed."""
         METRICS.events.labels(origin).inc(len(events))
         result = Published()
-        async with self._lock:
-            plans: list[_Plan] = []
+        plans: list[_Plan] = []
+        async with self._lock:  # not during a delivery's or a reload's turn (they hold it across their writes)
             for event in events:
                 result.event_ids.append(event.id)
                 self._plan(event, result, plans)
-            await self._carry_out(plans, result)
+        # Its counts are under way, in order (tasks start in the order they were made, and a later
+        # request's after them): the next request may plan while they commit, not after.
+        await self._carry_out(plans, result)
         return result
 
     async def publish_batch(self, events: list[Event], origin: str) -> list[Published | None]:

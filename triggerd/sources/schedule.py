@@ -21,7 +21,7 @@ from typing import Any
 from triggerd.clock import Clock, isoformat, parse_instant
 from triggerd.config.models import Trigger, TriggerType
 from triggerd.dispatch.dispatcher import Dispatcher
-from triggerd.errors import MissingInput, StoreError, Unavailable
+from triggerd.errors import MissingInput, NotFound, StoreError, Unavailable
 from triggerd.mapping import build_input
 from triggerd.metrics import METRICS
 from triggerd.runs import Firing, SkipReason, Source
@@ -87,6 +87,7 @@ class Scheduler:
         self._last: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()  # slots handed to the store, not yet committed
 
     async def start(self) -> None:
         """Catch up on what was missed while stopped, plan every schedule, start the loop."""
@@ -103,6 +104,11 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A slot whose commit is cut short here is either committed (the next start reads it from
+        # the store's slots) or not (it is due again then): its claim makes it once either way.
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     def reconfigure(self) -> None:
         """Re-plan after the dispatcher took a new configuration: an unchanged schedule keeps its
@@ -169,35 +175,92 @@ class Scheduler:
                 plan = heapq.heappop(self._heap)
                 if not plan.cancelled:
                     due.append(plan)
-            retry = False
-            # Slots due together are fired together: their commits share the store's group commits.
-            for chunk in (due[i : i + BURST_CHUNK] for i in range(0, len(due), BURST_CHUNK)):
-                outcomes = await asyncio.gather(*(self._fire_due(plan, now) for plan in chunk), return_exceptions=True)
-                for plan, outcome in zip(chunk, outcomes, strict=True):
-                    if isinstance(outcome, StoreError | Unavailable):
-                        log.error(
-                            "schedule slot not recorded, retrying: %s", outcome, extra={"trigger_id": plan.trigger.id}
-                        )
-                        heapq.heappush(self._heap, plan)
-                        retry = True
-                    elif isinstance(outcome, BaseException):
-                        raise outcome
-            wait = RETRY_SECONDS if retry else MAX_SLEEP_SECONDS
-            if self._heap and not retry:
+            if due:
+                # In the background: slots falling due while these commit are fired meanwhile,
+                # not after (a commit can take a while on a busy disk).
+                task = asyncio.create_task(self._fire_soon(due, now), name="schedule-fire")
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            wait = MAX_SLEEP_SECONDS
+            if self._heap:
                 wait = min(wait, max((self._heap[0].fire_at - self.clock.now()).total_seconds(), 0.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.001))
 
-    async def _fire_due(self, plan: Planned, now: datetime) -> None:
-        trigger, cron = plan.trigger, plan.cron
-        later = [s for s in slots_between(cron, plan.nominal, now) if fire_time(trigger, cron, s) <= now]
-        if not later and (now - plan.fire_at).total_seconds() <= ON_TIME_SECONDS:
+    async def _fire_soon(self, due: list[Planned], now: datetime) -> None:
+        """Fire the due slots; those the store did not take go back to the heap a second later."""
+        try:
+            failed = await self._fire_due(due, now)
+        except Exception:  # a bug must not stop every schedule: log it, and retry the slots
+            log.exception("schedule slots not fired, retrying")
+            failed = due
+        if failed:
+            await asyncio.sleep(RETRY_SECONDS)
+            for plan in failed:
+                heapq.heappush(self._heap, plan)
+            self.wake()
+
+    async def _fire_due(self, due: list[Planned], now: datetime) -> list[Planned]:
+        """Fire the slots due together; returns the plans whose slot the store did not take (to retry).
+
+        Slots on time go to the dispatcher in batches (their admissions share reads, their runs
+        share the store's group commits), all batches at once, so that the store commits one while
+        the next is built; a slot to catch up (late, or with later slots due too) goes alone.
+        """
+        on_time: list[Planned] = []
+        late: list[Planned] = []
+        for plan in due:
+            later = slots_between(plan.cron, plan.nominal, now)
+            late_by = (now - plan.fire_at).total_seconds()
+            if late_by > ON_TIME_SECONDS or any(fire_time(plan.trigger, plan.cron, s) <= now for s in later):
+                late.append(plan)
+            else:
+                on_time.append(plan)
+        chunks = [on_time[i : i + BURST_CHUNK] for i in range(0, len(on_time), BURST_CHUNK)]
+        outcomes = await asyncio.gather(
+            *(self._fire_batch(chunk, now) for chunk in chunks),
+            *(self._fire_late(plan, now) for plan in late),
+            return_exceptions=True,
+        )
+        failed: list[Planned] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            failed += outcome
+        return failed
+
+    async def _fire_batch(self, plans: list[Planned], now: datetime) -> list[Planned]:
+        firings = [self._firing(plan.trigger, plan.nominal, now, None) for plan in plans]
+        try:
+            outcomes = await self.dispatcher.submit_many(firings)
+        except (StoreError, Unavailable) as exc:
+            log.error("%d schedule slots not recorded, retrying: %s", len(plans), exc)
+            return plans
+        for plan, outcome in zip(plans, outcomes, strict=True):
+            if isinstance(outcome, NotFound):  # removed by a reload the scheduler has yet to take
+                log.warning("schedule slot not fired: %s", outcome, extra={"trigger_id": plan.trigger.id})
+                continue
             METRICS.schedule_lag.observe(max((now - plan.fire_at).total_seconds(), 0.0))
-            await self._fire(trigger, plan.nominal, now)
-        else:
-            await self._catch_up(trigger, [plan.nominal, *later], now)
-        self._plan(trigger, cron, self._last[trigger.id])
+            self._slot_taken(plan.trigger.id, plan.nominal)
+            self._plan_next(plan)
+        return []
+
+    async def _fire_late(self, plan: Planned, now: datetime) -> list[Planned]:
+        later = [s for s in slots_between(plan.cron, plan.nominal, now) if fire_time(plan.trigger, plan.cron, s) <= now]
+        try:
+            await self._catch_up(plan.trigger, [plan.nominal, *later], now)
+        except (StoreError, Unavailable) as exc:
+            log.error("schedule slot not recorded, retrying: %s", exc, extra={"trigger_id": plan.trigger.id})
+            return [plan]
+        self._plan_next(plan)
+        return []
+
+    def _plan_next(self, plan: Planned) -> None:
+        """After a slot was taken: the trigger's next slot, unless a reload replaced or removed the
+        trigger while the slot was committed (reconfigure planned it afresh, or not at all)."""
+        if not plan.cancelled:
+            self._plan(plan.trigger, plan.cron, self._last[plan.trigger.id])
 
     async def _catch_up(self, trigger: Trigger, overdue: list[datetime], now: datetime) -> None:
         assert trigger.schedule is not None
@@ -221,6 +284,13 @@ class Scheduler:
         await self._record(trigger, nominal, now, skip=None)
 
     async def _record(self, trigger: Trigger, nominal: datetime, now: datetime, skip: str | None) -> None:
+        await self.dispatcher.submit(*self._firing(trigger, nominal, now, skip))
+        self._slot_taken(trigger.id, nominal)
+
+    def _firing(
+        self, trigger: Trigger, nominal: datetime, now: datetime, skip: str | None
+    ) -> tuple[Firing, str | None]:
+        """A slot's firing, and why it is recorded skipped if it is."""
         context = {
             "scheduled_at": isoformat(nominal),
             "fired_at": isoformat(now),
@@ -234,5 +304,7 @@ class Scheduler:
         firing = Firing(
             trigger.id, trigger.agent.id, run_input, Source.SCHEDULE, nominal_time=isoformat(nominal), context=context
         )
-        await self.dispatcher.submit(firing, skip=skip)
-        self._last[trigger.id] = max(nominal, self._last.get(trigger.id, nominal))
+        return firing, skip
+
+    def _slot_taken(self, trigger_id: str, nominal: datetime) -> None:
+        self._last[trigger_id] = max(nominal, self._last.get(trigger_id, nominal))

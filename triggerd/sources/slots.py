@@ -129,7 +129,14 @@ def _walk(cron: Cron, after: datetime) -> Iterator[tuple[datetime, list[datetime
         yield wall, _instants(wall, cron.zone, cron.hour_anchored)
 
 
-def _collect(cron: Cron, after: datetime, until: datetime | None, count: int | None) -> list[datetime]:
+@lru_cache(maxsize=4096)
+def _collect(cron: Cron, after: datetime, until: datetime | None, count: int | None) -> tuple[datetime, ...]:
+    """The slots in (after, limit], the first `count` of them if given.
+
+    Cached: the answer depends on nothing else, and schedules sharing an expression (a burst
+    of thousands of `* * * * *` triggers, or many hourly ones) ask the same question at the
+    same instants, so one walk of croniter serves all of them.
+    """
     limit = after + _LONGEST_SEARCH
     if cron.end is not None:
         limit = min(limit, cron.end)
@@ -147,7 +154,7 @@ def _collect(cron: Cron, after: datetime, until: datetime | None, count: int | N
             if wall > _wall(kth, cron.zone) + _margin(cron.zone, kth):
                 break
     ordered = sorted(found)
-    return ordered[:count] if count is not None else ordered
+    return tuple(ordered[:count] if count is not None else ordered)
 
 
 def _in_range(cron: Cron, instant: datetime) -> bool:
@@ -156,12 +163,12 @@ def _in_range(cron: Cron, instant: datetime) -> bool:
 
 def next_slots(cron: Cron, after: datetime, count: int) -> list[datetime]:
     """The first `count` slot instants strictly after `after` (fewer if the schedule ends)."""
-    return _collect(cron, after, None, count)
+    return list(_collect(cron, after, None, count))
 
 
 def slots_between(cron: Cron, after: datetime, until: datetime) -> list[datetime]:
     """Every slot instant in (after, until]."""
-    return _collect(cron, after, until, None) if until > after else []
+    return list(_collect(cron, after, until, None)) if until > after else []
 
 
 def jitter(trigger_id: str, nominal: datetime, jitter_seconds: int, gap_seconds: float) -> float:

@@ -214,6 +214,14 @@ class Store(Protocol):
         """
         ...
 
+    async def create_runs(self, runs: Sequence[tuple[Run, float]], now: str) -> list[Created]:
+        """create_run of many runs (run, dedupe_seconds) in one write: each one's Created, in order.
+
+        All or none are committed (a failure raises StoreError for all). A key or slot named
+        twice in the list makes one run, which the later entries name.
+        """
+        ...
+
     async def last_slots(self) -> dict[str, str]:
         """The latest claimed nominal time of each trigger's schedule."""
         ...

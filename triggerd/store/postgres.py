@@ -248,6 +248,10 @@ class PostgresStore(SourceTables, PostgresClaims, PostgresFlow):
         created: Created = await self._write(NewRun(run, dedupe_seconds, now or run.created_at))
         return created
 
+    async def create_runs(self, runs: Sequence[tuple[Run, float]], now: str) -> list[Created]:
+        new = [NewRun(run, dedupe_seconds, now) for run, dedupe_seconds in runs]
+        return await self._write(lambda c: _insert_runs(c, new)) if new else []
+
     async def last_slots(self) -> dict[str, str]:
         async def last(conn: Conn) -> dict[str, str]:
             cur = await conn.execute("SELECT trigger_id, max(nominal) FROM schedule_slots GROUP BY trigger_id")
