@@ -66,7 +66,7 @@ def test_admin_on_its_own_listener_is_not_served_with_webhooks(tmp_path: Path) -
 
 def _run_refused(settings: Path) -> subprocess.CompletedProcess[str]:
     """`triggerd run` on settings it should refuse: it must exit by itself."""
-    return run_cli(settings.parent, "run", "--config", str(settings), env=ENV)
+    return run_cli(None, "run", "--config", str(settings), env=ENV)
 
 
 def test_a_non_loopback_listener_without_tokens_refuses_to_start(tmp_path: Path) -> None:
