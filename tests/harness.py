@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,18 +146,26 @@ class Daemon:
 
 
 def write_config(
-    root: Path, definitions: str, settings: str = "", port: int | None = None, server: str = "", store: str = ""
+    root: Path,
+    definitions: str,
+    settings: str = "",
+    port: int | None = None,
+    server: str = "",
+    store: str = "",
+    store_settings: str = "",
+    level: str = "debug",
 ) -> int:
     """A settings file with a free port (and `server` lines under server:), and one definitions file.
 
     `store` is the store URL (the `store_url` fixture gives one per store); default a SQLite file in root/state.
+    `store_settings` are more lines under store:, `level` the log level.
     """
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     (root / "defs").mkdir(exist_ok=True)
     (root / "triggerd.yaml").write_text(
-        f'server:\n  listen: "127.0.0.1:{port}"\n{server}store:\n  url: "{store or SQLITE_URL}"\n'
-        "definitions: [defs]\nlogging:\n  format: json\n  level: debug\n" + textwrap.dedent(settings)
+        f'server:\n  listen: "127.0.0.1:{port}"\n{server}store:\n  url: "{store or SQLITE_URL}"\n{store_settings}'
+        f"definitions: [defs]\nlogging:\n  format: json\n  level: {level}\n" + textwrap.dedent(settings)
     )
     (root / "defs" / "all.yaml").write_text(textwrap.dedent(definitions))
     return port
@@ -178,6 +187,76 @@ def running_daemon(
     finally:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.stop()
+
+
+def write_instance_config(
+    root: Path, name: str, definitions: str, store: str, lease: str = "", limits: str = "", level: str = "debug"
+) -> int:
+    """Settings for instance `name` of several daemons sharing `store` (SPEC 10), with no shutdown grace
+    (a test stops them at once); `lease` (e.g. "2s") when not the default, `limits` more lines under limits:."""
+    return write_config(
+        root,
+        definitions,
+        "limits:\n  shutdown_grace_seconds: 0\n" + limits,
+        store=store,
+        store_settings=f'  instance: "{name}"\n' + (f'  lease: "{lease}"\n' if lease else ""),
+        level=level,
+    )
+
+
+def start_instance(
+    tmp_path: Path, name: str, definitions: str, store: str, lease: str = "", limits: str = ""
+) -> Daemon:
+    """`triggerd run` as instance `name` of `store`, in tmp_path/name (see write_instance_config)."""
+    port = write_instance_config(tmp_path / name, name, definitions, store, lease, limits)
+    return Daemon(tmp_path / name, port, {"PATH": os.environ["PATH"]}).start()
+
+
+def stop_all(daemons: list[Daemon]) -> None:
+    for daemon in daemons:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop()
+
+
+@contextmanager
+def instances(tmp_path: Path, definitions: str, store: str, names: str = "ab") -> Iterator[list[Daemon]]:
+    """A daemon per letter of `names` (see start_instance), started in turn; all stopped on exit."""
+    daemons: list[Daemon] = []
+    try:
+        for name in names:
+            daemons.append(start_instance(tmp_path, name, definitions, store))
+        yield daemons
+    finally:
+        stop_all(daemons)
+
+
+def run_cli(
+    cwd: Path | None, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """`python -m triggerd *args` in `cwd`, its output as text; the environment is PATH and `env` (which may
+    set another PATH)."""
+    return subprocess.run(
+        [sys.executable, "-m", "triggerd", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+        env={"PATH": os.environ["PATH"], **(env or {})},
+    )
+
+
+@dataclass
+class FakeClock:
+    """A clock to inject (triggerd's Clock): `current` is now, set by the test; monotonic time is real."""
+
+    current: datetime
+
+    def now(self) -> datetime:
+        return self.current
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 def pid_alive(pid: int) -> bool:

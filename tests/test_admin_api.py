@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import free_port, http, running_daemon, write_config
+from tests.harness import free_port, http, run_cli, running_daemon, write_config
 from triggerd.config.loader import LoadMode, load
 
 DEFS = """\
@@ -66,14 +66,7 @@ def test_admin_on_its_own_listener_is_not_served_with_webhooks(tmp_path: Path) -
 
 def _run_refused(settings: Path) -> subprocess.CompletedProcess[str]:
     """`triggerd run` on settings it should refuse: it must exit by itself."""
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", "run", "--config", str(settings)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": os.environ["PATH"], **ENV},
-        check=False,
-    )
+    return run_cli(None, "run", "--config", str(settings), env=ENV)
 
 
 def test_a_non_loopback_listener_without_tokens_refuses_to_start(tmp_path: Path) -> None:
@@ -203,15 +196,7 @@ def test_cli_commands_talk_to_the_running_daemon(tmp_path: Path) -> None:
         daemon.token = ENV["ADMIN_TOKEN"]
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "triggerd", *args, "--config", "triggerd.yaml"],
-                capture_output=True,
-                text=True,
-                cwd=tmp_path,
-                timeout=30,
-                check=False,
-                env={"PATH": os.environ["PATH"], **ENV},
-            )
+            return run_cli(tmp_path, *args, "--config", "triggerd.yaml", env=ENV)
 
         fired = cli("fire", "hook", "--input", '{"b": 3}')
         assert fired.returncode == 0, fired.stderr
@@ -235,14 +220,6 @@ def test_cli_commands_talk_to_the_running_daemon(tmp_path: Path) -> None:
 
 def test_cli_reports_an_unreachable_daemon(tmp_path: Path) -> None:
     port = write_config(tmp_path, DEFS)
-    proc = subprocess.run(
-        [sys.executable, "-m", "triggerd", "runs", "--config", "triggerd.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env={"PATH": os.environ["PATH"]},
-    )
+    proc = run_cli(tmp_path, "runs", "--config", "triggerd.yaml")
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"triggerd runs: cannot reach triggerd at http://127.0.0.1:{port}")

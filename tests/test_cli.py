@@ -12,21 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AGENT, REPO, Write
+from tests.harness import run_cli
 from triggerd.cli import _parser
 
 
 def triggerd(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        check=False,
-        timeout=60,
-    )
+    """The CLI as a user runs it, with a plain PATH."""
+    return run_cli(cwd, *args, env={"PATH": "/usr/bin:/bin", **(env or {})}, timeout=60)
 
 
 BROKEN = """\

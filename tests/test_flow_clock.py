@@ -5,7 +5,6 @@ sharing one store, driven over HTTP on loopback. On both stores."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,21 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.harness import free_port, http
+from tests.harness import FakeClock, http, write_instance_config
+from tests.test_flow_control import QUICK, hook
 from triggerd.daemon import Daemon, DaemonState
 
 FINAL = {"completed", "failed", "skipped", "cancelled", "timed_out"}
-
-
-@dataclass
-class FakeClock:
-    current: datetime
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def utc(text: str) -> datetime:
@@ -50,16 +39,8 @@ async def daemons(tmp_path: Path, definitions: str, store: str, clock: FakeClock
     started: list[tuple[Daemon, asyncio.Task[int]]] = []
     try:
         for name in ("a", "b"):
-            root = tmp_path / name
-            (root / "defs").mkdir(parents=True)
-            (root / "defs" / "all.yaml").write_text(definitions)
-            port = free_port()
-            (root / "triggerd.yaml").write_text(
-                f'server:\n  listen: "127.0.0.1:{port}"\nstore:\n  url: "{store}"\n  instance: "{name}"\n'
-                "definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\n"
-                "logging:\n  format: json\n  level: warning\n"
-            )
-            daemon = Daemon(root / "triggerd.yaml", clock)
+            port = write_instance_config(tmp_path / name, name, definitions, store, level="warning")
+            daemon = Daemon(tmp_path / name / "triggerd.yaml", clock)
             started.append((daemon, asyncio.create_task(daemon.serve())))
             await until(lambda d=daemon: d.state is DaemonState.RUNNING, what=f"daemon {name} to start")
             running.append(Running(daemon, f"http://127.0.0.1:{port}"))
@@ -91,10 +72,8 @@ async def runs_of(daemon: Running, trigger_id: str) -> list[dict[str, Any]]:
 
 
 def test_a_throttle_of_5_a_minute_starts_5_and_the_rest_as_the_window_moves(tmp_path: Path, store_url: str) -> None:
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: capped\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
-        "  max_concurrent: 20\n  throttle: {limit: 5, per: 1m}\n"
+    definitions = QUICK + hook(
+        "capped", "{id: quick, input_mapping: {n: $.body.n}}", "  max_concurrent: 20\n  throttle: {limit: 5, per: 1m}\n"
     )
     clock = FakeClock(utc("2026-03-02T10:00:00Z"))
 
@@ -132,8 +111,7 @@ async def _equals(value: Awaitable[Any], expected: Any) -> bool:
 
 def test_a_paused_schedule_records_its_slot_skipped_and_resume_restores_it(tmp_path: Path, store_url: str) -> None:
     definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: tick\n  type: schedule\n  schedule: {cron: '* * * * *', catchup_window: 0}\n"
+        QUICK + "trigger:\n  id: tick\n  type: schedule\n  schedule: {cron: '* * * * *', catchup_window: 0}\n"
         "  agent: {id: quick}\n"
     )
     clock = FakeClock(utc("2026-03-02T10:00:30Z"))

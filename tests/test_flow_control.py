@@ -6,11 +6,9 @@ in tests/test_flow_clock.py."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,22 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from tests.fake_anthropic import FakeMessagesAPI, Reply
-from tests.harness import Daemon, free_port, http, wait_for
-from tests.test_scale_out import PY, instant, stop_all
+from tests.harness import Daemon, http, instances, run_cli, wait_for
+from tests.test_scale_out import PY, instant
+
+QUICK = "agent: {id: quick, type: command, command: ['true']}\n---\n"
 
 
-def start_daemon(tmp_path: Path, name: str, definitions: str, store: str) -> Daemon:
-    """As tests/test_scale_out.py's, with the default lease: the anthropic client's first import can
-    take seconds on a loaded machine, longer than that module's short lease."""
-    root = tmp_path / name
-    (root / "defs").mkdir(parents=True)
-    (root / "defs" / "all.yaml").write_text(definitions)
-    port = free_port()
-    (root / "triggerd.yaml").write_text(
-        f'server:\n  listen: "127.0.0.1:{port}"\nstore:\n  url: "{store}"\n  instance: "{name}"\n'
-        "definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\nlogging:\n  format: json\n  level: debug\n"
-    )
-    return Daemon(root, port, {"PATH": os.environ["PATH"]}).start()
+def hook(trigger_id: str, agent: str, flow: str) -> str:
+    """A webhook trigger running `agent` (its YAML mapping), with the flow-control lines `flow`."""
+    return f"trigger:\n  id: {trigger_id}\n  type: webhook\n  webhook: {{}}\n  agent: {agent}\n{flow}"
+
+
+def post(daemon: Daemon, trigger_id: str, body: Any, status: str = "pending") -> dict[str, Any]:
+    """POST `body` to the trigger's webhook: accepted (202), its run in `status`."""
+    code, answer = daemon.request("POST", f"/webhooks/{trigger_id}", body)
+    assert code == 202 and answer["status"] == status, answer
+    return dict(answer)
 
 
 def runs_of(daemon: Daemon, trigger_id: str) -> list[dict[str, Any]]:
@@ -71,43 +69,29 @@ SLEEPER = f"agent: {{id: slow, type: command, command: [{json.dumps(PY)}, -c, 'i
 
 
 def test_two_prs_run_at_once_while_two_pushes_to_one_pr_run_one_after_the_other(tmp_path: Path, store_url: str) -> None:
-    definitions = SLEEPER + (
-        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: slow, input_mapping: {pr: $.body.pr}}\n"
-        "  concurrency_key: $.body.pr\n  max_concurrent: 1\n"
+    definitions = SLEEPER + hook(
+        "pr", "{id: slow, input_mapping: {pr: $.body.pr}}", "  concurrency_key: $.body.pr\n  max_concurrent: 1\n"
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    daemons = [a]
-    try:
-        b = start_daemon(tmp_path, "b", definitions, store_url)
-        daemons.append(b)
+    with instances(tmp_path, definitions, store_url) as (a, b):
         for daemon, pr in ((a, 1), (b, 2), (b, 1)):
-            status, answer = daemon.request("POST", "/webhooks/pr", {"pr": pr})
-            assert status == 202 and answer["status"] == "pending", answer
+            post(daemon, "pr", {"pr": pr})
         first, other, second = settled(a, "pr", 3)
         assert [r["input"]["pr"] for r in (first, other, second)] == [1, 2, 1]
         assert all(r["status"] == "completed" for r in (first, other, second))
         assert overlap(first, other), "two PRs should run at once"
         assert not overlap(first, second), "two pushes to one PR must run one after the other"
-    finally:
-        stop_all(daemons)
+
+
+BURST = QUICK + hook(
+    "burst", "{id: quick, input_mapping: {n: $.body.n}}", "  debounce: {period: 2s, key: $.body.repo}\n"
+)
 
 
 def test_a_burst_of_ten_gives_one_run_with_the_last_input_after_the_period(tmp_path: Path, store_url: str) -> None:
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
-        "  debounce: {period: 2s, key: $.body.repo}\n"
-    )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    daemons = [a]
-    try:
-        b = start_daemon(tmp_path, "b", definitions, store_url)
-        daemons.append(b)
+    with instances(tmp_path, BURST, store_url) as (a, b):
         ids = []
         for n in range(10):
-            status, answer = (a, b)[n % 2].request("POST", "/webhooks/burst", {"n": n, "repo": "r"})
-            assert status == 202 and answer["status"] == "pending", answer
-            ids.append(answer["run_id"])
+            ids.append(post((a, b)[n % 2], "burst", {"n": n, "repo": "r"})["run_id"])
         last = a.run(ids[-1])
         assert (last["status"], last["reason"]) == ("pending", "debounced")  # stored, waiting out the period
         runs = settled(a, "burst", 10)
@@ -117,8 +101,6 @@ def test_a_burst_of_ten_gives_one_run_with_the_last_input_after_the_period(tmp_p
         superseded = [r for r in runs if r["id"] != ids[-1]]
         assert all((r["status"], r["reason"]) == ("skipped", "debounced") for r in superseded), superseded
         assert skips(a, "burst", "debounced") + skips(b, "burst", "debounced") == 9
-    finally:
-        stop_all(daemons)
 
 
 def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budget_exceeded(
@@ -132,17 +114,13 @@ def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budg
         definitions = (
             f"agent:\n  id: claude\n  type: anthropic\n  model: claude-test-1\n  api_key: test-key\n"
             f"  base_url: {api.base_url}\n  budget: {{tokens_per_day: 1500}}\n---\n"
-            "agent: {id: quick, type: command, command: ['true']}\n---\n"
-            "trigger:\n  id: spend\n  type: webhook\n  webhook: {}\n  agent: {id: claude, input: {q: hi}}\n"
+            + QUICK
+            + "trigger:\n  id: spend\n  type: webhook\n  webhook: {}\n  agent: {id: claude, input: {q: hi}}\n"
             "  budget: {tokens_per_day: 1000}\n---\n"
             "trigger: {id: other, type: webhook, webhook: {}, agent: {id: claude, input: {q: hi}}}\n---\n"
             "trigger: {id: watch, type: event, event: {pattern: error.agent.budget_exceeded}, agent: {id: quick}}\n"
         )
-        a = start_daemon(tmp_path, "a", definitions, store_url)
-        daemons = [a]
-        try:
-            b = start_daemon(tmp_path, "b", definitions, store_url)
-            daemons.append(b)
+        with instances(tmp_path, definitions, store_url) as (a, b):
             status, answer = a.request("POST", "/webhooks/spend", {})
             assert status == 202, answer
             first = a.wait_run(answer["run_id"])
@@ -170,22 +148,13 @@ def test_a_budget_reached_by_recorded_usage_skips_the_next_firing_and_emits_budg
                 third["reason"] == "budget" and "agent 'claude'" in third["error"] and "1600 of 1500" in third["error"]
             )
             assert skips(b, "spend", "budget") == 1 and skips(b, "other", "budget") == 1
-        finally:
-            stop_all(daemons)
 
 
 def test_a_paused_webhook_answers_503_on_every_daemon_until_resumed_and_the_pause_survives_a_restart(
     tmp_path: Path, store_url: str
 ) -> None:
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
-    )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    daemons = [a]
-    try:
-        b = start_daemon(tmp_path, "b", definitions, store_url)
-        daemons.append(b)
+    definitions = QUICK + "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n"
+    with instances(tmp_path, definitions, store_url) as (a, b):
         status, answer = a.request("POST", "/v1/triggers/hook/pause")
         assert status == 200 and answer["paused"] is True and answer["paused_at"], answer
         assert a.request("GET", "/v1/triggers/hook")[1]["paused"] is True
@@ -206,13 +175,11 @@ def test_a_paused_webhook_answers_503_on_every_daemon_until_resumed_and_the_paus
         assert status == 200 and answer["paused"] is False, answer
         wait_for(lambda: a.request("POST", "/webhooks/hook", {})[0] == 202, timeout=5, what="a to learn of the resume")
         assert b.request("POST", "/webhooks/hook", {})[0] == 202
-    finally:
-        stop_all(daemons)
 
 
-def urllib_post(url: str) -> tuple[int, str]:
-    """POST an empty JSON body: the status and the Retry-After header ("0" when absent)."""
-    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+def urllib_post(url: str, data: bytes = b"{}") -> tuple[int, str]:
+    """POST a JSON body: the status and the Retry-After header ("0" when absent)."""
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers.get("Retry-After", "0")
@@ -222,24 +189,14 @@ def urllib_post(url: str) -> tuple[int, str]:
 
 def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path: Path, store_url: str) -> None:
     definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n---\n"
+        QUICK + "trigger: {id: hook, type: webhook, webhook: {}, agent: {id: quick}}\n---\n"
         "trigger: {id: ev, type: event, event: {pattern: 'x.*'}, agent: {id: quick}}\n"
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "triggerd", *args, "--url", a.url],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=30,
-            check=False,
-            env={"PATH": os.environ["PATH"]},
-        )
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_cli(tmp_path, *args, "--url", a.url)
 
-    try:
         paused = cli("pause", "hook")
         assert paused.returncode == 0 and paused.stdout.startswith("hook paused since "), paused
         assert cli("pause", "ev").returncode == 0
@@ -255,68 +212,48 @@ def test_the_cli_pauses_and_resumes_a_trigger_and_the_listing_shows_it(tmp_path:
         missing = cli("pause", "nope")
         assert (missing.returncode, missing.stderr) == (1, "triggerd pause: 404: no trigger 'nope'\n")
         assert a.request("POST", "/webhooks/hook", {})[0] == 202
-    finally:
-        stop_all([a])
+
+
+def trial(daemon: Daemon, trigger_id: str, sample: Path) -> str:
+    """`triggerd test` of the trigger with the sample payload, beside the daemon's settings: its output."""
+    done = run_cli(daemon.root, "test", trigger_id, "--payload", str(sample), "--config", "triggerd.yaml")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_triggerd_test_shows_the_sample_firings_groups_and_what_the_running_daemon_would_do_now(
     tmp_path: Path, store_url: str
 ) -> None:
     definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
-        "  concurrency_key: $.body.pr\n  throttle: {limit: 1, per: 1h, key: $.body.repo}\n"
-        "  budget: {runs_per_hour: 1}\n---\n"
-        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
-        "  debounce: {period: 1h}\n"
+        QUICK
+        + hook(
+            "pr",
+            "{id: quick}",
+            "  concurrency_key: $.body.pr\n  throttle: {limit: 1, per: 1h, key: $.body.repo}\n"
+            "  budget: {runs_per_hour: 1}\n---\n",
+        )
+        + hook("burst", "{id: quick}", "  debounce: {period: 1h}\n")
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
     sample = tmp_path / "sample.json"
     sample.write_text('{"pr": 7, "repo": "acme/api"}')
-
-    def trial(trigger_id: str) -> str:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "triggerd",
-                "test",
-                trigger_id,
-                "--payload",
-                str(sample),
-                "--config",
-                "triggerd.yaml",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=a.root,
-            timeout=30,
-            check=False,
-            env={"PATH": os.environ["PATH"]},
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    try:
-        shown = trial("pr")
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
+        shown = trial(a, "pr", sample)
         assert "concurrency key 7   ($.body.pr; max_concurrent 1, overlap queue per value)" in shown, shown
         assert 'throttle key    "acme/api"' in shown
         assert "throttled     no: 0 of 1 started in the window" in shown
         assert "concurrency   0 running, 0 pending in its group: it may start" in shown
         a.wait_run(a.request("POST", "/webhooks/pr", {"pr": 7, "repo": "acme/api"})[1]["run_id"])
-        shown = trial("pr")
+        shown = trial(a, "pr", sample)
         assert "throttled     yes: 1 of 1 started in the window; waits until " in shown, shown
         assert "trigger spend 0 tokens in the last day, 1 runs in the last hour: over budget" in shown
         assert a.request("POST", "/webhooks/burst", {})[0] == 202
-        shown = trial("burst")
+        shown = trial(a, "burst", sample)
         assert "debounce key    (all)   (the whole trigger; period 3600s)" in shown, shown
         assert "debounced     yes: supersedes the burst's pending run" in shown
         a.request("POST", "/v1/triggers/burst/pause")
-        assert "paused        since " in trial("burst")
+        assert "paused        since " in trial(a, "burst", sample)
         a.stop()
-        assert "(its counts are not shown)" in trial("burst")
-    finally:
-        stop_all([a])
+        assert "(its counts are not shown)" in trial(a, "burst", sample)
 
 
 def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_column(tmp_path: Path) -> None:
@@ -326,13 +263,7 @@ def test_validate_reports_each_bad_flow_control_value_at_its_file_line_and_colum
         "trigger:\n  id: t\n  type: webhook\n  webhook: {}\n  agent: {id: a}\n"
         '  concurrency_key: "body.pr"\n  debounce: {period: 0}\n  throttle: {limit: 0, per: "soon"}\n  budget: {}\n'
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "triggerd", "validate", str(bad), "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = run_cli(tmp_path, "validate", str(bad), "--format", "json")
     assert done.returncode == 1, done.stderr
     found = {(p["line"], p["column"], p["pointer"]) for p in json.loads(done.stdout)["problems"]}
     assert {
@@ -353,37 +284,20 @@ def test_a_huge_key_value_from_a_senders_body_is_grouped_by_its_digest_not_store
     # make `triggerd test`'s query to the daemon too long. Groups must still be told apart.
     definitions = (
         f"agent: {{id: slow, type: command, command: [{json.dumps(PY)}, -c, 'import time; time.sleep(30)']}}\n---\n"
-        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: slow}\n"
-        "  concurrency_key: $.body.pr\n  max_concurrent: 1\n  overlap: skip\n"
+        + hook("pr", "{id: slow}", "  concurrency_key: $.body.pr\n  max_concurrent: 1\n  overlap: skip\n")
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
     huge, other = ({"blob": secrets.token_hex(150_000)} for _ in range(2))
-    try:
-        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
-        assert status == 202 and answer["status"] == "pending", answer
-        first = a.wait_run(answer["run_id"], {"running"})
-        status, answer = a.request("POST", "/webhooks/pr", {"pr": huge})
-        assert status == 202 and answer["status"] == "skipped", answer  # the same group: overlap
-        status, answer = a.request("POST", "/webhooks/pr", {"pr": other})
-        assert status == 202 and answer["status"] == "pending", answer  # another group
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
+        first = a.wait_run(post(a, "pr", {"pr": huge})["run_id"], {"running"})
+        post(a, "pr", {"pr": huge}, "skipped")  # the same group: overlap
+        post(a, "pr", {"pr": other})  # another group
         sample = tmp_path / "sample.json"
         sample.write_text(json.dumps({"pr": huge}))
-        done = subprocess.run(
-            [sys.executable, "-m", "triggerd", "test", "pr", "--payload", str(sample), "--config", "triggerd.yaml"],
-            capture_output=True,
-            text=True,
-            cwd=a.root,
-            timeout=30,
-            check=False,
-            env={"PATH": os.environ["PATH"]},
-        )
-        assert done.returncode == 0, done.stderr
-        shown = next(line for line in done.stdout.splitlines() if line.startswith("concurrency key"))
-        assert shown.startswith("concurrency key sha256:") and len(shown) < 200, shown[:200]
-        assert "concurrency   1 running, 0 pending in its group: it would wait" in done.stdout, done.stdout
+        shown = trial(a, "pr", sample)
+        key = next(line for line in shown.splitlines() if line.startswith("concurrency key"))
+        assert key.startswith("concurrency key sha256:") and len(key) < 200, key[:200]
+        assert "concurrency   1 running, 0 pending in its group: it would wait" in shown, shown
         assert a.run(first["id"])["status"] == "running"
-    finally:
-        stop_all([a])
 
 
 def test_a_debounced_trigger_still_records_firings_of_new_groups_past_max_queued_as_queue_full(
@@ -391,45 +305,31 @@ def test_a_debounced_trigger_still_records_firings_of_new_groups_past_max_queued
 ) -> None:
     # A debounce key from a sender's body makes a group per value: without max_queued, a sender
     # varying it would queue a pending run per value, without bound.
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick}\n"
-        "  max_concurrent: 1\n  max_queued: 2\n  debounce: {period: 1h, key: $.body.k}\n"
+    definitions = QUICK + hook(
+        "burst", "{id: quick}", "  max_concurrent: 1\n  max_queued: 2\n  debounce: {period: 1h, key: $.body.k}\n"
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    try:
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
         answers = [a.request("POST", "/webhooks/burst", {"k": k}) for k in (1, 2, 3, 4, 1)]
         assert all(status == 202 for status, _ in answers), answers
         assert [answer["status"] for _, answer in answers] == ["pending", "pending", "pending", "skipped", "pending"]
         assert a.run(answers[3][1]["run_id"])["reason"] == "queue_full"
         assert a.run(answers[0][1]["run_id"])["reason"] == "debounced"  # superseded by the last, in its group
         assert skips(a, "burst", "queue_full") == 1
-    finally:
-        stop_all([a])
 
 
 def test_a_burst_interrupted_by_sigkill_still_gives_one_run_with_the_last_input_after_the_period(
     tmp_path: Path, store_url: str
 ) -> None:
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
-        "  debounce: {period: 3s}\n"
-    )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    try:
-        status, first = a.request("POST", "/webhooks/burst", {"n": 0})
-        assert status == 202 and first["status"] == "pending", first
+    definitions = QUICK + hook("burst", "{id: quick, input_mapping: {n: $.body.n}}", "  debounce: {period: 3s}\n")
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
+        first = post(a, "burst", {"n": 0})
         a.stop(signal.SIGKILL)  # between two firings of the burst, before its period ends
         a.start()
-        status, last = a.request("POST", "/webhooks/burst", {"n": 1})
-        assert status == 202 and last["status"] == "pending", last
+        last = post(a, "burst", {"n": 1})
         early, late = settled(a, "burst", 2)
         assert (early["id"], early["status"], early["reason"]) == (first["run_id"], "skipped", "debounced")
         assert (late["id"], late["status"], late["input"]) == (last["run_id"], "completed", {"n": 1})
         assert (instant(late["started_at"]) - instant(late["created_at"])).total_seconds() >= 3.0
-    finally:
-        stop_all([a])
 
 
 def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_internal_error(
@@ -438,41 +338,22 @@ def test_a_key_value_nested_too_deep_to_encode_is_grouped_as_missing_not_an_inte
     # A body nested nearly as deep as the parsers take (orjson: 1,024; json: the recursion limit)
     # parses, but encoding its key value, further down the stack, may pass the limit: the depths
     # around both limits, each, and past them (400).
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: pr\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
-        "  concurrency_key: $.body.pr\n  max_concurrent: 100\n  max_queued: 1000\n"
+    definitions = QUICK + hook(
+        "pr",
+        "{id: quick, input_mapping: {n: $.body.n}}",
+        "  concurrency_key: $.body.pr\n  max_concurrent: 100\n  max_queued: 1000\n",
     )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    try:
+    with instances(tmp_path, definitions, store_url, "a") as (a,):
         answers = {}
         for depth in [*range(900, 1001), *range(1015, 1031), 1100, 2000]:
             body = ('{"n": 1, "pr": ' + "[" * depth + "]" * depth + "}").encode()
-            request = urllib.request.Request(
-                a.url + "/webhooks/pr", data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    answers[depth] = response.status
-            except urllib.error.HTTPError as exc:
-                answers[depth] = exc.code
+            answers[depth] = urllib_post(a.url + "/webhooks/pr", body)[0]
         assert set(answers.values()) == {202, 400}, {d: s for d, s in answers.items() if s not in (202, 400)}
         assert not [line for line in a.log_lines() if line["message"].startswith("internal error")]
-    finally:
-        stop_all([a])
 
 
 def test_a_burst_of_concurrent_webhooks_on_two_daemons_leaves_one_run(tmp_path: Path, store_url: str) -> None:
-    definitions = (
-        "agent: {id: quick, type: command, command: ['true']}\n---\n"
-        "trigger:\n  id: burst\n  type: webhook\n  webhook: {}\n  agent: {id: quick, input_mapping: {n: $.body.n}}\n"
-        "  debounce: {period: 2s, key: $.body.repo}\n"
-    )
-    a = start_daemon(tmp_path, "a", definitions, store_url)
-    daemons = [a]
-    try:
-        b = start_daemon(tmp_path, "b", definitions, store_url)
-        daemons.append(b)
+    with instances(tmp_path, BURST, store_url) as (a, b):
         with ThreadPoolExecutor(max_workers=16) as pool:
             answers = list(
                 pool.map(lambda n: (a, b)[n % 2].request("POST", "/webhooks/burst", {"n": n, "repo": "r"}), range(32))
@@ -481,5 +362,3 @@ def test_a_burst_of_concurrent_webhooks_on_two_daemons_leaves_one_run(tmp_path: 
         runs = settled(a, "burst", 32)
         assert [r["status"] for r in runs].count("completed") == 1, [(r["status"], r["reason"]) for r in runs]
         assert all((r["status"], r["reason"]) == ("skipped", "debounced") for r in runs if r["status"] != "completed")
-    finally:
-        stop_all(daemons)

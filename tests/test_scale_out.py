@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Write, found
-from tests.harness import Daemon, free_port, http, pid_alive, wait_for
+from tests.harness import Daemon, http, pid_alive, start_instance, stop_all, wait_for
 from triggerd.config.loader import LoadMode, load
 
 PY = sys.executable
@@ -26,22 +26,8 @@ LEASE = 2.0
 
 
 def start_daemon(tmp_path: Path, name: str, definitions: str, store: str, limits: str = "") -> Daemon:
-    root = tmp_path / name
-    (root / "defs").mkdir(parents=True)
-    (root / "defs" / "all.yaml").write_text(definitions)
-    port = free_port()
-    (root / "triggerd.yaml").write_text(
-        f'server:\n  listen: "127.0.0.1:{port}"\n'
-        f'store:\n  url: "{store}"\n  instance: "{name}"\n  lease: "{LEASE:g}s"\n'
-        f"definitions: [defs]\nlimits:\n  shutdown_grace_seconds: 0\n{limits}logging:\n  format: json\n  level: debug\n"
-    )
-    return Daemon(root, port, {"PATH": os.environ["PATH"]}).start()
-
-
-def stop_all(daemons: list[Daemon]) -> None:
-    for daemon in daemons:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.stop()
+    """An instance with the short lease of this module (and of tests/test_scale_out_postgres.py)."""
+    return start_instance(tmp_path, name, definitions, store, f"{LEASE:g}s", limits)
 
 
 def instant(text: str) -> datetime:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 from croniter import croniter
 
+from tests.harness import FakeClock
 from triggerd.config.loader import load
 from triggerd.config.models import StoreSettings
 from triggerd.dispatch.dispatcher import Dispatcher
@@ -25,17 +24,6 @@ from triggerd.store.abc import Store
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@dataclass
-class FakeClock:
-    current: datetime
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def test_catch_up_fires_the_latest_within_the_window_once() -> None:

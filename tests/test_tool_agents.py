@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.fake_anthropic import FakeMessagesAPI, Reply
-from tests.harness import Daemon, pid_alive, running_daemon, wait_for, write_config
+from tests.harness import Daemon, pid_alive, run_cli, running_daemon, wait_for, write_config
 from tests.test_orphans import stored_process
 from tests.test_store import make_store, new_run
 from triggerd.runs import RunStatus
@@ -113,6 +114,18 @@ def steps_without_times(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in step.items() if k not in ("started_at", "finished_at")} for step in run["steps"]]
 
 
+def alert_run(
+    tmp_path: Path, replies: list[Reply], edit: Callable[[str], str] = str, max_turns: int = 8
+) -> tuple[dict[str, Any], FakeMessagesAPI, Daemon]:
+    """Fire `alerts` once, the model answering `replies`, the definitions changed by `edit`: the
+    final run, the fake API (its requests kept) and the daemon (stopped; its log kept)."""
+    with FakeMessagesAPI(replies) as api:
+        text = edit(definitions(tmp_path, api.base_url, max_turns))
+        with running_daemon(tmp_path, text, env=ENV) as daemon:
+            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    return run, api, daemon
+
+
 def test_a_two_tool_conversation_completes_with_the_final_text_and_two_steps(tmp_path: Path, store_url: str) -> None:
     replies = [
         Reply(text="Looking.", tool_uses=[("lookup", {"service": "web"})]),
@@ -194,15 +207,7 @@ def test_usage_sums_every_turn(tmp_path: Path) -> None:
 
 
 def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "triggerd", *args, "--config", "triggerd.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=60,
-        check=False,
-        env={"PATH": os.environ["PATH"], **ENV},
-    )
+    return run_cli(root, *args, "--config", "triggerd.yaml", env=ENV, timeout=60)
 
 
 def test_triggerd_test_shows_the_tool_definitions_the_model_would_receive(tmp_path: Path) -> None:
@@ -222,11 +227,7 @@ def test_triggerd_test_shows_the_tool_definitions_the_model_would_receive(tmp_pa
 
 def test_a_tool_input_that_fails_its_schema_goes_back_as_an_error_and_runs_nothing(tmp_path: Path) -> None:
     replies = [Reply(tool_uses=[("restart", {"service": 42})]), Reply(text="I could not restart it.")]
-    with (
-        FakeMessagesAPI(replies) as api,
-        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
-    ):
-        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(tmp_path, replies)
     assert (run["status"], run["output"]) == ("completed", "I could not restart it.")
     assert not (tmp_path / "restarted-42").exists()  # the command never started
     [result] = api.tool_results(1)
@@ -244,12 +245,8 @@ def test_a_failing_command_tool_is_an_error_result_and_the_model_decides(tmp_pat
         Reply(tool_uses=[("restart", {"service": "db"})]),  # the model's next turn: another way
         Reply(text="Restarted db instead."),
     ]
-    with (
-        FakeMessagesAPI(replies) as api,
-        running_daemon(tmp_path, definitions(tmp_path, api.base_url), env=ENV) as daemon,
-    ):
-        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
-        logged = [line["message"] for line in daemon.log_lines() if line["message"].startswith("tool call")]
+    run, api, daemon = alert_run(tmp_path, replies)
+    logged = [line["message"] for line in daemon.log_lines() if line["message"].startswith("tool call")]
     assert logged == [
         "tool call failing (turn 1) failed: tool 'failing' failed: exit status 3: disk full",
         "tool call restart (turn 2) completed",
@@ -266,11 +263,7 @@ def test_a_failing_command_tool_is_an_error_result_and_the_model_decides(tmp_pat
 
 def test_max_turns_ends_the_run_failed_with_reason_max_turns(tmp_path: Path) -> None:
     replies = [Reply(tool_uses=[("lookup", {"service": "a"})]) for _ in range(5)]
-    with (
-        FakeMessagesAPI(replies) as api,
-        running_daemon(tmp_path, definitions(tmp_path, api.base_url, max_turns=2), env=ENV) as daemon,
-    ):
-        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(tmp_path, replies, max_turns=2)
     assert (run["status"], run["reason"]) == ("failed", "max_turns")
     assert run["error"] == "max_turns (2) reached and the model still asked for a tool"
     assert len(api.requests) == 2
@@ -303,6 +296,13 @@ def test_cancel_during_a_tool_call_kills_the_tools_process_group(tmp_path: Path)
     assert run["usage"]["input_tokens"] == 12  # what the one model call spent, though the run was cancelled
 
 
+def retry_twice(text: str) -> str:
+    """The definitions with the trigger retrying a failed attempt once, after a second."""
+    return text.replace(
+        "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}\n"
+    )
+
+
 def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_steps(tmp_path: Path) -> None:
     replies = [
         Reply(tool_uses=[("lookup", {"service": "a"})]),
@@ -310,13 +310,7 @@ def test_a_retry_starts_the_conversation_afresh_and_keeps_the_first_attempts_ste
         Reply(tool_uses=[("lookup", {"service": "b"})]),
         Reply(text="fine"),
     ]
-    text = definitions(tmp_path, "http://127.0.0.1:9").replace(
-        "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}\n"
-    )
-    with FakeMessagesAPI(replies) as api:
-        text = text.replace("http://127.0.0.1:9", api.base_url)
-        with running_daemon(tmp_path, text, env=ENV) as daemon:
-            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(tmp_path, replies, retry_twice)
     assert (run["status"], run["output"]) == ("completed", "fine")
     assert [a["status"] for a in run["attempts"]] == ["failed", "completed"]
     assert api.bodies()[2]["messages"] == [{"role": "user", "content": "Triage: x"}]  # afresh from the prompt
@@ -444,14 +438,7 @@ def test_a_tool_input_nested_too_deeply_fails_the_run_with_a_precise_error(tmp_p
     # A prompt-injected model can nest its tool input without end; the SDK cannot even send such a
     # turn back (it stops serialising at a fixed depth), so the attempt ends, saying why, for good.
     replies = [Reply(tool_uses=[("lookup", {"service": "web", "extra": nested(300)})]), Reply(text="done")]
-    text = definitions(tmp_path, "http://127.0.0.1:9").replace(
-        "  timeout_seconds: 60\n", "  timeout_seconds: 60\n  retry: {max_attempts: 2, backoff: 1s, max_backoff: 1s}\n"
-    )
-    with (
-        FakeMessagesAPI(replies) as api,
-        running_daemon(tmp_path, text.replace("http://127.0.0.1:9", api.base_url), env=ENV) as daemon,
-    ):
-        run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(tmp_path, replies, retry_twice)
     assert (run["status"], run["steps"]) == ("failed", [])  # the tool never ran
     assert run["error"] == "the model's input for tool 'lookup' is nested deeper than 64 levels"
     assert len(run["attempts"]) == 1  # the same model and prompt would do it again: no retry
@@ -472,10 +459,7 @@ def test_a_tool_output_nested_too_deeply_goes_back_as_text(tmp_path: Path) -> No
     # broke the recording of the attempt and left the run 'running'; now it is kept as its text.
     (tmp_path / "deep.py").write_text(DEEP)
     replies = [Reply(tool_uses=[("failing", {})]), Reply(text="gave up")]
-    with FakeMessagesAPI(replies) as api:
-        text = definitions(tmp_path, api.base_url).replace("failing.py", "deep.py")
-        with running_daemon(tmp_path, text, env=ENV) as daemon:
-            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(tmp_path, replies, lambda text: text.replace("failing.py", "deep.py"))
     assert (run["status"], run["output"]) == ("completed", "gave up")
     [result] = api.tool_results(1)
     assert result.get("is_error") is not True
@@ -487,10 +471,9 @@ def test_a_tool_output_nested_too_deeply_goes_back_as_text(tmp_path: Path) -> No
 def test_a_model_input_that_would_become_an_option_runs_nothing(tmp_path: Path) -> None:
     # SPEC 5.1's option_args rule holds for a tool call: the model's input is a stranger's.
     replies = [Reply(tool_uses=[("restart", {"service": "--force"})]), Reply(text="refused")]
-    with FakeMessagesAPI(replies) as api:
-        text = definitions(tmp_path, api.base_url).replace('restart.py", "', 'restart.py", "{{ service }}", "')
-        with running_daemon(tmp_path, text, env=ENV) as daemon:
-            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(
+        tmp_path, replies, lambda text: text.replace('restart.py", "', 'restart.py", "{{ service }}", "')
+    )
     assert (run["status"], run["output"]) == ("completed", "refused")
     assert not list(tmp_path.glob("restarted-*"))  # the command never started
     [result] = api.tool_results(1)
@@ -504,12 +487,11 @@ def test_a_tool_name_the_agent_does_not_have_is_an_error_result(tmp_path: Path) 
     # `params.tools` may offer the model a tool no agent stands behind; calling it must not end the run.
     notes = {"name": "notes", "description": "Take a note", "input_schema": {"type": "object"}}
     replies = [Reply(tool_uses=[("notes", {"text": "hi"}), ("lookup", {"service": "a"})]), Reply(text="ok")]
-    with FakeMessagesAPI(replies) as api:
-        text = definitions(tmp_path, api.base_url).replace(
-            "  max_turns: 8\n", f"  max_turns: 8\n  params: {{tools: [{json.dumps(notes)}]}}\n"
-        )
-        with running_daemon(tmp_path, text, env=ENV) as daemon:
-            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
+    run, api, _ = alert_run(
+        tmp_path,
+        replies,
+        lambda text: text.replace("  max_turns: 8\n", f"  max_turns: 8\n  params: {{tools: [{json.dumps(notes)}]}}\n"),
+    )
     assert (run["status"], run["output"]) == ("completed", "ok")
     assert api.bodies()[0]["tools"][-1] == notes
     unknown, looked_up = api.tool_results(1)
@@ -523,11 +505,10 @@ def test_a_tool_name_the_agent_does_not_have_is_an_error_result(tmp_path: Path) 
 
 def test_a_nul_byte_in_a_rendered_argument_is_a_precise_error_result(tmp_path: Path) -> None:
     replies = [Reply(tool_uses=[("restart", {"service": "a\u0000b"})]), Reply(text="refused")]
-    with FakeMessagesAPI(replies) as api:
-        text = definitions(tmp_path, api.base_url).replace('restart.py", "', 'restart.py", "--", "{{ service }}", "')
-        with running_daemon(tmp_path, text, env=ENV) as daemon:
-            run = daemon.wait_run(daemon.fire("alerts", {"alert": "x"}))
-            raised = [line for line in daemon.log_lines() if line["message"] == "tool backend raised"]
+    run, api, daemon = alert_run(
+        tmp_path, replies, lambda text: text.replace('restart.py", "', 'restart.py", "--", "{{ service }}", "')
+    )
+    raised = [line for line in daemon.log_lines() if line["message"] == "tool backend raised"]
     assert (run["status"], run["output"]) == ("completed", "refused")
     [result] = api.tool_results(1)
     assert result["content"] == "tool 'restart' failed: argument 3 of the command contains a NUL character"

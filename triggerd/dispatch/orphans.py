@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from triggerd.agents.abc import AgentRequest
@@ -24,27 +25,29 @@ log = logging.getLogger("triggerd.dispatch")
 
 
 async def record_steps(store: Store, request: AgentRequest, steps: list[dict[str, Any]]) -> None:
-    """Store an attempt's tool calls so far (SPEC 5.1), masked, so that a crash does not lose them."""
-    try:
-        await store.record_steps(request.run_id, request.attempt, mask_value(copy.deepcopy(steps)))
-    except StoreError as exc:
-        # The attempt goes on; its end records every step again.
-        log.warning(
-            "cannot record the tool calls of attempt %d: %s",
-            request.attempt,
-            exc,
-            extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
-        )
+    """Store an attempt's tool calls so far (SPEC 5.1), masked, so that a crash does not lose them.
+
+    On a store error the attempt goes on; its end records every step again."""
+    stored = store.record_steps(request.run_id, request.attempt, mask_value(copy.deepcopy(steps)))
+    await _record(stored, "tool calls", request)
 
 
 async def record_process(store: Store, request: AgentRequest, group: ProcessGroup) -> None:
-    """Store a command attempt's process group, so that a start after a crash can end it."""
+    """Store a command attempt's process group, so that a start after a crash can end it.
+
+    On a store error the attempt itself can still succeed; only a crash during it would leave the
+    command running."""
+    await _record(store.record_process(request.run_id, request.attempt, group), "process group", request)
+
+
+async def _record(stored: Awaitable[None], what: str, request: AgentRequest) -> None:
+    """Await a record of the attempt; a store error is logged, not raised: the attempt goes on."""
     try:
-        await store.record_process(request.run_id, request.attempt, group)
+        await stored
     except StoreError as exc:
-        # The attempt itself can still succeed; only a crash during it would leave the command running.
         log.warning(
-            "cannot record the process group of attempt %d: %s",
+            "cannot record the %s of attempt %d: %s",
+            what,
             request.attempt,
             exc,
             extra={"run_id": request.run_id, "trigger_id": request.trigger_id, "agent_id": request.agent_id},
