@@ -20,7 +20,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from enum import Enum
 from functools import partial
@@ -31,9 +31,10 @@ from triggerd.agents.abc import AgentRequest
 from triggerd.clock import Clock, SystemClock, isoformat, parse_instant
 from triggerd.config.models import AnyAgent, Configuration, Trigger
 from triggerd.dispatch.admission import Admission
-from triggerd.dispatch.firings import create_all, decide_all, new_run, recorded
+from triggerd.dispatch.firings import Submitted, create_all, decide_all, new_run, recorded
 from triggerd.dispatch.flow import FlowControl, Screened
 from triggerd.dispatch.instances import default_instance, loaded, register
+from triggerd.dispatch.jobs import Job, Outcome
 from triggerd.dispatch.leases import LeaseKeeper
 from triggerd.dispatch.orphans import end_interrupted_processes, record_process, record_steps
 from triggerd.dispatch.retry import backoff_delay
@@ -60,49 +61,6 @@ class DispatcherState(Enum):
     STOPPED = "stopped"
     RUNNING = "running"
     DRAINING = "draining"
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """What became of a firing: its run id and status, or the run an idempotency key already named."""
-
-    run_id: str
-    trigger_id: str
-    status: RunStatus | None
-    duplicate: bool = False
-
-
-@dataclass(eq=False)
-class Job:
-    """A run this daemon claimed, with the definitions it runs under (fixed when it was claimed)."""
-
-    run_id: str
-    trigger: Trigger
-    agent: AnyAgent
-    input: Mapping[str, Any]
-    attempt: int  # the number of the attempt the claim started
-    failures: int = 0
-    started_at: str | None = None  # the run's first start, for the duration metric
-    task: asyncio.Task[None] | None = None
-    attempt_task: asyncio.Task[Any] | None = None
-    cancel_reason: str | None = None
-    lost: bool = False  # the lease was lost: another daemon records this attempt, not this one
-    chain_depth: int = 0
-    log_extra: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.log_extra = {"run_id": self.run_id, "trigger_id": self.trigger.id, "agent_id": self.agent.id}
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    status: RunStatus
-    output: Any = None
-    usage: Any = None
-    error: str | None = None
-    retryable: bool = False
-    reason: str | None = None
-    steps: Any = None
 
 
 class Dispatcher:
@@ -505,9 +463,9 @@ class Dispatcher:
             await asyncio.sleep(STORE_RETRY_SECONDS)
         log.warning("attempt %d stopped: its lease was lost", job.attempt, extra=job.log_extra)
 
-    async def _attempt(self, job: Job, number: int) -> _Outcome:
+    async def _attempt(self, job: Job, number: int) -> Outcome:
         if job.cancel_reason is not None:
-            return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason)
+            return Outcome(RunStatus.CANCELLED, error=job.cancel_reason)
         request = AgentRequest(job.run_id, job.trigger.id, job.agent.id, number, job.input)
         request.transcript.keep = partial(record_steps, self.store, request)
         outcome = await self._run_agent(job, request)
@@ -516,7 +474,7 @@ class Dispatcher:
         transcript = request.transcript
         return replace(outcome, usage=outcome.usage or transcript.usage, steps=transcript.steps or None)
 
-    async def _run_agent(self, job: Job, request: AgentRequest) -> _Outcome:
+    async def _run_agent(self, job: Job, request: AgentRequest) -> Outcome:
         backend = self.pool.backend(job.agent)
         timeout = job.trigger.timeout_seconds
         if job.agent.timeout_seconds is not None:
@@ -526,14 +484,14 @@ class Dispatcher:
         try:
             result = await asyncio.wait_for(job.attempt_task, timeout)
         except TimeoutError:
-            return _Outcome(RunStatus.TIMED_OUT, error=f"attempt timed out after {timeout:g}s", retryable=True)
+            return Outcome(RunStatus.TIMED_OUT, error=f"attempt timed out after {timeout:g}s", retryable=True)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # this task itself is being cancelled, not just the attempt
-            return _Outcome(RunStatus.CANCELLED, error=job.cancel_reason or str(CancelReason.REQUESTED))
+            return Outcome(RunStatus.CANCELLED, error=job.cancel_reason or str(CancelReason.REQUESTED))
         except AgentFailure as failure:
-            return _Outcome(
+            return Outcome(
                 RunStatus.FAILED,
                 output=failure.output,
                 error=failure.message,
@@ -542,12 +500,12 @@ class Dispatcher:
             )
         except Exception as exc:  # a backend bug must not take the dispatcher down
             log.exception("agent backend raised", extra=job.log_extra)
-            return _Outcome(RunStatus.FAILED, error=f"internal error: {exc.__class__.__name__}", retryable=True)
+            return Outcome(RunStatus.FAILED, error=f"internal error: {exc.__class__.__name__}", retryable=True)
         finally:
             job.attempt_task = None
-        return _Outcome(RunStatus.COMPLETED, output=result.output, usage=result.usage)
+        return Outcome(RunStatus.COMPLETED, output=result.output, usage=result.usage)
 
-    async def _record(self, job: Job, number: int, outcome: _Outcome) -> None:
+    async def _record(self, job: Job, number: int, outcome: Outcome) -> None:
         """Write the attempt's end and what the run becomes: done, retried later, cancelled or a dead letter.
 
         The output and error are masked before anything sees them (SPEC 2.3): what is stored, and

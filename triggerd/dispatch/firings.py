@@ -1,9 +1,11 @@
-"""A firing made a run: the run to store, and what is told of it once stored (log line, metrics)."""
+"""A firing made a run: the run to store, what is told of it once stored (log line, metrics), and
+what the firing's sender is answered (Submitted)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from triggerd.clock import isoformat
@@ -15,6 +17,16 @@ from triggerd.runs import Firing, Run, RunStatus, Source, new_run_id
 from triggerd.store.abc import Created, Store
 
 log = logging.getLogger("triggerd.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What became of a firing: its run id and status, or the run an idempotency key already named."""
+
+    run_id: str
+    trigger_id: str
+    status: RunStatus | None
+    duplicate: bool = False
 
 
 def new_run(

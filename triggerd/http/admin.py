@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from triggerd.config.models import Configuration, Trigger
-from triggerd.dispatch.dispatcher import Dispatcher, Submitted
+from triggerd.dispatch.dispatcher import Dispatcher
+from triggerd.dispatch.firings import Submitted
 from triggerd.errors import Conflict, NotFound, StoreError, Unavailable
 from triggerd.http.cloudevents import events_from_http
 from triggerd.http.openapi import openapi
