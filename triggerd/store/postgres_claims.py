@@ -29,6 +29,7 @@ import psycopg
 from triggerd.runs import ProcessGroup, Run, RunStatus
 from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, TriggerLoad
 from triggerd.store.flow import RUNNING_BY_KEY, Gate, starts_query
+from triggerd.store.rows import INSTANCE_COLUMNS, instance_from_row, instance_row
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
@@ -67,39 +68,22 @@ class PostgresClaims:
     """The claim part of PostgresStore (a mixin: it runs on the store's writer and read pool)."""
 
     async def register_instance(self: _Io, instance: Instance) -> None:
-        process = instance.process
-
         async def register(conn: Conn) -> None:
             await conn.execute(
-                "INSERT INTO instances (id, address, started_at, fingerprint, last_seen, pid, pid_start_ticks, "
-                "boot_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET "
                 "address = EXCLUDED.address, started_at = EXCLUDED.started_at, fingerprint = EXCLUDED.fingerprint, "
                 "last_seen = EXCLUDED.last_seen, pid = EXCLUDED.pid, pid_start_ticks = EXCLUDED.pid_start_ticks, "
                 "boot_id = EXCLUDED.boot_id",
-                (
-                    instance.id,
-                    instance.address,
-                    instance.started_at,
-                    instance.fingerprint,
-                    instance.started_at,
-                    process.pgid if process else None,
-                    process.start_ticks if process else None,
-                    process.boot_id if process else None,
-                ),
+                instance_row(instance),
             )
 
         await self._write(register)
 
     async def instances(self: _Io) -> list[Instance]:
         async def select(conn: Conn) -> list[Instance]:
-            cur = await conn.execute(
-                "SELECT id, address, started_at, fingerprint, last_seen, pid, pid_start_ticks, boot_id "
-                "FROM instances ORDER BY id"
-            )
-            return [
-                Instance(i, a, s, f, seen, ProcessGroup(pid, ticks, boot) if pid is not None else None)
-                for i, a, s, f, seen, pid, ticks, boot in await cur.fetchall()
-            ]
+            cur = await conn.execute(f"SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY id")
+            return [instance_from_row(row) for row in await cur.fetchall()]
 
         return await self._read(select)
 

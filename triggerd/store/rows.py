@@ -16,7 +16,7 @@ import orjson
 
 from triggerd.clock import isoformat, parse_instant
 from triggerd.runs import Attempt, FlowKeys, ProcessGroup, Run, RunStatus, Source
-from triggerd.store.abc import Created, RunSummary
+from triggerd.store.abc import Created, Instance, RunSummary
 
 RUN_COLUMNS = (
     "id, trigger_id, agent_id, status, reason, input, output, error, usage, source, nominal_time, "
@@ -24,6 +24,7 @@ RUN_COLUMNS = (
     "concurrency_key, throttle_key, debounce_key"
 )
 ATTEMPT_COLUMNS = "run_id, number, started_at, finished_at, status, error, pgid, pgid_start_ticks, boot_id, steps"
+INSTANCE_COLUMNS = "id, address, started_at, fingerprint, last_seen, pid, pid_start_ticks, boot_id"
 UNFINISHED = "status IN ('pending', 'running') OR (status = 'cancelled' AND reason = 'shutdown')"
 
 
@@ -289,3 +290,23 @@ def fold_skips(rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, int]]:
     for trigger_id, reason, count in rows:
         skips.setdefault(trigger_id, {})[reason] = int(count)
     return skips
+
+
+def instance_row(instance: Instance) -> tuple[Any, ...]:
+    """A daemon registering itself (Store.register_instance): INSTANCE_COLUMNS, last seen at its start."""
+    process = instance.process
+    return (
+        instance.id,
+        instance.address,
+        instance.started_at,
+        instance.fingerprint,
+        instance.started_at,
+        process.pgid if process else None,
+        process.start_ticks if process else None,
+        process.boot_id if process else None,
+    )
+
+
+def instance_from_row(row: Sequence[Any]) -> Instance:
+    i, a, s, f, seen, pid, ticks, boot = row
+    return Instance(i, a, s, f, seen, ProcessGroup(pid, ticks, boot) if pid is not None else None)

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from triggerd.runs import ProcessGroup, RunStatus
 from triggerd.store.abc import Claims, Instance, Interrupted, Loaded, Renewal, TriggerLoad
 from triggerd.store.flow import RUNNING_BY_KEY, Gate, starts_query
+from triggerd.store.rows import INSTANCE_COLUMNS, instance_from_row, instance_row
 
 T = TypeVar("T")
 _CHUNK = 400
@@ -35,36 +36,18 @@ class SqliteClaims:
     """The claim part of SqliteStore (a mixin: it runs on the store's writer and reader threads)."""
 
     async def register_instance(self: _Io, instance: Instance) -> None:
-        process = instance.process
-
         def register(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO instances (id, address, started_at, fingerprint, last_seen, pid, "
-                "pid_start_ticks, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    instance.id,
-                    instance.address,
-                    instance.started_at,
-                    instance.fingerprint,
-                    instance.started_at,
-                    process.pgid if process else None,
-                    process.start_ticks if process else None,
-                    process.boot_id if process else None,
-                ),
+                f"INSERT OR REPLACE INTO instances ({INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                instance_row(instance),
             )
 
         await self._write(register)
 
     async def instances(self: _Io) -> list[Instance]:
         def select(conn: sqlite3.Connection) -> list[Instance]:
-            rows = conn.execute(
-                "SELECT id, address, started_at, fingerprint, last_seen, pid, pid_start_ticks, boot_id "
-                "FROM instances ORDER BY id"
-            )
-            return [
-                Instance(i, a, s, f, seen, ProcessGroup(pid, ticks, boot) if pid is not None else None)
-                for i, a, s, f, seen, pid, ticks, boot in rows
-            ]
+            rows = conn.execute(f"SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY id")
+            return [instance_from_row(row) for row in rows]
 
         return await self._read(select)
 

@@ -15,49 +15,28 @@ nothing twice (the runs' idempotency key), at the price of the work of mapping i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from triggerd.config.models import SourceDefinition
-from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, display_url
+from triggerd.sources.brokers.abc import BrokerContext, Message
+from triggerd.sources.brokers.redis_client import RedisClient
 
 BLOCK_SECONDS = 1  # one BLMOVE waits this long; a stop cancels it anyway
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 15.0  # well above one blocking read, so a silent network partition ends in an error
 
 
 def create(source: SourceDefinition, context: BrokerContext) -> RedisList:
     return RedisList(source)
 
 
-class RedisList:
+class RedisList(RedisClient):
     def __init__(self, source: SourceDefinition) -> None:
-        self.url = source.url.reveal()
+        super().__init__(source.url.reveal())
         self.key = str(source.options["list"])
         self.processing = f"{self.key}:processing"
-        self.client: Redis | None = None
-
-    def _error(self, action: str, exc: BaseException) -> BrokerError:
-        return BrokerError(f"{action} on {display_url(self.url)} failed: {exc.__class__.__name__}: {exc}")
-
-    def _connected(self) -> Redis:
-        if self.client is None:
-            raise BrokerError("not connected")
-        return self.client
-
-    async def connect(self) -> None:
-        try:
-            self.client = Redis.from_url(
-                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True
-            )
-            await self.client.ping()
-        except (RedisError, OSError, ValueError) as exc:
-            raise self._error("connecting", exc) from None
 
     def _message(self, entry: bytes) -> Message:
         return Message(
@@ -92,9 +71,3 @@ class RedisList:
 
     async def lag(self) -> int | None:
         return int(await self._connected().llen(self.key))
-
-    async def close(self) -> None:
-        if self.client is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self.client.aclose()
-            self.client = None

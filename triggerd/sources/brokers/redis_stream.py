@@ -28,11 +28,10 @@ from redis.exceptions import RedisError, ResponseError
 
 from triggerd.clock import isoformat
 from triggerd.config.models import SourceDefinition
-from triggerd.sources.brokers.abc import BrokerContext, BrokerError, Message, display_url
+from triggerd.sources.brokers.abc import BrokerContext, Message
+from triggerd.sources.brokers.redis_client import RedisClient
 
 BLOCK_MS = 1000  # one XREADGROUP waits this long, so claims are looked for while idle too
-CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 15.0  # well above one blocking read, so a silent network partition ends in an error
 MAX_CLAIM_CHECK = 5.0  # look for idle entries of dead consumers at least this often
 
 
@@ -53,37 +52,22 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-class RedisStream:
+class RedisStream(RedisClient):
     def __init__(self, source: SourceDefinition, context: BrokerContext) -> None:
         self.source = source
-        self.url = source.url.reveal()
+        super().__init__(source.url.reveal())
         self.key = str(source.options["stream"])
         self.group = str(source.options["group"])
         self.start = str(source.options["start"])
         self.field = str(source.options["field"]).encode()
         self.claim_idle = float(source.options["claim_idle"])
         self.consumer = context.instance
-        self.client: Redis | None = None
         self.owed: list[str] = []  # entry ids committed and not yet acknowledged: sent with the next read
 
-    def _error(self, action: str, exc: BaseException) -> BrokerError:
-        return BrokerError(f"{action} on {display_url(self.url)} failed: {exc.__class__.__name__}: {exc}")
-
-    def _connected(self) -> Redis:
-        if self.client is None:
-            raise BrokerError("not connected")
-        return self.client
-
     async def connect(self) -> None:
+        await super().connect()
         try:
-            self.client = Redis.from_url(
-                self.url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=READ_TIMEOUT, socket_keepalive=True
-            )
-            await self.client.ping()
-        except (RedisError, OSError, ValueError) as exc:
-            raise self._error("connecting", exc) from None
-        try:
-            await self.client.xgroup_create(self.key, self.group, id=self.start, mkstream=True)
+            await self._connected().xgroup_create(self.key, self.group, id=self.start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):  # the group exists: another daemon, or an earlier start
                 raise self._error(f"creating group {self.group!r} of stream {self.key!r}", exc) from None
@@ -190,6 +174,4 @@ class RedisStream:
                 if self.owed:  # a stop between an acknowledgement and the next read
                     await self.client.xack(self.key, self.group, *self.owed)
                     self.owed.clear()
-            with contextlib.suppress(RedisError, OSError):
-                await self.client.aclose()
-            self.client = None
+        await super().close()
