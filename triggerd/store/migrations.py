@@ -5,6 +5,23 @@ Never edit a migration that has shipped: add a new one.
 
 from __future__ import annotations
 
+# Flow control's columns and indexes on runs (SPEC 12), in SQL both stores take alike
+# (pg_migrations.py uses them too): each run's concurrency, throttle and debounce group (the
+# key's value as JSON, NULL where the trigger has no such control), and the indexes the claim's
+# throttle window, a debounce's supersede and a budget's spend read by.
+FLOW_CONTROL_RUNS = [
+    "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
+    "ALTER TABLE runs ADD COLUMN throttle_key TEXT",
+    "ALTER TABLE runs ADD COLUMN debounce_key TEXT",
+    "CREATE INDEX runs_debounce ON runs (trigger_id, debounce_key) "
+    "WHERE status = 'pending' AND debounce_key IS NOT NULL",
+    "CREATE INDEX runs_concurrency ON runs (trigger_id, concurrency_key) "
+    "WHERE status IN ('pending', 'running') AND concurrency_key IS NOT NULL",
+    "CREATE INDEX runs_started ON runs (trigger_id, started_at) WHERE started_at IS NOT NULL",
+    "CREATE INDEX runs_trigger_created ON runs (trigger_id, created_at)",
+    "CREATE INDEX runs_agent_created ON runs (agent_id, created_at)",
+]
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE runs (
@@ -173,19 +190,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE attempts ADD COLUMN steps TEXT",
     ],
     [
-        # Flow control (SPEC 12): each run's concurrency, throttle and debounce group (the key's
-        # value as JSON, NULL where the trigger has no such control), the indexes the claim's
-        # throttle window, a debounce's supersede and a budget's spend read by, and paused triggers.
-        "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
-        "ALTER TABLE runs ADD COLUMN throttle_key TEXT",
-        "ALTER TABLE runs ADD COLUMN debounce_key TEXT",
-        "CREATE INDEX runs_debounce ON runs (trigger_id, debounce_key) "
-        "WHERE status = 'pending' AND debounce_key IS NOT NULL",
-        "CREATE INDEX runs_concurrency ON runs (trigger_id, concurrency_key) "
-        "WHERE status IN ('pending', 'running') AND concurrency_key IS NOT NULL",
-        "CREATE INDEX runs_started ON runs (trigger_id, started_at) WHERE started_at IS NOT NULL",
-        "CREATE INDEX runs_trigger_created ON runs (trigger_id, created_at)",
-        "CREATE INDEX runs_agent_created ON runs (agent_id, created_at)",
+        # Flow control (SPEC 12): the groups and indexes above, and paused triggers.
+        *FLOW_CONTROL_RUNS,
         """CREATE TABLE paused_triggers (
             trigger_id TEXT PRIMARY KEY,
             paused_at TEXT NOT NULL

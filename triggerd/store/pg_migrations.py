@@ -8,6 +8,8 @@ object's key order as the run wrote it.
 
 from __future__ import annotations
 
+from triggerd.store.migrations import FLOW_CONTROL_RUNS
+
 # pg_advisory_lock key under which daemons sharing a database migrate one at a time ("trgd").
 ADVISORY_LOCK = 0x74726764
 
@@ -201,16 +203,7 @@ MIGRATIONS: list[list[str]] = [
     ],
     [
         # Flow control (SPEC 12), as in store/migrations.py.
-        "ALTER TABLE runs ADD COLUMN concurrency_key TEXT",
-        "ALTER TABLE runs ADD COLUMN throttle_key TEXT",
-        "ALTER TABLE runs ADD COLUMN debounce_key TEXT",
-        "CREATE INDEX runs_debounce ON runs (trigger_id, debounce_key) "
-        "WHERE status = 'pending' AND debounce_key IS NOT NULL",
-        "CREATE INDEX runs_concurrency ON runs (trigger_id, concurrency_key) "
-        "WHERE status IN ('pending', 'running') AND concurrency_key IS NOT NULL",
-        "CREATE INDEX runs_started ON runs (trigger_id, started_at) WHERE started_at IS NOT NULL",
-        "CREATE INDEX runs_trigger_created ON runs (trigger_id, created_at)",
-        "CREATE INDEX runs_agent_created ON runs (agent_id, created_at)",
+        *FLOW_CONTROL_RUNS,
         """CREATE TABLE paused_triggers (
             trigger_id TEXT PRIMARY KEY,
             paused_at TEXT COLLATE "C" NOT NULL
