@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,11 +17,14 @@ from aiohttp import web
 
 from tests.harness import free_port, pid_alive
 from triggerd.agents.abc import AgentRequest
+from triggerd.agents.child import Child
 from triggerd.agents.command import CommandBackend
 from triggerd.agents.http import HttpBackend
+from triggerd.agents.process_group import identify
 from triggerd.config.models import AgentType, CommandAgent, HttpAgent, Origin, Secret
 from triggerd.errors import AgentFailure
 from triggerd.mapping import Template
+from triggerd.runs import ProcessGroup
 
 REQUEST = AgentRequest("run-1", "trig", "agent", 2, {"name": "Ada"})
 COMMON: dict[str, Any] = {
@@ -89,6 +95,48 @@ def test_stderr_tail_and_exit_status_are_reported() -> None:
     assert failure.value.message.startswith("exit status 4: aaa")
     assert failure.value.message.endswith("END")
     assert len(failure.value.message) < 4200
+
+
+def test_an_input_larger_than_the_pipe_reaches_the_command_whole() -> None:
+    """The input is written as the pipe drains (a pipe holds 64 KiB): the command reads all of it."""
+    big = AgentRequest("run-1", "trig", "agent", 1, {"text": "y" * 1_000_000})
+    script = "import hashlib, sys; data = sys.stdin.buffer.read(); print(len(data), hashlib.sha256(data).hexdigest())"
+    result = asyncio.run(CommandBackend(command(sys.executable, "-c", script)).run(big))
+    sent = json.dumps(dict(big.input)).encode()
+    assert result.output == f"{len(sent)} {hashlib.sha256(sent).hexdigest()}\n"
+
+
+def test_a_command_that_never_reads_a_large_input_still_ends_with_its_output() -> None:
+    """Its stdin closes unread (a broken pipe on our side): the run goes on to its exit and output."""
+    big = AgentRequest("run-1", "trig", "agent", 1, {"text": "y" * 1_000_000})
+    result = asyncio.run(CommandBackend(command(sys.executable, "-c", "print('[1, 2]')")).run(big))
+    assert result.output == [1, 2]
+
+
+def test_a_large_output_is_read_whole() -> None:
+    script = "import sys; sys.stdout.write('z' * 300000)"
+    result = asyncio.run(CommandBackend(command(sys.executable, "-c", script)).run(REQUEST))
+    assert result.output == "z" * 300000
+
+
+def test_the_identity_of_a_started_command_matches_what_proc_says() -> None:
+    """The start time taken from the clock around the spawn (issue 17) is the one /proc records,
+    so that a restart after a crash recognises the process group (SPEC 5.2)."""
+
+    async def identities() -> list[tuple[ProcessGroup | None, ProcessGroup | None]]:
+        pairs = []
+        for _ in range(50):
+            child = Child(["sleep", "5"], cwd=None, env={"PATH": os.environ["PATH"]})
+            pairs.append((child.identity(), identify(child.pid, parent=os.getpid())))
+            os.kill(child.pid, signal.SIGKILL)
+            child.close()
+            assert await asyncio.wait_for(child.wait(), 5) == -signal.SIGKILL
+            assert child.identity() is None  # reaped: nothing to record
+        return pairs
+
+    for ours, proc in asyncio.run(identities()):
+        assert ours is not None
+        assert ours == proc
 
 
 def test_the_command_environment_is_minimal_and_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -370,3 +370,21 @@ def test_an_agent_change_that_breaks_unchanged_triggers_is_rejected(tmp_path: Pa
         assert daemon.request("GET", "/v1/triggers/nightly")[0] == 200
     finally:
         daemon.stop()
+
+
+def test_only_the_settings_file_is_watched_in_its_folder(tmp_path: Path) -> None:
+    """The settings file's folder is watched by itself, not with what is below it: the store's
+    files often live there (the default configuration keeps them in .triggerd/), and each commit
+    woke the watcher (issue 17). A YAML file below it is not a definition and reloads nothing; the
+    settings file changing still does."""
+    with running_daemon(tmp_path, BASE) as daemon:
+        before = config(daemon)["reloads"]
+        (tmp_path / "state").mkdir(exist_ok=True)
+        for n in range(3):
+            (tmp_path / "state" / f"not-a-definition-{n}.yaml").write_text("trigger: {id: x}\n")
+            time.sleep(0.1)
+        settled = next_reload(daemon, lambda: (tmp_path / "defs" / "more.yaml").write_text(hook("more")))
+        assert config(daemon)["reloads"] == {**before, "applied": before["applied"] + 1}, "a file below reloaded"
+        assert settled["status"] == "reloaded", settled
+        settings = tmp_path / "triggerd.yaml"
+        assert next_reload(daemon, lambda: save(settings, settings.read_text() + "\n"))["status"] == "reloaded"

@@ -337,6 +337,55 @@ def test_one_batch_dedupes_keys_and_slots_within_itself_and_fails_only_the_bad_r
     assert stored == 4  # taken, the run with k, the slot, the run with "other"; nothing of the failed one
 
 
+def test_sqlite_a_write_failing_in_a_batch_is_undone_alone(tmp_path: Path) -> None:
+    """A SQLite batch runs without savepoints first (issue 17); when one of its writes fails, the
+    batch runs again with a savepoint each: the failing write leaves nothing, the others commit."""
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO notes (n) VALUES (7)")
+        raise ValueError("a write that fails after writing")
+
+    def good(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO notes (n) VALUES (8)")
+
+    async def scenario() -> tuple[list[Any], list[Any], int, int]:
+        store = SqliteStore(tmp_path / "state.db")
+        await store.open()
+        await store._write(lambda c: c.execute("CREATE TABLE notes (n INTEGER)"))
+        before = store.commits
+        entered, gate = threading.Event(), threading.Event()
+
+        def hold(_: Any) -> None:  # on the writer thread, while the batch queues up
+            entered.set()
+            gate.wait(10)
+
+        held = asyncio.ensure_future(store._write(hold))
+        assert await asyncio.to_thread(entered.wait, 10)
+        run = new_run()
+        queued = [
+            asyncio.ensure_future(store._write(half_then_fail)),
+            asyncio.ensure_future(store.create_run(run)),
+            asyncio.ensure_future(store._write(good)),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await held
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        commits = store.commits - before - 1  # the held write's own commit
+        stored = await store._read(lambda c: c.execute("SELECT n FROM notes").fetchall())
+        runs = len(await store.list_runs(limit=10))
+        await store.close()
+        return outcomes, stored, commits, runs
+
+    outcomes, stored, commits, runs = asyncio.run(scenario())
+    assert isinstance(outcomes[0], StoreError)
+    assert str(outcomes[0]) == "store write failed: a write that fails after writing"
+    assert isinstance(outcomes[1], Created)
+    assert outcomes[2] is None
+    assert stored == [(8,)]  # nothing of the failed write
+    assert (commits, runs) == (1, 1)
+
+
 def test_listing_paging_dead_letters_unfinished_runs_and_stats(store_url: str) -> None:
     runs = [new_run(trigger="t" if i % 2 else "u", created=f"2026-01-01T00:00:0{i}.000Z") for i in range(6)]
     runs = [replace(run, id=f"01{i}{run.id[3:]}") for i, run in enumerate(runs)]  # ids in creation order

@@ -19,7 +19,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from triggerd.agents.process_group import watch_children
 from triggerd.clock import Clock, SystemClock, isoformat
 from triggerd.config.applied import Applied, ReloadRecord
 from triggerd.config.loader import LoadMode, LoadResult, load
@@ -102,7 +101,6 @@ class Daemon:
         settings = configuration.settings
         raise_open_file_limit()  # SPEC 7.1; the HTTP server sizes its connection cap from it
         loop = asyncio.get_running_loop()
-        watch_children(loop)
         async with AsyncExitStack() as stack:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self._interrupt)

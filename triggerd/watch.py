@@ -18,19 +18,28 @@ log = logging.getLogger("triggerd.watch")
 DEBOUNCE_MS = 150  # a new file is live well within a second of being written
 
 
-def watched_folders(settings: Settings) -> list[Path]:
-    """The folders to watch: every definitions folder (or a glob's fixed part), and the settings file's."""
-    folders: set[Path] = set()
+def watched_folders(settings: Settings) -> tuple[list[Path], list[Path]]:
+    """The folders to watch: every definitions folder (or a glob's fixed part) with what is below
+    it, and the settings file's folder by itself, unless a definitions folder holds it already.
+
+    Only the settings file matters in its folder, where the store's files often live too (the
+    default configuration keeps them in .triggerd/ beside it): watched with what is below it,
+    every commit woke the watcher (issue 17).
+    """
+    below: set[Path] = set()
     for entry in settings.definitions:
         target = settings.base_dir / entry
         if glob.has_magic(entry):
             fixed = Path(str(target).split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
-            folders.add(fixed if fixed.is_dir() else fixed.parent)
+            below.add(fixed if fixed.is_dir() else fixed.parent)
         else:
-            folders.add(target if target.is_dir() else target.parent)
+            below.add(target if target.is_dir() else target.parent)
+    alone: set[Path] = set()
     if settings.path is not None:
-        folders.add(settings.path.parent)
-    return sorted(f for f in folders if f.is_dir())
+        folder = settings.path.parent
+        if not any(folder == f or folder.is_relative_to(f) for f in below):
+            alone.add(folder)
+    return sorted(f for f in below if f.is_dir()), sorted(f for f in alone if f.is_dir())
 
 
 class _Definitions(DefaultFilter):
@@ -41,9 +50,16 @@ class _Definitions(DefaultFilter):
 
 async def watch(settings: Settings, on_change: Callable[[str], Awaitable[object]], stop: asyncio.Event) -> None:
     """Call on_change(reason) after each burst of changes, until `stop` is set."""
-    folders = watched_folders(settings)
-    if not folders:
-        return
-    async for changes in awatch(*folders, watch_filter=_Definitions(), debounce=DEBOUNCE_MS, stop_event=stop):
-        names = sorted({Path(path).name for _, path in changes})
-        await on_change(f"files changed: {', '.join(names)}")
+    below, alone = watched_folders(settings)
+
+    async def follow(folders: list[Path], recursive: bool) -> None:
+        if not folders:
+            return
+        changed = awatch(
+            *folders, watch_filter=_Definitions(), debounce=DEBOUNCE_MS, stop_event=stop, recursive=recursive
+        )
+        async for changes in changed:
+            names = sorted({Path(path).name for _, path in changes})
+            await on_change(f"files changed: {', '.join(names)}")
+
+    await asyncio.gather(follow(below, recursive=True), follow(alone, recursive=False))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from collections.abc import Awaitable, Callable
 
 from triggerd.agents.abc import AgentRequest, AgentResult, parse_output
-from triggerd.agents.process_group import KILL_GRACE_SECONDS, end_group, identify
+from triggerd.agents.child import Child
+from triggerd.agents.process_group import KILL_GRACE_SECONDS, end_group
 from triggerd.config.models import CommandAgent
 from triggerd.errors import AgentFailure, TemplateError
 from triggerd.runs import ProcessGroup
@@ -69,78 +69,28 @@ class CommandBackend:
     async def run(self, request: AgentRequest) -> AgentResult:
         argv = self.argv(request)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=self.agent.working_dir,
-                env=self.environment(request),
-                start_new_session=True,  # its own process group, so that one signal reaches every child
-            )
+            child = Child(argv, cwd=self.agent.working_dir, env=self.environment(request))
         except OSError as exc:
             raise AgentFailure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", retryable=False) from None
         try:
-            await self._report(request, process.pid)
-            stdout, stderr, overflow = await self._communicate(process, json.dumps(dict(request.input)).encode())
-        except BaseException:
-            await asyncio.shield(self._terminate(process))
-            raise
-        tail = stderr[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-        output = parse_output(stdout.decode("utf-8", "replace"))
-        if overflow:
-            await asyncio.shield(self._terminate(process))
-            raise AgentFailure(f"output exceeded max_output_bytes ({self.agent.max_output_bytes})", retryable=False)
-        if process.returncode != 0:
-            detail = f": {tail}" if tail else ""
-            raise AgentFailure(
-                f"exit status {process.returncode}{detail}",
-                retryable=True,
-                output=output,
+            await self._report(request, child)
+            output = await child.communicate(
+                json.dumps(dict(request.input)).encode(), self.agent.max_output_bytes, STDERR_TAIL
             )
-        return AgentResult(output, {"stderr_tail": tail} if tail else None)
+        except BaseException:
+            await asyncio.shield(self._terminate(child))
+            raise
+        if output.overflow:
+            await asyncio.shield(self._terminate(child))
+            raise AgentFailure(f"output exceeded max_output_bytes ({self.agent.max_output_bytes})", retryable=False)
+        tail = output.stderr_tail.decode("utf-8", "replace").strip()
+        parsed = parse_output(output.stdout.decode("utf-8", "replace"))
+        if child.returncode != 0:
+            detail = f": {tail}" if tail else ""
+            raise AgentFailure(f"exit status {child.returncode}{detail}", retryable=True, output=parsed)
+        return AgentResult(parsed, {"stderr_tail": tail} if tail else None)
 
-    async def _communicate(self, process: asyncio.subprocess.Process, data: bytes) -> tuple[bytes, bytes, bool]:
-        limit = self.agent.max_output_bytes
-
-        async def feed() -> None:
-            assert process.stdin is not None
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                process.stdin.write(data)
-                await process.stdin.drain()
-            process.stdin.close()
-
-        async def drain_stderr() -> bytes:
-            assert process.stderr is not None
-            kept = b""
-            while chunk := await process.stderr.read(65536):
-                kept = (kept + chunk)[-STDERR_TAIL:]
-            return kept
-
-        async def read_stdout() -> tuple[bytes, bool]:
-            assert process.stdout is not None
-            out = bytearray()
-            while chunk := await process.stdout.read(65536):
-                out += chunk
-                if len(out) > limit:
-                    return bytes(out[:limit]), True
-            return bytes(out), False
-
-        stdin_task = asyncio.ensure_future(feed())
-        stderr_task = asyncio.ensure_future(drain_stderr())
-        try:
-            stdout, overflow = await read_stdout()
-            if overflow:
-                return stdout, b"", True
-            await process.wait()
-            return stdout, await stderr_task, False
-        finally:
-            for task in (stdin_task, stderr_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-
-    async def _report(self, request: AgentRequest, pid: int) -> None:
+    async def _report(self, request: AgentRequest, child: Child) -> None:
         """Have the process group recorded before the command gets its input.
 
         A command that reads its input first does no work before the record is committed; one that
@@ -149,15 +99,15 @@ class CommandBackend:
         """
         if self.process_started is None:
             return
-        group = identify(pid, parent=os.getpid())
+        group = child.identity()
         if group is not None:  # None: it already exited and was reaped
             await self.process_started(request, group)
 
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+    async def _terminate(self, child: Child) -> None:
         """SIGTERM to the whole process group, SIGKILL to what is left after the grace."""
-        await end_group(process.pid, self.kill_grace)
-        with contextlib.suppress(ProcessLookupError):
-            await process.wait()
+        child.close()
+        await end_group(child.pid, self.kill_grace)
+        await child.wait()
 
     async def close(self) -> None:
         return None

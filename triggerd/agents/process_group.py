@@ -14,7 +14,6 @@ import contextlib
 import functools
 import os
 import signal
-import sys
 from pathlib import Path
 
 from triggerd.runs import ProcessGroup
@@ -24,21 +23,6 @@ KILLED_WAIT_SECONDS = 1.0  # SIGKILL cannot be refused, but a process in uninter
 POLL_SECONDS = 0.05
 PROC = Path("/proc")
 BOOT_ID = PROC / "sys/kernel/random/boot_id"
-
-
-def watch_children(loop: asyncio.AbstractEventLoop) -> None:
-    """Learn that commands ended through pid file descriptors on the loop (Linux 5.3+) instead of
-    Python 3.11's default, a thread per command waiting on it: spawning costs about a third less
-    (issue 17; 3.12 chooses pidfds itself). Kept as it is where pidfds are missing."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # a kernel before 5.3, or a sandbox that refuses the call
-        return
-    watcher = asyncio.PidfdChildWatcher()
-    asyncio.set_child_watcher(watcher)
-    watcher.attach_loop(loop)
 
 
 @functools.cache  # fixed for the life of the process

@@ -63,7 +63,8 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
         self.path = path
         self.sync = sync
         self.busy_timeout = busy_timeout  # how long a write waits for a lock another process holds
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of writes, and _STOP
+        self._turns: dict[asyncio.AbstractEventLoop, list[Any]] = {}  # each loop's writes of its current turn
         self._writer: threading.Thread | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -96,6 +97,8 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
 
     async def close(self) -> None:
         if self._writer is not None:
+            for loop in list(self._turns):
+                self._hand_over(loop)
             self._queue.put(_STOP)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -111,15 +114,14 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         stopping = False
         while not stopping:
-            batch = [self._queue.get()]
-            while len(batch) < _MAX_BATCH:
+            handed = [self._queue.get()]
+            while sum(len(writes) for writes in handed if writes is not _STOP) < _MAX_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    handed.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if any(item is _STOP for item in batch):
-                stopping = True
-                batch = [item for item in batch if item is not _STOP]
+            stopping = any(writes is _STOP for writes in handed)
+            batch = [write for writes in handed if writes is not _STOP for write in writes]
             if batch:
                 self.write_failure, outcomes = _commit_batch(conn, batch)
                 if self.write_failure is None:
@@ -133,8 +135,18 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
             raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((operation, future, loop))
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        turn.append((operation, future, loop))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the writer a loop turn's writes at once: one wake-up of its thread, not one each."""
+        writes = self._turns.pop(loop, None)
+        if writes:
+            self._queue.put(writes)
 
     async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None or self._read_conn is None:
@@ -372,34 +384,61 @@ def _commit_batch(conn: sqlite3.Connection, batch: Sequence[Any]) -> tuple[str |
 
     The writes of one batch were all queued before any was answered, so none depends on
     another, and they may run in any order: the functions first, then the new runs together.
+    They run as they are first; only if one fails is the transaction begun again, with each
+    write in a savepoint of its own so that it fails alone. (Savepoints for every write cost two
+    SQLite calls each, and each call hands the GIL to the event loop and back: issue 17.)
     """
-    failed_commit: str | None = None
-    outcomes: list[_Outcome] = []
-    new = [item for item in batch if isinstance(item[0], NewRun)]
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for operation, future, loop in batch:
-            if not isinstance(operation, NewRun):
-                outcomes.append((future, loop, *_isolated(conn, operation)))
-        if new:
-            insert = partial(_insert_runs, new=[op for op, _, _ in new])
-            result, error = _isolated(conn, insert) if len(new) < len(batch) else _alone(conn, insert)
-            if error is None:
-                outcomes.extend(
-                    (future, loop, created, None) for (_, future, loop), created in zip(new, result, strict=True)
-                )
-            else:  # one at a time, so that a bad run fails alone
-                for op, future, loop in new:
-                    outcomes.append((future, loop, *_isolated(conn, partial(_insert_one, op))))
+        outcomes = _all_at_once(conn, batch)
+        if outcomes is None:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = _one_by_one(conn, batch)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
-        failed_commit = str(exc)
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         failure = StoreError(f"store commit failed: {exc}")
-        outcomes = [(future, loop, None, failure) for _, future, loop in batch]
-    return failed_commit, outcomes
+        return str(exc), [(future, loop, None, failure) for _, future, loop in batch]
+    return None, outcomes
+
+
+def _all_at_once(conn: sqlite3.Connection, batch: Sequence[Any]) -> list[_Outcome] | None:
+    """Every write of the batch with no savepoint; None, the transaction rolled back, if one failed."""
+    outcomes: list[_Outcome] = []
+    new = [item for item in batch if isinstance(item[0], NewRun)]
+    try:
+        for operation, future, loop in batch:
+            if not isinstance(operation, NewRun):
+                outcomes.append((future, loop, operation(conn), None))
+        if new:
+            created = _insert_runs(conn, [op for op, _, _ in new])
+            outcomes.extend((future, loop, made, None) for (_, future, loop), made in zip(new, created, strict=True))
+    except Exception:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return None
+    return outcomes
+
+
+def _one_by_one(conn: sqlite3.Connection, batch: Sequence[Any]) -> list[_Outcome]:
+    """Every write of the batch in a savepoint of its own, so that a failing one is rolled back alone."""
+    outcomes: list[_Outcome] = []
+    new = [item for item in batch if isinstance(item[0], NewRun)]
+    for operation, future, loop in batch:
+        if not isinstance(operation, NewRun):
+            outcomes.append((future, loop, *_isolated(conn, operation)))
+    if new:
+        result, error = _isolated(conn, partial(_insert_runs, new=[op for op, _, _ in new]))
+        if error is None:
+            outcomes.extend(
+                (future, loop, created, None) for (_, future, loop), created in zip(new, result, strict=True)
+            )
+        else:  # one at a time, so that a bad run fails alone
+            for op, future, loop in new:
+                outcomes.append((future, loop, *_isolated(conn, partial(_insert_one, op))))
+    return outcomes
 
 
 def _answer(outcomes: list[_Outcome]) -> None:
@@ -409,18 +448,6 @@ def _answer(outcomes: list[_Outcome]) -> None:
         by_loop.setdefault(outcome[1], []).append(outcome)
     for loop, settled in by_loop.items():  # one wake-up of each loop for the whole batch
         loop.call_soon_threadsafe(_settle, settled)
-
-
-def _alone(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
-    """Run the only write of a transaction without a savepoint: two SQLite calls fewer per batch, each a
-    hand-off of the GIL to and from the event loop. If it fails, the transaction begins again empty."""
-    try:
-        return operation(conn), None
-    except Exception as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        conn.execute("BEGIN IMMEDIATE")
-        return None, exc
 
 
 def _isolated(conn: sqlite3.Connection, operation: Callable[[sqlite3.Connection], Any]) -> tuple[Any, Exception | None]:
