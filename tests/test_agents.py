@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tests.harness import free_port, pid_alive
 from triggerd.agents.abc import AgentRequest
-from triggerd.agents.child import Child
+from triggerd.agents.child import Child, Spawner
 from triggerd.agents.command import CommandBackend
 from triggerd.agents.http import HttpBackend
 from triggerd.agents.process_group import identify
@@ -119,24 +119,111 @@ def test_a_large_output_is_read_whole() -> None:
     assert result.output == "z" * 300000
 
 
-def test_the_identity_of_a_started_command_matches_what_proc_says() -> None:
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("where", ["spawner", "daemon"])
+def test_the_identity_of_a_started_command_matches_what_proc_says(where: str) -> None:
     """The start time taken from the clock around the spawn (issue 17) is the one /proc records,
     so that a restart after a crash recognises the process group (SPEC 5.2)."""
 
     async def identities() -> list[tuple[ProcessGroup | None, ProcessGroup | None]]:
-        pairs = []
+        spawner, pairs = Spawner(), []
+        env = {"PATH": os.environ["PATH"]}
         for _ in range(50):
-            child = Child(["sleep", "5"], cwd=None, env={"PATH": os.environ["PATH"]})
-            pairs.append((child.identity(), identify(child.pid, parent=os.getpid())))
+            if where == "spawner":
+                child = await spawner.start(["sleep", "5"], cwd=None, env=env)
+            else:
+                child = Child.start_here(["sleep", "5"], cwd=None, env=env)
+            parent = os.getpid() if where == "daemon" else parent_of(child.pid)
+            assert (parent == os.getpid()) is (where == "daemon")
+            pairs.append((child.identity(), identify(child.pid, parent=parent)))
             os.kill(child.pid, signal.SIGKILL)
             child.close()
             assert await asyncio.wait_for(child.wait(), 5) == -signal.SIGKILL
             assert child.identity() is None  # reaped: nothing to record
+        await spawner.close()
         return pairs
 
     for ours, proc in asyncio.run(identities()):
         assert ours is not None
         assert ours == proc
+
+
+def spawned(agent: CommandAgent, request: AgentRequest = REQUEST) -> Any:
+    """The output of one run of the agent, its command started by a spawner process."""
+
+    async def run() -> Any:
+        spawner = Spawner()
+        try:
+            return (await CommandBackend(agent, spawner=spawner).run(request)).output
+        finally:
+            await spawner.close()
+
+    return asyncio.run(run())
+
+
+def test_a_spawned_command_holds_its_three_pipes_only_and_default_signals(tmp_path: Path) -> None:
+    """What the spawner starts gets no descriptor of the daemon's or the spawner's, and none of the
+    signals the spawner ignores stays ignored (SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ): the same
+    as a command started by Popen in the daemon."""
+    listing = command("ls", "/proc/self/fd", cwd=tmp_path)
+    status = command("cat", "/proc/self/status", cwd=tmp_path)
+    assert spawned(listing).split() == ["0", "1", "2", "3"]  # 3: the folder ls reads
+
+    def ignored(status: str) -> list[int]:
+        mask = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+        return [
+            s
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ)
+            if mask >> (s - 1) & 1
+        ]
+
+    assert ignored(spawned(status)) == []
+    assert ignored(asyncio.run(CommandBackend(status).run(REQUEST)).output) == []
+    assert spawned(command("pwd", cwd=tmp_path)).strip() == str(tmp_path)
+
+
+def test_a_spawned_command_finds_its_program_as_exec_would(tmp_path: Path) -> None:
+    """On the PATH of its own environment; a name with a '/' from its working_dir; a missing
+    or unexecutable program is the error exec would give."""
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho '\"hi\"'\n")
+    script.chmod(0o755)
+    assert spawned(command("./hello.sh", cwd=tmp_path)) == "hi"
+    (tmp_path / "plain").write_text("not a program")
+    with pytest.raises(AgentFailure, match=r"cannot start './plain': Permission denied"):
+        spawned(command("./plain", cwd=tmp_path))
+    with pytest.raises(AgentFailure, match=r"cannot start 'no-such-program-here': No such file or directory"):
+        spawned(command("no-such-program-here"))
+    big = "y" * 100_000  # a command line longer than one request to the spawner: started in the daemon
+    assert spawned(command(sys.executable, "-c", f"print(len('{big}'))")) == 100_000
+
+
+def test_a_spawner_that_dies_is_started_again() -> None:
+    """Its running command's exit is then unknown (-1, a failed attempt, logged); the next command
+    starts through a new spawner."""
+
+    async def scenario() -> tuple[int, int, int]:
+        spawner = Spawner()
+        env = {"PATH": os.environ["PATH"]}
+        first = await spawner.start(["sleep", "30"], cwd=None, env=env)
+        helper = parent_of(first.pid)
+        os.kill(helper, signal.SIGKILL)
+        code = await asyncio.wait_for(first.wait(), 5)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.close()
+        second = await spawner.start(["true"], cwd=None, env=env)
+        again = parent_of(second.pid)
+        await asyncio.wait_for(second.communicate(b"", 100, 100), 5)
+        await spawner.close()
+        return code, helper, again
+
+    code, helper, again = asyncio.run(scenario())
+    assert code == -1
+    assert again != helper
 
 
 def test_the_command_environment_is_minimal_and_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:

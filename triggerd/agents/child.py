@@ -2,27 +2,43 @@
 
 asyncio's subprocess API builds a transport, three pipe transports, their protocols and stream
 readers for each command, and takes about ten loop turns to hand a started process back: under
-load that was 10 ms of a run's 13 (issue 17). Here the process is started with Popen (vfork and
-exec, no shell), its pipes are read and written with plain loop readers and writers, and its exit
-is learnt from a pid file descriptor (Linux 5.3+; elsewhere a thread waits on it, as Python 3.11's
-default child watcher does). Nothing else in triggerd reaps children, so the pid is ours until
-we reap it here.
+load that was 10 ms of a run's 13 (issue 17). Here a command's pipes are read and written with
+plain loop readers and writers, and it is started one of two ways:
+
+- by the spawner process (Spawner, spawn_helper.py), which the daemon runs beside itself: the
+  daemon sends it the command and three pipe ends, and it tells the daemon the pid and, later,
+  the exit status. Starting a process (vfork and exec) stops the thread that starts it until
+  the new process has exec'd, about 0.3 ms under load: in the daemon that thread would be the
+  event loop's, 44 % of its time when it ran a thousand commands a second.
+- in the daemon itself, with Popen, where the spawner cannot serve (no pid file descriptors, a
+  command line too long for one packet, or the spawner could not be started). Its exit is then
+  learnt from a pid file descriptor on the loop (Linux 5.3+; elsewhere a thread waits on it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
+import socket
 import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from triggerd.agents.process_group import boot_id, identify
 from triggerd.runs import ProcessGroup
 
+log = logging.getLogger("triggerd.agents")
 READ_CHUNK = 65536
+MAX_REQUEST = 60_000  # bytes of one request to the spawner; a longer command line starts here
+HELPER = Path(__file__).with_name("spawn_helper.py")
 
 
 @dataclass(frozen=True)
@@ -33,11 +49,28 @@ class Output:
 
 
 class Child:
-    """A started command: feed it, read it, wait for it. Raises OSError if it cannot be started."""
+    """A started command: feed it, read it, wait for it.
 
-    def __init__(self, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> None:
+    `pipes` are our ends of its stdin, stdout and stderr; `forked` the CLOCK_BOOTTIME readings
+    around its fork; `parent` the pid of the process that started it; `exited` its exit status.
+    """
+
+    def __init__(
+        self, pid: int, pipes: tuple[int, int, int], forked: tuple[int, int], parent: int, exited: asyncio.Future[int]
+    ) -> None:
+        self.pid = pid
+        self._pipes = pipes
+        self._forked = forked
+        self._parent = parent
+        self.exited = exited
+        self._open = True
+
+    @classmethod
+    def start_here(cls, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> Child:
+        """Start it from the daemon's own thread (Popen: vfork and exec, no shell). OSError if it cannot."""
+        loop = asyncio.get_running_loop()
         before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        self._popen = subprocess.Popen(  # argv from a definition, never a shell
+        popen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -45,55 +78,31 @@ class Child:
             cwd=cwd,
             env=env,
             start_new_session=True,  # its own process group, so that one signal reaches every child
-            bufsize=0,  # the pipes are used by their descriptors only
+            bufsize=0,
         )
-        self.pid = self._popen.pid
-        self._forked = (before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
-        stdin, stdout, stderr = self._popen.stdin, self._popen.stdout, self._popen.stderr
-        assert stdin is not None
-        assert stdout is not None
-        assert stderr is not None
-        self._pipes = (stdin, stdout, stderr)
-        self._loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[int] = self._loop.create_future()
-        self._watch_exit()
+        forked = (before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+        pipes = tuple(os.dup(pipe.fileno()) for pipe in (popen.stdin, popen.stdout, popen.stderr) if pipe is not None)
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        assert len(pipes) == 3
+        return cls(popen.pid, (pipes[0], pipes[1], pipes[2]), forked, os.getpid(), _watch_exit(loop, popen))
 
     def identity(self) -> ProcessGroup | None:
         """The record of the process group it leads (None: it has already exited and been reaped).
 
         Its start time, in clock ticks of CLOCK_BOOTTIME, is the tick its fork fell in: when the
-        clock read before and after Popen falls in one tick, that is it, without reading /proc.
+        clock read before and after the spawn falls in one tick, that is it, without reading /proc.
         (Read while the child is still in exec, /proc/PID/stat cost the event loop 70 us of CPU
         and 180 us in all per command: issue 17.)
         """
-        if self.returncode is not None:
+        if self.exited.done():
             return None
         tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         before, after = (moment // tick for moment in self._forked)
         if before == after:
             return ProcessGroup(pgid=self.pid, start_ticks=before, boot_id=boot_id())
-        return identify(self.pid, parent=os.getpid())
-
-    def _watch_exit(self) -> None:
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):  # no pidfds here: a thread waits, as asyncio's default watcher does
-            waited = self._loop.run_in_executor(None, self._popen.wait)
-            waited.add_done_callback(lambda done: self._exit(done.result()))
-            return
-
-        def readable() -> None:
-            code = self._popen.poll()  # reaps it, and Popen knows it is gone
-            if code is not None:
-                self._loop.remove_reader(pidfd)
-                os.close(pidfd)
-                self._exit(code)
-
-        self._loop.add_reader(pidfd, readable)
-
-    def _exit(self, code: int) -> None:
-        if not self.exited.done():
-            self.exited.set_result(code)
+        return identify(self.pid, parent=self._parent)
 
     @property
     def returncode(self) -> int | None:
@@ -103,19 +112,19 @@ class Child:
         """Write `data` to stdin and close it; read stdout to its end (or past `limit`), wait for the
         exit, and read stderr to its end, keeping its last `tail` bytes. Cancelling it leaves the
         process running: the caller ends its group."""
-        pipes = self._pipes
-        stdin, stdout, stderr = (pipe.fileno() for pipe in pipes)
-        for fd in (stdin, stdout, stderr):
+        loop = asyncio.get_running_loop()
+        stdin, stdout, stderr = self._pipes
+        for fd in self._pipes:
             os.set_blocking(fd, False)
         out, err = bytearray(), bytearray()
-        out_done: asyncio.Future[bool] = self._loop.create_future()
-        err_done: asyncio.Future[None] = self._loop.create_future()
+        out_done: asyncio.Future[bool] = loop.create_future()
+        err_done: asyncio.Future[None] = loop.create_future()
         watched: list[tuple[int, bool]] = []  # (fd, is a writer) still on the loop
 
         def unwatch(fd: int, writer: bool = False) -> None:
             if (fd, writer) in watched:
                 watched.remove((fd, writer))
-                (self._loop.remove_writer if writer else self._loop.remove_reader)(fd)
+                (loop.remove_writer if writer else loop.remove_reader)(fd)
 
         def feed() -> None:
             nonlocal data
@@ -125,12 +134,13 @@ class Child:
             except BlockingIOError:  # the pipe is full: go on when it drains
                 if (stdin, True) not in watched:
                     watched.append((stdin, True))
-                    self._loop.add_writer(stdin, feed)
+                    loop.add_writer(stdin, feed)
                 return
             except OSError:  # a broken pipe: it does not read its input, its choice
                 pass
             unwatch(stdin, writer=True)
-            pipes[0].close()
+            os.close(stdin)  # its end of input
+            self._pipes = (-1, stdout, stderr)
 
         def read_out() -> None:
             chunk = _read(stdout)
@@ -155,7 +165,7 @@ class Child:
 
         for fd, callback in ((stdout, read_out), (stderr, read_err)):
             watched.append((fd, False))
-            self._loop.add_reader(fd, callback)
+            loop.add_reader(fd, callback)
         try:
             feed()
             if await out_done:
@@ -170,11 +180,42 @@ class Child:
 
     def close(self) -> None:
         """Close our ends of its pipes (what it writes after this is lost; a read of its input ends)."""
-        for pipe in self._pipes:
-            pipe.close()
+        if self._open:
+            self._open = False
+            for fd in self._pipes:
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     async def wait(self) -> int:
         return await asyncio.shield(self.exited)
+
+
+def _watch_exit(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """The exit status of a child of the daemon, learnt from its pid file descriptor on the loop."""
+    exited: asyncio.Future[int] = loop.create_future()
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except (AttributeError, OSError):  # no pidfds here: a thread waits, as asyncio's default watcher does
+        waited = loop.run_in_executor(None, popen.wait)
+
+        def done(waited: asyncio.Future[int]) -> None:
+            if not exited.done():
+                exited.set_result(waited.result())
+
+        waited.add_done_callback(done)
+        return exited
+
+    def readable() -> None:
+        code = popen.poll()  # reaps it, and Popen knows it is gone
+        if code is not None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not exited.done():
+                exited.set_result(code)
+
+    loop.add_reader(pidfd, readable)
+    return exited
 
 
 def _read(fd: int) -> bytes | None:
@@ -182,3 +223,139 @@ def _read(fd: int) -> bytes | None:
     with contextlib.suppress(BlockingIOError, InterruptedError):
         return os.read(fd, READ_CHUNK)
     return None
+
+
+class Spawner:
+    """The daemon's side of the spawner process (spawn_helper.py): started on first use, started
+    again if it dies; while it cannot be had, commands start in the daemon itself."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+        self._answers: deque[asyncio.Future[dict[str, Any]]] = deque()  # requests sent, in order
+        self._exits: dict[int, asyncio.Future[int]] = {}  # pid -> its exit status
+        self._usable = hasattr(os, "pidfd_open")
+
+    async def start(self, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> Child:
+        """Start a command (OSError if it cannot be): through the spawner, or here when it cannot serve."""
+        request = json.dumps({"argv": argv, "cwd": cwd, "env": dict(env)}).encode()
+        if len(request) > MAX_REQUEST or not self._ready():
+            return Child.start_here(argv, cwd=cwd, env=env)
+        assert self._socket is not None
+        assert self._process is not None
+        loop = asyncio.get_running_loop()
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        ours, theirs = (stdin_w, stdout_r, stderr_r), (stdin_r, stdout_w, stderr_w)
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        try:
+            socket.send_fds(self._socket, [request], list(theirs))
+            self._answers.append(answer)
+        except OSError as exc:
+            for fd in ours:
+                os.close(fd)
+            self._lost(f"cannot reach the spawner: {exc}")
+            return Child.start_here(argv, cwd=cwd, env=env)
+        finally:
+            for fd in theirs:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        try:
+            started = await answer
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        if "error" in started:
+            for fd in ours:
+                os.close(fd)
+            raise OSError(int(started["errno"]), str(started["error"]))
+        pid = int(started["pid"])
+        exited = self._exits.pop(pid, None) or loop.create_future()  # it may have ended already
+        if not exited.done():
+            self._exits[pid] = exited
+        forked = (int(started["forked"][0]), int(started["forked"][1]))
+        return Child(pid, (stdin_w, stdout_r, stderr_r), forked, self._process.pid, exited)
+
+    def _ready(self) -> bool:
+        if self._socket is not None:
+            return True
+        if not self._usable:
+            return False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(HELPER), str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            log.warning("cannot start the spawner process (%s): commands start in the daemon", exc)
+            self._usable = False
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._socket = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._readable)
+        return True
+
+    def _readable(self) -> None:
+        assert self._socket is not None
+        while True:
+            try:
+                packet = self._socket.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._lost(f"the spawner's socket failed: {exc}")
+                return
+            if not packet:
+                self._lost("the spawner process ended")
+                return
+            message = json.loads(packet)
+            if "exited" in message:
+                exited = self._exits.pop(int(message["exited"]), None)
+                if exited is None:  # ended before its start was answered here
+                    exited = self._exits[int(message["exited"])] = asyncio.get_running_loop().create_future()
+                if not exited.done():
+                    exited.set_result(int(message["code"]))
+            elif self._answers:
+                answer = self._answers.popleft()
+                if not answer.done():
+                    answer.set_result(message)
+
+    def _lost(self, why: str) -> None:
+        """The spawner is gone: what waited on it fails; the next command starts a new one."""
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            with contextlib.suppress(OSError):
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+        log.error("%s; commands it started are no longer watched", why)
+        while self._answers:
+            answer = self._answers.popleft()
+            if not answer.done():
+                answer.set_exception(OSError(f"{why}"))
+        for exited in self._exits.values():
+            if not exited.done():
+                exited.set_result(-1)
+        self._exits.clear()
+
+    async def close(self) -> None:
+        """Stop the spawner: it leaves what still runs running (the dispatcher has ended its runs)."""
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            process, self._process = self._process, None
+            await asyncio.to_thread(process.wait, 10)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 
 from triggerd.agents.abc import AgentRequest, AgentResult, parse_output
-from triggerd.agents.child import Child
+from triggerd.agents.child import Child, Spawner
 from triggerd.agents.process_group import KILL_GRACE_SECONDS, end_group
 from triggerd.config.models import CommandAgent
 from triggerd.errors import AgentFailure, TemplateError
@@ -29,14 +29,19 @@ class CommandBackend:
         agent: CommandAgent,
         kill_grace: float = KILL_GRACE_SECONDS,
         process_started: ProcessStarted | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self.agent = agent
         self.kill_grace = kill_grace
         self.process_started = process_started
+        self.spawner = spawner  # None: commands start in this process
+        self._environment: dict[str, str] | None = None
 
     def environment(self, request: AgentRequest) -> dict[str, str]:
-        env = {k: os.environ[k] for k in INHERITED if k in os.environ}
-        env.update({k: v.reveal() for k, v in self.agent.env.items()})
+        if self._environment is None:  # the daemon's part and the definition's: the same for every run
+            self._environment = {k: os.environ[k] for k in INHERITED if k in os.environ}
+            self._environment.update({k: v.reveal() for k, v in self.agent.env.items()})
+        env = dict(self._environment)
         env.update(
             TRIGGERD_RUN_ID=request.run_id,
             TRIGGERD_TRIGGER_ID=request.trigger_id,
@@ -69,7 +74,11 @@ class CommandBackend:
     async def run(self, request: AgentRequest) -> AgentResult:
         argv = self.argv(request)
         try:
-            child = Child(argv, cwd=self.agent.working_dir, env=self.environment(request))
+            cwd, env = self.agent.working_dir, self.environment(request)
+            if self.spawner is not None:
+                child = await self.spawner.start(argv, cwd=cwd, env=env)
+            else:
+                child = Child.start_here(argv, cwd=cwd, env=env)
         except OSError as exc:
             raise AgentFailure(f"cannot start {argv[0]!r}: {exc.strerror or exc}", retryable=False) from None
         try:
