@@ -322,3 +322,62 @@ def test_http_agent_unreachable_endpoint_is_retryable() -> None:
             await backend.close()
 
     assert asyncio.run(scenario()).retryable is True
+
+
+def test_a_burst_of_starts_larger_than_the_spawners_socket_waits_and_all_start() -> None:
+    """300 starts at once with 20 KiB environments (6 MiB of requests) fill the socket to the
+    spawner: the daemon waits for room instead of failing them."""
+
+    async def burst() -> list[int]:
+        spawner = Spawner()
+        env = {"PATH": os.environ["PATH"], "PAD": "p" * 20_000}
+
+        async def one() -> int:
+            child = await spawner.start(["true"], cwd=None, env=env)
+            await child.communicate(b"", 100, 100)
+            return await child.wait()
+
+        codes = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(300))), 60)
+        await spawner.close()
+        return codes
+
+    assert asyncio.run(burst()) == [0] * 300
+
+
+def test_a_start_cancelled_before_its_answer_leaves_nothing_running() -> None:
+    """The spawner starts the command anyway; the daemon, told its pid after nobody waits for it,
+    kills its group (it never got its input)."""
+    mark = f"TRIGGERD_TEST_MARK={os.getpid()}-{time.monotonic_ns()}".encode()
+
+    def marked() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    async def scenario() -> int:
+        spawner = Spawner()
+        env = {"PATH": os.environ["PATH"], "TRIGGERD_TEST_MARK": mark.decode().split("=", 1)[1]}
+        await (await spawner.start(["true"], cwd=None, env={"PATH": os.environ["PATH"]})).wait()  # it runs
+        task = asyncio.create_task(spawner.start(["sleep", "30"], cwd=None, env=env))
+        await asyncio.sleep(0)  # the request is sent; its answer is not in yet
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + 5
+        while marked() and time.monotonic() < deadline:  # noqa: ASYNC110 - processes of another parent
+            await asyncio.sleep(0.05)
+        still = len(marked())
+        again = await spawner.start(["true"], cwd=None, env={"PATH": os.environ["PATH"]})
+        assert await asyncio.wait_for(again.wait(), 5) == 0
+        again.close()
+        await spawner.close()
+        return still
+
+    assert asyncio.run(scenario()) == 0

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from triggerd.agents.process_group import boot_id, identify
+from triggerd.agents.process_group import boot_id, identify, signal_group
 from triggerd.runs import ProcessGroup
 
 log = logging.getLogger("triggerd.agents")
@@ -234,6 +235,9 @@ class Spawner:
         self._socket: socket.socket | None = None
         self._answers: deque[asyncio.Future[dict[str, Any]]] = deque()  # requests sent, in order
         self._exits: dict[int, asyncio.Future[int]] = {}  # pid -> its exit status
+        self._early: dict[int, int] = {}  # pid -> the status of a command that ended before start() took it
+        self._abandoned: set[int] = set()  # started for a start() cancelled meanwhile: ended, not watched
+        self._room: asyncio.Future[None] | None = None  # while the socket is full
         self._usable = hasattr(os, "pidfd_open")
 
     async def start(self, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> Child:
@@ -241,7 +245,6 @@ class Spawner:
         request = json.dumps({"argv": argv, "cwd": cwd, "env": dict(env)}).encode()
         if len(request) > MAX_REQUEST or not self._ready():
             return Child.start_here(argv, cwd=cwd, env=env)
-        assert self._socket is not None
         assert self._process is not None
         loop = asyncio.get_running_loop()
         stdin_r, stdin_w = os.pipe()
@@ -250,20 +253,23 @@ class Spawner:
         ours, theirs = (stdin_w, stdout_r, stderr_r), (stdin_r, stdout_w, stderr_w)
         answer: asyncio.Future[dict[str, Any]] = loop.create_future()
         try:
-            socket.send_fds(self._socket, [request], list(theirs))
-            self._answers.append(answer)
+            await self._send(request, theirs)
+            self._answers.append(answer)  # no await between the send and this: answers come in this order
         except OSError as exc:
             for fd in ours:
                 os.close(fd)
             self._lost(f"cannot reach the spawner: {exc}")
             return Child.start_here(argv, cwd=cwd, env=env)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
         finally:
             for fd in theirs:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                os.close(fd)
         try:
             started = await answer
-        except BaseException:
+        except BaseException:  # cancelled: _readable ends what the spawner starts for it
             for fd in ours:
                 os.close(fd)
             raise
@@ -272,11 +278,36 @@ class Spawner:
                 os.close(fd)
             raise OSError(int(started["errno"]), str(started["error"]))
         pid = int(started["pid"])
-        exited = self._exits.pop(pid, None) or loop.create_future()  # it may have ended already
-        if not exited.done():
+        exited: asyncio.Future[int] = loop.create_future()
+        if pid in self._early:  # it ended before this took it
+            exited.set_result(self._early.pop(pid))
+        else:
             self._exits[pid] = exited
         forked = (int(started["forked"][0]), int(started["forked"][1]))
         return Child(pid, (stdin_w, stdout_r, stderr_r), forked, self._process.pid, exited)
+
+    async def _send(self, request: bytes, fds: tuple[int, int, int]) -> None:
+        """One request with its descriptors, waiting while the socket is full (a burst of starts)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._socket is None:
+                raise OSError("the spawner is gone")
+            try:
+                socket.send_fds(self._socket, [request], list(fds))
+                return
+            except BlockingIOError:
+                if self._room is None:  # one wait for room, shared by every start waiting
+                    self._room = loop.create_future()
+                    loop.add_writer(self._socket.fileno(), self._roomy)
+                await asyncio.shield(self._room)
+
+    def _roomy(self) -> None:
+        """The socket has room again: every start waiting tries again."""
+        room, self._room = self._room, None
+        if self._socket is not None:
+            asyncio.get_running_loop().remove_writer(self._socket.fileno())
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _ready(self) -> bool:
         if self._socket is not None:
@@ -317,18 +348,28 @@ class Spawner:
                 return
             message = json.loads(packet)
             if "exited" in message:
-                exited = self._exits.pop(int(message["exited"]), None)
-                if exited is None:  # ended before its start was answered here
-                    exited = self._exits[int(message["exited"])] = asyncio.get_running_loop().create_future()
-                if not exited.done():
-                    exited.set_result(int(message["code"]))
+                self._ended(int(message["exited"]), int(message["code"]))
             elif self._answers:
                 answer = self._answers.popleft()
                 if not answer.done():
                     answer.set_result(message)
+                elif "pid" in message:  # its start() was cancelled meanwhile: nothing will watch it
+                    self._abandoned.add(int(message["pid"]))
+                    signal_group(int(message["pid"]), signal.SIGKILL)  # it never got its input
+
+    def _ended(self, pid: int, code: int) -> None:
+        exited = self._exits.pop(pid, None)
+        if exited is not None:
+            if not exited.done():
+                exited.set_result(code)
+        elif pid in self._abandoned:
+            self._abandoned.discard(pid)
+        else:
+            self._early[pid] = code
 
     def _lost(self, why: str) -> None:
         """The spawner is gone: what waited on it fails; the next command starts a new one."""
+        self._roomy()  # starts waiting for room find the spawner gone and start here
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._socket.fileno())
@@ -348,6 +389,8 @@ class Spawner:
             if not exited.done():
                 exited.set_result(-1)
         self._exits.clear()
+        self._early.clear()
+        self._abandoned.clear()
 
     async def close(self) -> None:
         """Stop the spawner: it leaves what still runs running (the dispatcher has ended its runs)."""
