@@ -5,7 +5,8 @@ firings still being decided or stored (`reserved`). A read per firing would cost
 trip on the path of every webhook, so a load read recently is reused, with this daemon's
 firings stored pending since the read began counted on top, as long as that total stays below
 the limit it is checked against: within one daemon the total never undercounts (a run of the
-trigger claimed or ended here forgets the load; a run cancelled only lowers the truth), so reuse
+trigger claimed or ended here is followed in the known load, anything else of it that the load
+cannot follow forgets it; a run cancelled only lowers the truth), so reuse
 never admits what a fresh read would skip, and every decision near the limit is made on a fresh read. Across
 daemons, what others admitted within REUSE_SECONDS is not seen: `max_queued` and
 `overlap: skip` may each be passed by that much (documented in docs/runs.md; `max_concurrent`
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from triggerd.clock import Clock, isoformat
 from triggerd.config.models import Overlap, Trigger
@@ -134,10 +135,32 @@ class Admission:
             self._stored[trigger_id] += 1
 
     def forget(self, trigger_id: str) -> None:
-        """A run of the trigger was claimed or ended here: the next firing reads the store (and a
-        read under way, which may predate it, is not kept)."""
+        """Something of the trigger changed here that the known load cannot follow (a run sent back
+        to pending for a retry, a lease lost): the next firing reads the store (and a read under
+        way, which may predate it, is not kept)."""
         self._epoch[trigger_id] += 1
         self._known.pop(trigger_id, None)
+
+    def started(self, trigger_id: str) -> None:
+        """A run of the trigger was claimed here: the known load counts it running, one fewer pending
+        (its total unchanged, as in the store), so that the next firing need not read it again. A
+        read under way, which may or may not have seen the claim, is not kept."""
+        self._follow(trigger_id, running=1, pending=-1)
+
+    def ended(self, trigger_id: str) -> None:
+        """A run of the trigger ended for good here: one fewer running in the known load too. (Before
+        issue 17 these two dropped the known load, and at a thousand runs a second nearly every
+        firing read the store.)"""
+        self._follow(trigger_id, running=-1, pending=0)
+
+    def _follow(self, trigger_id: str, running: int, pending: int) -> None:
+        self._epoch[trigger_id] += 1
+        known = self._known.get(trigger_id)
+        if known is not None:  # never below zero: counting more than the truth only reads sooner
+            load = replace(
+                known.load, running=max(known.load.running + running, 0), pending=max(known.load.pending + pending, 0)
+            )
+            self._known[trigger_id] = replace(known, load=load)
 
     async def _read_now(self, trigger_ids: list[str]) -> dict[str, TriggerLoad]:
         """The loads of a batch's triggers in one read of its own (no future per trigger to share)."""

@@ -401,7 +401,7 @@ class Dispatcher:
             )
             self._running[job.run_id] = job
             self.leases.add(job.run_id, claimed_at)
-            self.admission.forget(run.trigger_id)
+            self.admission.started(run.trigger_id)
             jobs.append(job)
         if claims.interrupted:
             await end_interrupted_processes(claims.interrupted)
@@ -445,7 +445,10 @@ class Dispatcher:
 
     def _finished(self, job: Job, _: object = None) -> None:
         self._running.pop(job.run_id, None)
-        self.admission.forget(job.trigger.id)
+        if job.ended:
+            self.admission.ended(job.trigger.id)
+        else:  # sent back to pending for a retry, or not recorded here: read the store afresh
+            self.admission.forget(job.trigger.id)
         self.leases.remove(job.run_id)
         self.wake()
 
@@ -540,6 +543,7 @@ class Dispatcher:
         if not recorded:
             log.warning("attempt %d ended after another daemon took the run over", number, extra=job.log_extra)
             return
+        job.ended = then is not RunStatus.PENDING
         extra = {**job.log_extra, "attempt": number, "status": str(then)}
         if then is not RunStatus.PENDING:
             labelled(METRICS.runs, job.trigger.id, str(then)).inc()
