@@ -4,8 +4,9 @@ Baseline, measured in the same run: spawning the same command N times directly w
 asyncio at the same concurrency. Prints runs/s for both, the ratio, and the time from
 fire to finish (the run's created_at to finished_at, as the store recorded them), and the
 daemons' CPU time per run over the saturated phase, their spawner processes' included (less
-sensitive than rates to other load on the machine). The baseline runs before and after the
-daemon and the ratio is to their mean, because the machine's pace drifts; the daemon's rate is
+sensitive than rates to other load on the machine). The machine's pace drifts, so `--rounds`
+(3) SQLite rounds each run the daemon between two baselines and compare it with their mean; it
+prints every round's ratio and their median, and the median round in full. The daemon's rate is
 to the poll (every 20 ms) that finds every run final, and the check that reads them all back is
 not timed. The SQLite file is in .triggerd/ beside the settings file, as in the default
 configuration (config/triggerd.yaml).
@@ -15,7 +16,7 @@ PostgreSQL server (bench/postgres.py); with `--daemons N`, to N daemons sharing 
 to the next daemon in turn. `--concurrency` is per daemon (`limits.max_concurrent_runs`); the
 trigger's `max_concurrent` and the number of firing clients are concurrency x daemons.
 
-    .venv/bin/python bench/dispatch.py [--fires 2000] [--concurrency 16] [--sync normal|full]
+    .venv/bin/python bench/dispatch.py [--fires 2000] [--rounds 3] [--concurrency 16] [--sync normal|full]
         [--store postgresql [--daemons 2]]
 """
 
@@ -200,16 +201,24 @@ def main() -> None:
     parser.add_argument("--sync", choices=["normal", "full"], default="normal")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store")
+    parser.add_argument("--rounds", type=int, default=3, help="SQLite rounds, each between two baselines")
     args = parser.parse_args()
     if args.daemons != 1 and args.store != "postgresql":
         parser.error("--daemons needs --store postgresql (SQLite is one daemon's file)")
     figures: dict[str, Figures] = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        before = asyncio.run(baseline(args.fires, args.concurrency))
-        figures["sqlite"] = through_store(root, "sqlite:///./.triggerd/state.db", 1, args)
-        after = asyncio.run(baseline(args.fires, args.concurrency))  # the machine's pace drifts: both sides
-        direct = (before + after) / 2
+        # The machine's pace drifts (the spawn baseline moved 1,100-1,700/s within an hour): each
+        # round runs the daemon between two baselines and is compared with their mean.
+        baselines = [asyncio.run(baseline(args.fires, args.concurrency))]
+        rounds: list[tuple[Figures, float]] = []
+        for n in range(args.rounds):
+            measured = through_store(root / f"round-{n}", "sqlite:///./.triggerd/state.db", 1, args)
+            baselines.append(asyncio.run(baseline(args.fires, args.concurrency)))
+            rounds.append((measured, (baselines[-2] + baselines[-1]) / 2))
+        ratios = sorted(f.finished / b for f, b in rounds)
+        median = sorted(rounds, key=lambda r: r[0].finished / r[1])[len(rounds) // 2]
+        figures["sqlite"], direct = median
         if args.store == "postgresql":
             database = start_postgres(free_port())
             try:
@@ -222,7 +231,14 @@ def main() -> None:
         return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
     print(f"fires                         {args.fires} (concurrency {args.concurrency} per daemon, sync {args.sync})")
-    print(f"baseline: asyncio spawn       {direct:8.0f} runs/s  (before {before:.0f}, after {after:.0f})")
+    print(f"baselines: asyncio spawn      {', '.join(f'{b:.0f}' for b in baselines)} runs/s")
+    for n, (f, b) in enumerate(rounds, 1):
+        print(
+            f"round {n}: daemon {f.finished:6.0f} runs/s, {f.cpu_per_run * 1e6:4.0f} us CPU per run; "
+            f"baseline {b:6.0f} runs/s; ratio {f.finished / b:.2f}"
+        )
+    print(f"ratios over the rounds {', '.join(f'{r:.2f}' for r in ratios)}; median {ratios[len(ratios) // 2]:.2f}")
+    print(f"the median round in full (baseline {direct:.0f} runs/s):")
     for name, f in figures.items():
         print(f"{name}:")
         print(f"  fires accepted              {f.accepted:8.0f} /s  (202 after commit)")

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from tests.harness import free_port, pid_alive
+from triggerd.agents import child as child_module
 from triggerd.agents.abc import AgentRequest
 from triggerd.agents.child import Child, Spawner
 from triggerd.agents.command import CommandBackend
@@ -381,3 +382,23 @@ def test_a_start_cancelled_before_its_answer_leaves_nothing_running() -> None:
         return still
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_spawner_that_cannot_run_leaves_commands_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spawner that exits before it answers anything (here: its script is missing) is not started
+    again and again: the command that waited on it, and every one after, start in the daemon."""
+    monkeypatch.setattr(child_module, "HELPER", tmp_path / "missing.py")
+
+    async def scenario() -> list[tuple[int, int]]:
+        spawner, seen = Spawner(), []
+        for _ in range(3):
+            child = await spawner.start(["sleep", "0.2"], cwd=None, env={"PATH": os.environ["PATH"]})
+            parent = parent_of(child.pid)  # it runs for 0.2 s: its parent is still the one that started it
+            await child.communicate(b"", 100, 100)
+            seen.append((parent, await child.wait()))
+        await spawner.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [(os.getpid(), 0)] * 3

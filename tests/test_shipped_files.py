@@ -119,6 +119,7 @@ def test_wheel_ships_the_schemas_and_validates_from_them(tmp_path: Path) -> None
     for schema in ("triggerd.schema.json", "trigger.schema.json", "agent.schema.json"):
         assert f"triggerd/schemas/{schema}" in names
     assert {"triggerd/console/static/console.css", "triggerd/console/static/console.js"} <= set(names)  # SPEC 13
+    assert "triggerd/agents/spawn_helper.py" in names  # run by path, never imported
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     proc = subprocess.run(

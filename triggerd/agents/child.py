@@ -238,6 +238,7 @@ class Spawner:
         self._early: dict[int, int] = {}  # pid -> the status of a command that ended before start() took it
         self._abandoned: set[int] = set()  # started for a start() cancelled meanwhile: ended, not watched
         self._room: asyncio.Future[None] | None = None  # while the socket is full
+        self._served = 0  # answers the current spawner gave
         self._usable = hasattr(os, "pidfd_open")
 
     async def start(self, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> Child:
@@ -269,6 +270,11 @@ class Spawner:
                 os.close(fd)
         try:
             started = await answer
+        except OSError:  # the spawner was lost before it answered: start it here
+            for fd in ours:
+                os.close(fd)  # what it may have started meanwhile reads the end of its input
+            log.warning("the spawner was lost before it answered; the command starts in the daemon")
+            return Child.start_here(argv, cwd=cwd, env=env)
         except BaseException:  # cancelled: _readable ends what the spawner starts for it
             for fd in ours:
                 os.close(fd)
@@ -350,6 +356,7 @@ class Spawner:
             if "exited" in message:
                 self._ended(int(message["exited"]), int(message["code"]))
             elif self._answers:
+                self._served += 1
                 answer = self._answers.popleft()
                 if not answer.done():
                     answer.set_result(message)
@@ -368,7 +375,10 @@ class Spawner:
             self._early[pid] = code
 
     def _lost(self, why: str) -> None:
-        """The spawner is gone: what waited on it fails; the next command starts a new one."""
+        """The spawner is gone: what waited on it fails; the next command starts a new one, unless
+        this one never answered at all (then it cannot run here: commands start in the daemon)."""
+        if not self._served:
+            self._usable = False
         self._roomy()  # starts waiting for room find the spawner gone and start here
         if self._socket is not None:
             with contextlib.suppress(Exception):
@@ -380,7 +390,12 @@ class Spawner:
                 self._process.kill()
             self._process.wait()
             self._process = None
-        log.error("%s; commands it started are no longer watched", why)
+        log.error(
+            "%s; commands it started are no longer watched%s",
+            why,
+            "" if self._usable else "; it never answered, so commands start in the daemon from now on",
+        )
+        self._served = 0
         while self._answers:
             answer = self._answers.popleft()
             if not answer.done():
