@@ -345,9 +345,10 @@ def test_a_burst_of_starts_larger_than_the_spawners_socket_waits_and_all_start()
     assert asyncio.run(burst()) == [0] * 300
 
 
-def test_a_start_cancelled_before_its_answer_leaves_nothing_running() -> None:
-    """The spawner starts the command anyway; the daemon, told its pid after nobody waits for it,
-    kills its group (it never got its input)."""
+def test_a_start_cancelled_before_it_returns_leaves_nothing_running() -> None:
+    """The spawner starts the command anyway; the daemon, told its pid when nobody waits for it any
+    more (or when the start was cancelled after its answer came), kills its group (it never got
+    its input)."""
     mark = f"TRIGGERD_TEST_MARK={os.getpid()}-{time.monotonic_ns()}".encode()
 
     def marked() -> list[int]:
@@ -366,11 +367,27 @@ def test_a_start_cancelled_before_its_answer_leaves_nothing_running() -> None:
         spawner = Spawner()
         env = {"PATH": os.environ["PATH"], "TRIGGERD_TEST_MARK": mark.decode().split("=", 1)[1]}
         await (await spawner.start(["true"], cwd=None, env={"PATH": os.environ["PATH"]})).wait()  # it runs
-        task = asyncio.create_task(spawner.start(["sleep", "30"], cwd=None, env=env))
-        await asyncio.sleep(0)  # the request is sent; its answer is not in yet
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        # Cancelled at several moments: before the answer comes, and after it came but before the
+        # start resumed (the loop turns in between), and after it returned (then it is ours to end).
+        for pause in ("answered", 0, 1, 2, 3, 5, 8, 13, 0.0005, 0.001, 0.002, 0.005):
+            task = asyncio.create_task(spawner.start(["sleep", "30"], cwd=None, env=env))
+            if pause == "answered":  # the answer is in (it left the queue), the start not resumed yet
+                await asyncio.sleep(0)
+                while spawner._answers:  # noqa: ASYNC110 - the moment between two loop turns
+                    await asyncio.sleep(0)
+            elif isinstance(pause, int):
+                for _ in range(pause):
+                    await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(float(pause))
+            task.cancel()
+            try:
+                child = await task
+            except asyncio.CancelledError:
+                continue
+            os.killpg(child.pid, signal.SIGKILL)
+            child.close()
+            await child.wait()
         deadline = time.monotonic() + 5
         while marked() and time.monotonic() < deadline:  # noqa: ASYNC110 - processes of another parent
             await asyncio.sleep(0.05)

@@ -388,3 +388,25 @@ def test_only_the_settings_file_is_watched_in_its_folder(tmp_path: Path) -> None
         assert settled["status"] == "reloaded", settled
         settings = tmp_path / "triggerd.yaml"
         assert next_reload(daemon, lambda: save(settings, settings.read_text() + "\n"))["status"] == "reloaded"
+
+
+def test_a_settings_file_swapped_as_a_kubernetes_configmap_does_is_seen(tmp_path: Path) -> None:
+    """A ConfigMap volume holds triggerd.yaml -> ..data/triggerd.yaml and swaps the `..data` link
+    to a new folder: no file named *.yaml changes in the settings file's folder, yet the file does."""
+    with running_daemon(tmp_path, BASE) as daemon:
+        settings = tmp_path / "triggerd.yaml"
+        text = settings.read_text()
+
+        def version(name: str, content: str) -> None:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "triggerd.yaml").write_text(content)
+            (tmp_path / "..data_tmp").symlink_to(name)
+            os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+
+        def mount() -> None:
+            version("..v1", text)
+            (tmp_path / ".link").symlink_to("..data/triggerd.yaml")
+            os.replace(tmp_path / ".link", settings)
+
+        assert next_reload(daemon, mount)["status"] == "reloaded"
+        assert next_reload(daemon, lambda: version("..v2", text + "\n# v2\n"))["status"] == "reloaded"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -42,6 +43,30 @@ def watched_folders(settings: Settings) -> tuple[list[Path], list[Path]]:
     return sorted(f for f in below if f.is_dir()), sorted(f for f in alone if f.is_dir())
 
 
+class _SettingsFile:
+    """In the settings file's folder, a change counts when what the settings path names changed
+    (followed through symbolic links): an edit, a save through a rename, or a Kubernetes ConfigMap
+    swapping the `..data` link to a new folder. The store's files beside it change nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = self.signature()
+
+    def signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+    def __call__(self, change: Change, path: str) -> bool:
+        now = self.signature()
+        if now == self.seen:
+            return False
+        self.seen = now
+        return True
+
+
 class _Definitions(DefaultFilter):
     def __call__(self, change: Change, path: str) -> bool:
         name = Path(path).name
@@ -52,14 +77,15 @@ async def watch(settings: Settings, on_change: Callable[[str], Awaitable[object]
     """Call on_change(reason) after each burst of changes, until `stop` is set."""
     below, alone = watched_folders(settings)
 
-    async def follow(folders: list[Path], recursive: bool) -> None:
+    async def follow(folders: list[Path], recursive: bool, only: Callable[[Change, str], bool]) -> None:
         if not folders:
             return
-        changed = awatch(
-            *folders, watch_filter=_Definitions(), debounce=DEBOUNCE_MS, stop_event=stop, recursive=recursive
-        )
+        changed = awatch(*folders, watch_filter=only, debounce=DEBOUNCE_MS, stop_event=stop, recursive=recursive)
         async for changes in changed:
             names = sorted({Path(path).name for _, path in changes})
             await on_change(f"files changed: {', '.join(names)}")
 
-    await asyncio.gather(follow(below, recursive=True), follow(alone, recursive=False))
+    async with asyncio.TaskGroup() as group:  # one failing stops the other
+        group.create_task(follow(below, True, _Definitions()))
+        if settings.path is not None:
+            group.create_task(follow(alone, False, _SettingsFile(settings.path)))

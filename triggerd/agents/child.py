@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -70,24 +71,28 @@ class Child:
     def start_here(cls, argv: list[str], *, cwd: str | None, env: Mapping[str, str]) -> Child:
         """Start it from the daemon's own thread (Popen: vfork and exec, no shell). OSError if it cannot."""
         loop = asyncio.get_running_loop()
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        ours, theirs = (stdin_w, stdout_r, stderr_r), (stdin_r, stdout_w, stderr_w)
         before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,  # its own process group, so that one signal reaches every child
-            bufsize=0,
-        )
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=stdin_r,
+                stdout=stdout_w,
+                stderr=stderr_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,  # its own process group, so that one signal reaches every child
+            )
+        except BaseException:
+            _close(ours)
+            raise
+        finally:
+            _close(theirs)
         forked = (before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
-        pipes = tuple(os.dup(pipe.fileno()) for pipe in (popen.stdin, popen.stdout, popen.stderr) if pipe is not None)
-        for pipe in (popen.stdin, popen.stdout, popen.stderr):
-            if pipe is not None:
-                pipe.close()
-        assert len(pipes) == 3
-        return cls(popen.pid, (pipes[0], pipes[1], pipes[2]), forked, os.getpid(), _watch_exit(loop, popen))
+        return cls(popen.pid, ours, forked, os.getpid(), _watch_exit(loop, popen))
 
     def identity(self) -> ProcessGroup | None:
         """The record of the process group it leads (None: it has already exited and been reaped).
@@ -226,6 +231,21 @@ def _read(fd: int) -> bytes | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Started:
+    """The spawner's answer to one request: the command's pid and the watch on its exit, or why not."""
+
+    pid: int = 0
+    forked: tuple[int, int] = (0, 0)
+    parent: int = 0  # the spawner's pid
+    exited: asyncio.Future[int] | None = None
+    error: OSError | None = None
+    lost: bool = False  # the spawner was lost before it answered
+
+
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF)  # send errors that mean it has gone
+
+
 class Spawner:
     """The daemon's side of the spawner process (spawn_helper.py): started on first use, started
     again if it dies; while it cannot be had, commands start in the daemon itself."""
@@ -233,10 +253,8 @@ class Spawner:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
-        self._answers: deque[asyncio.Future[dict[str, Any]]] = deque()  # requests sent, in order
-        self._exits: dict[int, asyncio.Future[int]] = {}  # pid -> its exit status
-        self._early: dict[int, int] = {}  # pid -> the status of a command that ended before start() took it
-        self._abandoned: set[int] = set()  # started for a start() cancelled meanwhile: ended, not watched
+        self._answers: deque[asyncio.Future[_Started]] = deque()  # requests sent, in order
+        self._exits: dict[int, asyncio.Future[int]] = {}  # pid -> its exit status, from its answer on
         self._room: asyncio.Future[None] | None = None  # while the socket is full
         self._served = 0  # answers the current spawner gave
         self._usable = hasattr(os, "pidfd_open")
@@ -246,74 +264,73 @@ class Spawner:
         request = json.dumps({"argv": argv, "cwd": cwd, "env": dict(env)}).encode()
         if len(request) > MAX_REQUEST or not self._ready():
             return Child.start_here(argv, cwd=cwd, env=env)
-        assert self._process is not None
         loop = asyncio.get_running_loop()
         stdin_r, stdin_w = os.pipe()
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         ours, theirs = (stdin_w, stdout_r, stderr_r), (stdin_r, stdout_w, stderr_w)
-        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        answer: asyncio.Future[_Started] = loop.create_future()
         try:
-            await self._send(request, theirs)
-            self._answers.append(answer)  # no await between the send and this: answers come in this order
-        except OSError as exc:
-            for fd in ours:
-                os.close(fd)
-            self._lost(f"cannot reach the spawner: {exc}")
-            return Child.start_here(argv, cwd=cwd, env=env)
+            sent = await self._send(request, theirs)
+            if sent:
+                self._answers.append(answer)  # no await between the send and this: answers come in this order
         except BaseException:
-            for fd in ours:
-                os.close(fd)
+            _close(ours)
             raise
         finally:
-            for fd in theirs:
-                os.close(fd)
+            _close(theirs)
+        if not sent:  # nothing was sent: it starts here, once
+            _close(ours)
+            return Child.start_here(argv, cwd=cwd, env=env)
         try:
             started = await answer
-        except OSError:  # the spawner was lost before it answered: start it here
-            for fd in ours:
-                os.close(fd)  # what it may have started meanwhile reads the end of its input
+        except BaseException:  # cancelled: what the spawner starts for it is ended, here or in _readable
+            _close(ours)
+            if answer.done() and not answer.cancelled() and answer.result().exited is not None:
+                self._abandon(answer.result().pid)
+            raise
+        if started.lost:
+            # In the moment between its spawn and its answer (microseconds) it may have started the
+            # command, which then reads the end of its input; otherwise it never started: start it here.
+            _close(ours)
             log.warning("the spawner was lost before it answered; the command starts in the daemon")
             return Child.start_here(argv, cwd=cwd, env=env)
-        except BaseException:  # cancelled: _readable ends what the spawner starts for it
-            for fd in ours:
-                os.close(fd)
-            raise
-        if "error" in started:
-            for fd in ours:
-                os.close(fd)
-            raise OSError(int(started["errno"]), str(started["error"]))
-        pid = int(started["pid"])
-        exited: asyncio.Future[int] = loop.create_future()
-        if pid in self._early:  # it ended before this took it
-            exited.set_result(self._early.pop(pid))
-        else:
-            self._exits[pid] = exited
-        forked = (int(started["forked"][0]), int(started["forked"][1]))
-        return Child(pid, (stdin_w, stdout_r, stderr_r), forked, self._process.pid, exited)
+        if started.error is not None:
+            _close(ours)
+            raise started.error
+        assert started.exited is not None
+        return Child(started.pid, ours, started.forked, started.parent, started.exited)
 
-    async def _send(self, request: bytes, fds: tuple[int, int, int]) -> None:
-        """One request with its descriptors, waiting while the socket is full (a burst of starts)."""
+    async def _send(self, request: bytes, fds: tuple[int, int, int]) -> bool:
+        """One request with its descriptors, waiting while the socket is full (a burst of starts);
+        False if it could not be sent (then the command starts in the daemon)."""
         loop = asyncio.get_running_loop()
-        while True:
-            if self._socket is None:
-                raise OSError("the spawner is gone")
+        while self._socket is not None:
+            sock = self._socket
             try:
-                socket.send_fds(self._socket, [request], list(fds))
-                return
+                socket.send_fds(sock, [request], list(fds))
+                return True
             except BlockingIOError:
                 if self._room is None:  # one wait for room, shared by every start waiting
                     self._room = loop.create_future()
-                    loop.add_writer(self._socket.fileno(), self._roomy)
+                    loop.add_writer(sock.fileno(), self._roomy)
                 await asyncio.shield(self._room)
+            except OSError as exc:
+                if exc.errno in _GONE and sock is self._socket:
+                    self._lost(f"cannot reach the spawner: {exc}")
+                else:
+                    log.warning("cannot send a command to the spawner (%s): it starts in the daemon", exc)
+                return False
+        return False
 
     def _roomy(self) -> None:
-        """The socket has room again: every start waiting tries again."""
+        """The socket has room again (or the spawner is gone): every start waiting tries again."""
         room, self._room = self._room, None
-        if self._socket is not None:
-            asyncio.get_running_loop().remove_writer(self._socket.fileno())
-        if room is not None and not room.done():
-            room.set_result(None)
+        if room is not None:
+            if self._socket is not None:
+                asyncio.get_running_loop().remove_writer(self._socket.fileno())
+            if not room.done():
+                room.set_result(None)
 
     def _ready(self) -> bool:
         if self._socket is not None:
@@ -340,8 +357,7 @@ class Spawner:
         return True
 
     def _readable(self) -> None:
-        assert self._socket is not None
-        while True:
+        while self._socket is not None:
             try:
                 packet = self._socket.recv(65536)
             except BlockingIOError:
@@ -354,42 +370,43 @@ class Spawner:
                 return
             message = json.loads(packet)
             if "exited" in message:
-                self._ended(int(message["exited"]), int(message["code"]))
+                exited = self._exits.pop(int(message["exited"]), None)
+                if exited is not None and not exited.done():
+                    exited.set_result(int(message["code"]))
             elif self._answers:
                 self._served += 1
-                answer = self._answers.popleft()
-                if not answer.done():
-                    answer.set_result(message)
-                elif "pid" in message:  # its start() was cancelled meanwhile: nothing will watch it
-                    self._abandoned.add(int(message["pid"]))
-                    signal_group(int(message["pid"]), signal.SIGKILL)  # it never got its input
+                self._answered(self._answers.popleft(), message)
 
-    def _ended(self, pid: int, code: int) -> None:
-        exited = self._exits.pop(pid, None)
-        if exited is not None:
-            if not exited.done():
-                exited.set_result(code)
-        elif pid in self._abandoned:
-            self._abandoned.discard(pid)
+    def _answered(self, answer: asyncio.Future[_Started], message: dict[str, Any]) -> None:
+        """Settle a start's answer. The exit is watched from here on, so that a spawner lost right
+        after it answered still settles it; a start cancelled meanwhile has its command ended."""
+        if "error" in message:
+            number, text = int(message["errno"]), str(message["error"])
+            started = _Started(error=OSError(number, text) if number else OSError(text))
         else:
-            self._early[pid] = code
+            assert self._process is not None
+            pid = int(message["pid"])
+            exited = self._exits[pid] = asyncio.get_running_loop().create_future()
+            forked = (int(message["forked"][0]), int(message["forked"][1]))
+            started = _Started(pid, forked, self._process.pid, exited)
+        if answer.done():  # its start() was cancelled meanwhile: nothing will watch it
+            if started.exited is not None:
+                self._abandon(started.pid)
+        else:
+            answer.set_result(started)
+
+    def _abandon(self, pid: int) -> None:
+        """A command whose start() was cancelled: it never got its input; end its group, forget it."""
+        self._exits.pop(pid, None)
+        signal_group(pid, signal.SIGKILL)
 
     def _lost(self, why: str) -> None:
-        """The spawner is gone: what waited on it fails; the next command starts a new one, unless
+        """The spawner is gone: what waited on it is settled; the next command starts a new one, unless
         this one never answered at all (then it cannot run here: commands start in the daemon)."""
         if not self._served:
             self._usable = False
         self._roomy()  # starts waiting for room find the spawner gone and start here
-        if self._socket is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._socket.fileno())
-            self._socket.close()
-            self._socket = None
-        if self._process is not None:
-            with contextlib.suppress(OSError):
-                self._process.kill()
-            self._process.wait()
-            self._process = None
+        self._shut()
         log.error(
             "%s; commands it started are no longer watched%s",
             why,
@@ -399,21 +416,46 @@ class Spawner:
         while self._answers:
             answer = self._answers.popleft()
             if not answer.done():
-                answer.set_exception(OSError(f"{why}"))
+                answer.set_result(_Started(lost=True))
         for exited in self._exits.values():
             if not exited.done():
-                exited.set_result(-1)
+                exited.set_result(-1)  # its status is not known
         self._exits.clear()
-        self._early.clear()
-        self._abandoned.clear()
 
-    async def close(self) -> None:
-        """Stop the spawner: it leaves what still runs running (the dispatcher has ended its runs)."""
+    def _shut(self) -> subprocess.Popen[bytes] | None:
+        """Close our end and forget the spawner; return its process, to be waited for."""
+        self._roomy()
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._socket.fileno())
             self._socket.close()
             self._socket = None
-        if self._process is not None:
-            process, self._process = self._process, None
-            await asyncio.to_thread(process.wait, 10)
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                process.kill()
+            process.wait()
+        return process
+
+    async def close(self) -> None:
+        """Stop the spawner: it exits when our end closes, leaving what still runs running (the
+        dispatcher has ended its runs by then)."""
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._socket.fileno())
+            self._roomy()
+            self._socket.close()
+            self._socket = None
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+
+
+def _close(fds: tuple[int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

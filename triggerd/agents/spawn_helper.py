@@ -9,7 +9,7 @@ requests came, is {"pid", "forked": [ns, ns]} (CLOCK_BOOTTIME read around the sp
 daemon's end closes, leaving running commands running (the daemon ends those after a crash,
 SPEC 5.2), and ignores the signals a terminal sends to the daemon's process group.
 
-A command is started with posix_spawn (vfork and exec in the C library: a third of Popen's CPU),
+A command is started with posix_spawn (vfork and exec in the C library: about half of Popen's CPU),
 in a session of its own, with the signals this process ignores set back to their defaults, and
 with no descriptor but its three pipes: every other descriptor here is close-on-exec. The program
 is looked up on the PATH of the command's environment, as Popen does.
@@ -17,6 +17,7 @@ is looked up on the PATH of the command's environment, as Popen does.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import selectors
@@ -30,75 +31,99 @@ IGNORED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFAULTS = (*IGNORED, signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores the last two; Popen restores them
 
 
-def main(fd: int) -> None:
-    home = os.open(".", os.O_RDONLY)  # where commands without a working_dir start: the daemon's folder
-    for sig in IGNORED:
-        signal.signal(sig, signal.SIG_IGN)
-    os.set_inheritable(fd, False)
-    daemon = socket.socket(fileno=fd)
-    selector = selectors.DefaultSelector()
-    selector.register(daemon, selectors.EVENT_READ)
-    waiting: dict[int, int] = {}  # pidfd -> its command's pid
-    while True:
-        for key, _ in selector.select():
-            if key.fileobj is daemon:
-                if not serve(daemon, selector, waiting, home):
-                    return
-            else:
-                pidfd = int(key.fd)
-                pid, status = os.waitpid(waiting[pidfd], os.WNOHANG)
-                if pid:
-                    selector.unregister(pidfd)
-                    os.close(pidfd)
-                    del waiting[pidfd]
-                    code = os.waitstatus_to_exitcode(status)
-                    daemon.sendall(json.dumps({"exited": pid, "code": code}).encode())
+POLL_SECONDS = 0.05  # how often commands without a pid file descriptor are looked at
 
 
-def serve(daemon: socket.socket, selector: selectors.BaseSelector, waiting: dict[int, int], home: int) -> bool:
-    """Start the command of one request; False once the daemon has gone."""
-    try:
-        data, fds, _, _ = socket.recv_fds(daemon, MAX_PACKET, 3)
-    except ConnectionError:
-        return False
-    if not data:
-        return False
-    try:
-        request = json.loads(data)
-        argv, env, cwd = request["argv"], request["env"], request["cwd"]
-        for fd in fds:
-            os.set_inheritable(fd, False)  # the command gets them as 0, 1 and 2 only
-        if cwd is not None:
-            os.chdir(cwd)
+class Spawner:
+    """This process's state: the daemon's socket, and the commands whose ends it watches."""
+
+    def __init__(self, fd: int) -> None:
+        self.home = os.open(".", os.O_RDONLY)  # where commands without a working_dir start: the daemon's folder
+        os.set_inheritable(fd, False)
+        self.daemon = socket.socket(fileno=fd)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.daemon, selectors.EVENT_READ)
+        self.watched: dict[int, int] = {}  # pidfd -> its command's pid
+        self.polled: set[int] = set()  # commands without a pidfd (none could be opened): polled
+
+    def run(self) -> None:
+        while True:
+            for key, _ in self.selector.select(POLL_SECONDS if self.polled else None):
+                if key.fileobj is self.daemon:
+                    if not self.serve():
+                        return
+                elif self.reap(self.watched[int(key.fd)]):
+                    self.selector.unregister(key.fd)
+                    os.close(int(key.fd))
+                    del self.watched[int(key.fd)]
+            for pid in [pid for pid in self.polled if self.reap(pid)]:
+                self.polled.discard(pid)
+
+    def reap(self, pid: int) -> bool:
+        """Tell the daemon how the command ended, if it has; whether it had."""
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            self.daemon.sendall(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}).encode())
+        return bool(done)
+
+    def serve(self) -> bool:
+        """Start the command of one request and answer; False once the daemon has gone."""
         try:
-            program = find(argv[0], env)
-            before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-            pid = os.posix_spawn(
-                program,
-                argv,
-                env,
-                file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds[:3])],
-                setsid=True,  # its own process group, so that one signal reaches every child
-                setsigdef=DEFAULTS,
-            )
-            after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        finally:
-            if cwd is not None:
-                os.fchdir(home)
-    except OSError as exc:
-        answer: dict[str, object] = {"error": exc.strerror or str(exc), "errno": exc.errno or 0}
-    except Exception as exc:  # a request it cannot use: say so, and serve the next one
-        answer = {"error": f"{exc.__class__.__name__}: {exc}", "errno": 0}
-    else:
-        answer = {"pid": pid, "forked": [before, after]}
-        pidfd = os.pidfd_open(pid)
-        waiting[pidfd] = pid
-        selector.register(pidfd, selectors.EVENT_READ)
-    finally:
-        for fd in fds:
+            data, received, _, _ = socket.recv_fds(self.daemon, MAX_PACKET, 3)
+        except ConnectionError:
+            return False
+        if not data:
+            return False
+        # Above 2, close-on-exec: a command gets them as its 0, 1 and 2 only, and no dup2 below
+        # overwrites one not yet copied (were the daemon started with 1 or 2 closed).
+        fds = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in received]
+        for fd in received:
             os.close(fd)
-    daemon.sendall(json.dumps(answer).encode())
-    return True
+        try:
+            answer, pid = self.start(json.loads(data), fds)
+        except Exception as exc:  # a request it cannot use: say so, and serve the next one
+            answer, pid = {"error": f"{exc.__class__.__name__}: {exc}", "errno": 0}, 0
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.daemon.sendall(json.dumps(answer).encode())  # first: nothing may fail between spawn and answer
+        if pid:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:  # out of descriptors, say: look at it every POLL_SECONDS instead
+                self.polled.add(pid)
+            else:
+                self.watched[pidfd] = pid
+                self.selector.register(pidfd, selectors.EVENT_READ)
+        return True
+
+    def start(self, request: dict[str, object], fds: list[int]) -> tuple[dict[str, object], int]:
+        """posix_spawn the request's command; (the answer, its pid or 0)."""
+        argv, env, cwd = request["argv"], request["env"], request["cwd"]
+        assert isinstance(argv, list)
+        assert isinstance(env, dict)
+        assert cwd is None or isinstance(cwd, str)
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                program = find(argv[0], env)
+                before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                pid = os.posix_spawn(
+                    program,
+                    argv,
+                    env,
+                    file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(fds[:3])],
+                    setsid=True,  # its own process group, so that one signal reaches every child
+                    setsigdef=DEFAULTS,
+                )
+                after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            finally:
+                if cwd is not None:
+                    os.fchdir(self.home)
+        except OSError as exc:
+            return {"error": exc.strerror or str(exc), "errno": exc.errno or 0}, 0
+        return {"pid": pid, "forked": [before, after]}, pid
 
 
 def find(name: str, env: dict[str, str]) -> str:
@@ -120,4 +145,4 @@ def find(name: str, env: dict[str, str]) -> str:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    Spawner(int(sys.argv[1])).run()

@@ -42,6 +42,7 @@ class _Known:
     at: float  # monotonic time the read began
     load: TriggerLoad
     stored: int  # this daemon's firings of the trigger stored pending, when the read began
+    ends: int  # runs of the trigger that had begun to record their end here, when the read began
 
 
 class Admission:
@@ -52,9 +53,10 @@ class Admission:
         self.reserved_keys: Counter[tuple[str, str]] = Counter()  # the same, by (trigger, concurrency group)
         self._stored: Counter[str] = Counter()  # firings stored pending, by trigger, ever
         self._epoch: Counter[str] = Counter()  # runs claimed or ended here, by trigger, ever
+        self._ends: Counter[str] = Counter()  # runs that began to record their end here, by trigger, ever
         self._known: dict[str, _Known] = {}
         self._reads: dict[str, asyncio.Future[TriggerLoad]] = {}  # by trigger, until its read answers
-        self._wanted: dict[str, tuple[float, int, int]] = {}  # for the next read: when asked, stored, epoch
+        self._wanted: dict[str, tuple[float, int, int, int]] = {}  # for the next read: when, stored, epoch, ends
         self._reader: asyncio.Task[None] | None = None
 
     async def decide(self, trigger: Trigger, key: str | None = None, debounce: str | None = None) -> Decision:
@@ -147,11 +149,23 @@ class Admission:
         read under way, which may or may not have seen the claim, is not kept."""
         self._follow(trigger_id, running=1, pending=-1)
 
-    def ended(self, trigger_id: str) -> None:
-        """A run of the trigger ended for good here: one fewer running in the known load too. (Before
-        issue 17 these two dropped the known load, and at a thousand runs a second nearly every
+    def ending(self, trigger_id: str) -> int:
+        """A run of the trigger is about to record its end here; returns the number to give ended()."""
+        self._ends[trigger_id] += 1
+        return self._ends[trigger_id]
+
+    def ended(self, trigger_id: str, number: int, final: bool) -> None:
+        """After ending(): the run ended for good here (`final`), or it did not (sent back to pending
+        for a retry, or not recorded: the load is read afresh). A known load read before the end
+        began counts the run running: it takes it off. One read since may or may not have seen the
+        end: it keeps it, counting one more than the truth rather than one fewer. (Before issue 17
+        a run claimed or ended dropped the known load, and at a thousand runs a second nearly every
         firing read the store.)"""
-        self._follow(trigger_id, running=-1, pending=0)
+        known = self._known.get(trigger_id)
+        if not final:
+            self.forget(trigger_id)
+        elif known is not None and known.ends < number:
+            self._follow(trigger_id, running=-1, pending=0)
 
     def _follow(self, trigger_id: str, running: int, pending: int) -> None:
         self._epoch[trigger_id] += 1
@@ -164,16 +178,20 @@ class Admission:
 
     async def _read_now(self, trigger_ids: list[str]) -> dict[str, TriggerLoad]:
         """The loads of a batch's triggers in one read of its own (no future per trigger to share)."""
-        asked = {t: (self.clock.monotonic(), self._stored[t], self._epoch[t]) for t in trigger_ids}
+        asked = {t: self._asked(t) for t in trigger_ids}
         loads = await self.store.trigger_loads(trigger_ids)
         self._learn(asked, loads)
         return loads
 
-    def _learn(self, asked: dict[str, tuple[float, int, int]], loads: dict[str, TriggerLoad]) -> None:
+    def _asked(self, trigger_id: str) -> tuple[float, int, int, int]:
+        """What a read of the trigger's load begins with: when, stored, epoch, ends."""
+        return self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id], self._ends[trigger_id]
+
+    def _learn(self, asked: dict[str, tuple[float, int, int, int]], loads: dict[str, TriggerLoad]) -> None:
         """Keep loads read for reuse, unless a run of the trigger was claimed or ended meanwhile."""
-        for trigger_id, (at, stored, epoch) in asked.items():
+        for trigger_id, (at, stored, epoch, ends) in asked.items():
             if epoch == self._epoch[trigger_id]:
-                self._known[trigger_id] = _Known(at, loads[trigger_id], stored)
+                self._known[trigger_id] = _Known(at, loads[trigger_id], stored, ends)
 
     async def _read(self, trigger_id: str) -> TriggerLoad:
         """The store's load of the trigger. Firings that come while a read is under way wait for
@@ -184,7 +202,7 @@ class Admission:
         if reading is None:
             reading = asyncio.get_running_loop().create_future()
             self._reads[trigger_id] = reading
-            self._wanted[trigger_id] = (self.clock.monotonic(), self._stored[trigger_id], self._epoch[trigger_id])
+            self._wanted[trigger_id] = self._asked(trigger_id)
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.create_task(self._read_batches(), name="admission-read")
         return await asyncio.shield(reading)

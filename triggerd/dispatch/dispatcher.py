@@ -445,15 +445,16 @@ class Dispatcher:
 
     def _finished(self, job: Job, _: object = None) -> None:
         self._running.pop(job.run_id, None)
-        if job.ended:
-            self.admission.ended(job.trigger.id)
-        else:  # sent back to pending for a retry, or not recorded here: read the store afresh
+        if job.ending:
+            self.admission.ended(job.trigger.id, job.ending, final=job.ended)
+        else:
             self.admission.forget(job.trigger.id)
         self.leases.remove(job.run_id)
         self.wake()
 
     async def _execute(self, job: Job) -> None:
         outcome = await self._attempt(job, job.attempt)
+        job.ending = self.admission.ending(job.trigger.id)
         while not job.lost:
             try:
                 await self._record(job, job.attempt, outcome)

@@ -26,6 +26,7 @@ class Job:
     attempt_task: asyncio.Task[Any] | None = None
     cancel_reason: str | None = None
     lost: bool = False  # the lease was lost: another daemon records this attempt, not this one
+    ending: int = 0  # what Admission.ending gave when its end began to be recorded (0: not yet)
     ended: bool = False  # its end (completed, failed, timed out, cancelled) is recorded: it runs no more
     chain_depth: int = 0
     log_extra: dict[str, str] = field(default_factory=dict)

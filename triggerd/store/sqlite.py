@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,16 +54,22 @@ from triggerd.store.sqlite_sources import SourceTables, save_windows
 T = TypeVar("T")
 _MAX_BATCH = 512
 _STOP = object()
-# When the last commit held more than one write and no firing is among the writes at hand, the
-# writer waits this long before it commits, so that the writes of the event loop's next turns join
-# them (PostgreSQL's commit_delay, taken only under load). A firing is never held: a sender waits on
-# its commit, and closed-loop senders would slow to the wait's pace (16 connections: 6,000 -> 4,000
-# requests/s). The dispatcher's own writes (claims, process groups, ends) can wait a millisecond:
-# at a thousand runs a second that is 0.3 commits per run instead of 1, and a fifth less CPU per
-# run (issue 17); each commit costs the writer thread hand-offs of the GIL and wake-ups, dear on a
-# virtual machine.
+# When the last commit held more than one write and every write at hand is patient (the dispatcher's
+# own), the writer waits this long for the next loop turns' writes to join them (PostgreSQL's
+# commit_delay, under load only): at 1,000 runs/s 0.3 commits per run instead of 1, a fifth less CPU
+# per run (issue 17). Others are never held: a sender waits on a firing's commit (6,000 -> 4,000 req/s).
 _COMMIT_WAIT = 0.001
 _ROW_MARKS = "(" + ", ".join("?" * 22) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class _Patient:
+    """A write the writer may hold to share a busy commit (SqliteStore._write_patiently)."""
+
+    operation: Callable[[sqlite3.Connection], Any]
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        return self.operation(conn)
 
 
 class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
@@ -126,8 +132,8 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
         while not stopping:
             handed = [self._queue.get()]
             self._take_queued(handed)
-            if busy and not any(
-                isinstance(write[0], NewRun) for writes in handed if writes is not _STOP for write in writes
+            if busy and all(
+                isinstance(write[0], _Patient) for writes in handed if writes is not _STOP for write in writes
             ):
                 time.sleep(_COMMIT_WAIT)  # see _COMMIT_WAIT
                 self._take_queued(handed)
@@ -142,8 +148,7 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
                 _answer(outcomes)  # after the counts, so that a caller answered sees its commit counted
         conn.close()
 
-    def _take_queued(self, handed: list[Any]) -> None:
-        """Add the hand-overs queued by now, up to _MAX_BATCH writes."""
+    def _take_queued(self, handed: list[Any]) -> None:  # the hand-overs queued by now, up to _MAX_BATCH writes
         while sum(len(writes) for writes in handed if writes is not _STOP) < _MAX_BATCH:
             try:
                 handed.append(self._queue.get_nowait())
@@ -162,10 +167,13 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
         turn.append((operation, future, loop))
         return await future
 
+    async def _write_patiently(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """A write nobody outside waits on (claims, leases, process groups, ends): see _COMMIT_WAIT."""
+        return await self._write(_Patient(operation))
+
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """Give the writer a loop turn's writes at once: one wake-up of its thread, not one each."""
-        writes = self._turns.pop(loop, None)
-        if writes:
+        if writes := self._turns.pop(loop, None):
             self._queue.put(writes)
 
     async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -260,7 +268,7 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
         await self._write(start)
 
     async def record_process(self, run_id: str, number: int, process: ProcessGroup) -> None:
-        await self._write(
+        await self._write_patiently(
             lambda c: c.execute(
                 "UPDATE attempts SET pgid = ?, pgid_start_ticks = ?, boot_id = ? WHERE run_id = ? AND number = ?",
                 (process.pgid, process.start_ticks, process.boot_id, run_id, number),
@@ -269,7 +277,7 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
 
     async def record_steps(self, run_id: str, number: int, steps: Any) -> None:
         text = dumps(steps)
-        await self._write(
+        await self._write_patiently(
             lambda c: c.execute(
                 "UPDATE attempts SET steps = ? WHERE run_id = ? AND number = ? AND finished_at IS NULL",
                 (text, run_id, number),
@@ -313,7 +321,7 @@ class SqliteStore(SourceTables, SqliteClaims, SqliteFlow):
                 )
             return True
 
-        return await self._write(end)
+        return await self._write_patiently(end)
 
     async def finish_run(
         self, run_id: str, status: RunStatus, *, at: str, reason: str | None = None, error: str | None = None

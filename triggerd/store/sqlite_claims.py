@@ -25,6 +25,8 @@ _CHUNK = 400
 class _Io(Protocol):
     def _write(self, operation: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
 
+    def _write_patiently(self, operation: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
+
     def _read(self, operation: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
 
 
@@ -69,7 +71,9 @@ class SqliteClaims:
     async def claim_runs(
         self: _Io, instance: str, now: str, lease_until: str, limit: int, loaded: Loaded, *, count_pending: bool = False
     ) -> Claims:
-        return await self._write(lambda conn: _claim(conn, instance, now, lease_until, limit, loaded, count_pending))
+        return await self._write_patiently(
+            lambda conn: _claim(conn, instance, now, lease_until, limit, loaded, count_pending)
+        )
 
     async def renew_leases(self: _Io, instance: str, run_ids: Sequence[str], now: str, lease_until: str) -> Renewal:
         ids = list(run_ids)
@@ -90,7 +94,7 @@ class SqliteClaims:
                         cancel[run_id] = reason
             return Renewal(frozenset(held), cancel)
 
-        return await self._write(renew)
+        return await self._write_patiently(renew)
 
     async def request_cancel(self: _Io, run_id: str, reason: str, at: str) -> RunStatus | None:
         def cancel(conn: sqlite3.Connection) -> RunStatus | None:
