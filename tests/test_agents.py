@@ -210,17 +210,19 @@ def test_a_spawner_that_dies_is_started_again() -> None:
     async def scenario() -> tuple[int, int, int]:
         spawner = Spawner()
         env = {"PATH": os.environ["PATH"]}
-        first = await spawner.start(["sleep", "30"], cwd=None, env=env)
-        helper = parent_of(first.pid)
-        os.kill(helper, signal.SIGKILL)
-        code = await asyncio.wait_for(first.wait(), 5)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.close()
-        second = await spawner.start(["true"], cwd=None, env=env)
-        again = parent_of(second.pid)
-        await asyncio.wait_for(second.communicate(b"", 100, 100), 5)
-        await spawner.close()
-        return code, helper, again
+        try:
+            first = await spawner.start(["sleep", "30"], cwd=None, env=env)
+            helper = parent_of(first.pid)
+            os.kill(helper, signal.SIGKILL)
+            code = await asyncio.wait_for(first.wait(), 5)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.close()
+            second = await spawner.start(["sleep", "0.2"], cwd=None, env=env)
+            again = parent_of(second.pid)  # it runs for 0.2 s: its parent is the new spawner
+            await asyncio.wait_for(second.communicate(b"", 100, 100), 5)
+            return code, helper, again
+        finally:
+            await spawner.close()
 
     code, helper, again = asyncio.run(scenario())
     assert code == -1
