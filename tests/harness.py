@@ -259,6 +259,21 @@ class FakeClock:
         return time.monotonic()
 
 
+def processes_with(variable: str, values: set[str]) -> list[int]:
+    """The live processes (zombies aside) whose environment sets `variable` to one of `values`:
+    commands found by the TRIGGERD_RUN_ID the daemon gives them, say."""
+    wanted = {f"{variable}={value}".encode() for value in values}
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ours = entry.name.isdigit() and wanted & set((entry / "environ").read_bytes().split(b"\0"))
+            if ours and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # ended meanwhile, or another user's
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

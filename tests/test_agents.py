@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.harness import free_port, pid_alive
+from tests.harness import free_port, pid_alive, processes_with
 from triggerd.agents import child as child_module
 from triggerd.agents.abc import AgentRequest
 from triggerd.agents.child import Child, Spawner
@@ -351,23 +351,14 @@ def test_a_start_cancelled_before_it_returns_leaves_nothing_running() -> None:
     """The spawner starts the command anyway; the daemon, told its pid when nobody waits for it any
     more (or when the start was cancelled after its answer came), kills its group (it never got
     its input)."""
-    mark = f"TRIGGERD_TEST_MARK={os.getpid()}-{time.monotonic_ns()}".encode()
+    mark = f"{os.getpid()}-{time.monotonic_ns()}"
 
     def marked() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
-                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                    if state != "Z":
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-        return found
+        return processes_with("TRIGGERD_TEST_MARK", {mark})
 
     async def scenario() -> int:
         spawner = Spawner()
-        env = {"PATH": os.environ["PATH"], "TRIGGERD_TEST_MARK": mark.decode().split("=", 1)[1]}
+        env = {"PATH": os.environ["PATH"], "TRIGGERD_TEST_MARK": mark}
         await (await spawner.start(["true"], cwd=None, env={"PATH": os.environ["PATH"]})).wait()  # it runs
         # Cancelled at several moments: before the answer comes, and after it came but before the
         # start resumed (the loop turns in between), and after it returned (then it is ours to end).

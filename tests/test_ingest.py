@@ -15,7 +15,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.harness import Daemon, http, running_daemon
+from tests.harness import Daemon, http, processes_with, running_daemon
 from triggerd.logs import JsonFormatter, TurnHandler
 
 SECRET = "ingest-secret-value"
@@ -131,12 +131,6 @@ def test_every_run_acknowledged_202_is_there_after_kill_9_right_after(tmp_path: 
 
 def end_commands_of(run_ids: set[str]) -> None:
     """SIGKILL the process groups of commands whose TRIGGERD_RUN_ID is one of these runs."""
-    for entry in Path("/proc").iterdir():
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
-        except OSError:
-            continue
-        ids = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"TRIGGERD_RUN_ID=")]
-        if ids and ids[0] in run_ids:
-            with contextlib.suppress(OSError):
-                os.killpg(int(entry.name), signal.SIGKILL)
+    for pid in processes_with("TRIGGERD_RUN_ID", run_ids):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
