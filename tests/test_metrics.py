@@ -56,6 +56,9 @@ def test_metrics_count_what_happened(tmp_path: Path) -> None:
     assert samples['triggerd_reloads_total{result="applied"}'] == 1
     assert samples["triggerd_config_last_reload_ok"] == 1
     assert samples['triggerd_events_total{origin="api"}'] == 1
+    # The daemon's own: agent.run.completed twice and system.config.reloaded, counted although no
+    # trigger listens to them (then they are not built: tests/test_events.py has one listened to).
+    assert samples['triggerd_events_total{origin="triggerd"}'] == 3
     assert samples["triggerd_queue_depth"] == 0
     assert "triggerd_schedule_lag_seconds_count" in samples
     assert not any("s3cret" in key for key in samples)

@@ -329,6 +329,21 @@ class EventBus:
 
     def run_finished(self, run: RunOutcome) -> None:
         """The dispatcher's hook: a run reached a final status (SPEC 5.3 events)."""
+        if run.status is RunStatus.COMPLETED:
+            kinds = ["agent.run.completed"]
+        elif run.status is RunStatus.SKIPPED:  # only a budget's skip is told (SPEC 12)
+            kinds = ["error.agent.budget_exceeded"]
+        else:
+            kinds = ["error.agent.run_timed_out" if run.status is RunStatus.TIMED_OUT else "error.agent.run_failed"]
+            if run.retries_exhausted:
+                kinds.append("error.agent.dead_letter")
+        heard = [kind for kind in kinds if self.index.candidates(kind)]
+        # An event no trigger listens to would fire nothing and be stored nowhere: it is only
+        # counted, as publishing it would (this runs once per run: the event is not built).
+        if len(heard) < len(kinds) and run.chain_depth < self.max_chain_depth:  # else emit drops it uncounted
+            METRICS.events.labels("triggerd").inc(len(kinds) - len(heard))
+        if not heard:
+            return
         data: dict[str, Any] = {
             "run_id": run.run_id,
             "trigger_id": run.trigger_id,
@@ -340,18 +355,10 @@ class EventBus:
         if run.status is RunStatus.COMPLETED:
             summary = run.output if isinstance(run.output, str) else json.dumps(run.output, default=str)
             data["output_summary"] = summary[:500] if summary is not None else None
-            self.emit(Event(new_event_id(), "agent.run.completed", "agents", now, data, None, run.chain_depth))
-            return
-        data["error"] = run.error
-        if run.status is RunStatus.SKIPPED:  # only a budget's skip is told (SPEC 12)
-            data["budget"] = run.output
-            self.emit(
-                Event(new_event_id(), "error.agent.budget_exceeded", "agents", now, data, "high", run.chain_depth)
-            )
-            return
-        kind = "error.agent.run_timed_out" if run.status is RunStatus.TIMED_OUT else "error.agent.run_failed"
-        self.emit(Event(new_event_id(), kind, "agents", now, data, "high", run.chain_depth))
-        if run.retries_exhausted:
-            self.emit(
-                Event(new_event_id(), "error.agent.dead_letter", "agents", now, data, "critical", run.chain_depth)
-            )
+        else:
+            data["error"] = run.error
+            if run.status is RunStatus.SKIPPED:
+                data["budget"] = run.output
+        for kind in heard:
+            severity = None if kind == "agent.run.completed" else "critical" if kind.endswith("dead_letter") else "high"
+            self.emit(Event(new_event_id(), kind, "agents", now, data, severity, run.chain_depth))
