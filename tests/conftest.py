@@ -8,8 +8,9 @@ import pytest
 
 from triggerd.config.loader import LoadMode, LoadResult, load
 
-# The session fails when a test leaves new changes in the git checkout (see tests/tree_guard.py).
-pytest_plugins = ["tests.tree_guard", "tests.servers"]
+# The session fails when a test leaves new changes in the git checkout (see tests/tree_guard.py);
+# daemons that must see a minute boundary pass start with the session (see tests/wall_clock.py).
+pytest_plugins = ["tests.tree_guard", "tests.servers", "tests.wall_clock"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent
