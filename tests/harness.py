@@ -90,9 +90,14 @@ class Daemon:
                 preexec_fn=self.preexec,
             )
         if ready:
-            wait_for(self._ready, timeout=20, what="the daemon to be ready")
-            broken = [line for line in self.log_lines() if line["level"] == "error" and "file" in line]
-            assert not broken, f"definitions did not load: {broken}"
+            try:
+                wait_for(self._ready, timeout=20, what="the daemon to be ready")
+                broken = [line for line in self.log_lines() if line["level"] == "error" and "file" in line]
+                assert not broken, f"definitions did not load: {broken}"
+            except BaseException:  # nobody will stop a daemon that did not start as asked
+                self.process.kill()
+                self.process.wait(10)
+                raise
         return self
 
     def _ready(self) -> bool:

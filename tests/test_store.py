@@ -586,6 +586,30 @@ def test_postgresql_a_database_that_goes_away_fails_writes_and_readiness_until_i
     assert stored == 2  # the run refused while the database was away was never acknowledged, nor stored
 
 
+def test_postgresql_the_first_read_after_a_restart_gets_past_every_dropped_pool_connection(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    from triggerd.store.postgres import PostgresStore
+
+    async def scenario() -> tuple[int, int]:
+        store = PostgresStore(postgres_url, pool_size=4)
+        await store.open()
+        try:
+            await store.create_run(new_run())
+            # Reads at once hold several pooled connections, idle afterwards; a restart drops them all.
+            await asyncio.gather(*(store.list_runs() for _ in range(16)))
+            pooled = int(store._pool.get_stats()["pool_size"]) if store._pool is not None else 0
+            await asyncio.to_thread(postgres_server.stop, "fast")
+            await asyncio.to_thread(postgres_server.start)
+            return pooled, len(await store.list_runs())  # one read, no retry of ours
+        finally:
+            await store.close()
+
+    pooled, listed = asyncio.run(scenario())
+    assert pooled >= 2  # else the read below proves nothing
+    assert listed == 1
+
+
 def test_source_event_ids_dead_messages_and_cursors(store_url: str) -> None:
     """SPEC 5.4's store side: an event id is seen until it expires; a poison message is kept once
     however often it is redelivered; a source's cursor."""

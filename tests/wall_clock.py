@@ -46,7 +46,9 @@ TICKS = "agent: {id: echo, type: command, command: [cat]}\n" + "".join(
     for i, zone in enumerate(["UTC", "Europe/Paris", "Asia/Kolkata"])
 )
 
-EARLY = ("minutely_daemon", "minutely_pair")
+# In this order: the PostgreSQL server and its pair first, so that the lone daemon's first slot
+# does not fall due while they start (its test checks that slot's lag).
+EARLY = ("minutely_pair", "minutely_daemon")
 
 
 @dataclass
@@ -59,15 +61,18 @@ class Started:
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_early(request: pytest.FixtureRequest) -> None:
-    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ()) if name in EARLY}
-    for name in sorted(wanted):
-        with contextlib.suppress(pytest.skip.Exception, pytest.fail.Exception):
-            request.getfixturevalue(name)  # a skip or failure: kept by pytest for the test that asks for it
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    for name in (name for name in EARLY if name in wanted):
+        # Whatever it raises is kept by pytest for the test that asks for the fixture, and only that
+        # test fails or is skipped; raised here, it would be every test's setup error.
+        with contextlib.suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
+            request.getfixturevalue(name)
 
 
 @pytest.fixture(scope="session")
 def minutely_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     """One daemon (SQLite) with an every-minute schedule in Europe/Paris, mapping $.scheduled_at."""
+    clear_of_a_boundary()
     with running_daemon(tmp_path_factory.mktemp("minutely"), MINUTELY) as daemon:
         yield Started([daemon], daemon.request("GET", "/v1/triggers/minutely")[1])
 
@@ -77,6 +82,7 @@ def minutely_pair(tmp_path_factory: pytest.TempPathFactory, postgres_server: Pos
     """Daemons a and b (a 2 s lease) on one fresh PostgreSQL database, both with TICKS."""
     root, url = tmp_path_factory.mktemp("minutely-pair"), postgres_server.database()
     daemons: list[Daemon] = []
+    clear_of_a_boundary()
     try:
         for name in "ab":
             daemons.append(start_instance(root, name, TICKS, url, "2s"))
@@ -90,12 +96,22 @@ def due_in(nominal: str) -> float:
     return max((datetime.fromisoformat(nominal) - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-def between_slots(after: float = 4.0) -> None:
-    """Return at least `after` seconds past the last minute boundary and 1 s before the next, so
-    that what every daemon does about a slot is decided and none falls due while a test reads."""
+def clear_of_a_boundary(before: float = 10.0) -> None:
+    """Return at least `before` seconds ahead of the next minute boundary (sleeping past it if need
+    be), so that a daemon started now says which slot comes first before it falls due."""
+    now = datetime.now(UTC)
+    left = 60 - now.second - now.microsecond / 1e6
+    if left < before:
+        time.sleep(left + 0.5)
+
+
+def between_slots(after: float = 4.0, before: float = 10.0) -> None:
+    """Return at least `after` seconds past the last minute boundary and `before` seconds ahead of
+    the next, so that what every daemon does about a slot is decided and none falls due while a
+    test reads."""
     now = datetime.now(UTC)
     second = now.second + now.microsecond / 1e6
     if second < after:
         time.sleep(after - second)
-    elif second > 59:
+    elif second > 60 - before:
         time.sleep(60 - second + after)

@@ -209,9 +209,11 @@ class PostgresStore(SourceTables, PostgresClaims, PostgresFlow):
             except PoolTimeout as exc:  # no connection within wait_timeout: the database is away
                 raise StoreError(f"store read failed: {exc}") from exc
             except psycopg.OperationalError as exc:
-                # A pooled connection the database dropped (a restart) fails once: try a fresh one.
+                # A pooled connection the database dropped (a restart) fails once; so would every
+                # other idle one it dropped: have the pool test them all, then try once more.
                 if not retry:
                     raise StoreError(f"store read failed: {exc}") from exc
+                await self._pool.check()
             except psycopg.Error as exc:
                 raise StoreError(f"store read failed: {exc}") from exc
         raise AssertionError("unreachable")
