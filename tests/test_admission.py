@@ -22,6 +22,20 @@ async def set_status(store: SqliteStore, run_id: str, status: str) -> None:
     await store._write(lambda c: c.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id)))
 
 
+async def with_runs(tmp_path: Path, statuses: list[str]) -> tuple[SqliteStore, Admission, list[str]]:
+    """An open store holding a run of TRIGGER in each status, an Admission on it, and the runs' ids."""
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    ids = []
+    for status in statuses:
+        run = new_run(trigger=TRIGGER.id)
+        await store.create_run(run)
+        if status != "pending":
+            await set_status(store, run.id, status)
+        ids.append(run.id)
+    return store, Admission(store, SystemClock()), ids
+
+
 async def fire(admission: Admission, store: SqliteStore) -> str:
     """One firing as the dispatcher makes it: reserve, decide, store it if pending, release."""
     admission.reserve(TRIGGER.id)
@@ -38,16 +52,10 @@ def test_a_load_read_while_a_run_ends_does_not_take_it_off_twice(tmp_path: Path)
     it. Taking it off again would admit a firing past max_concurrent + max_queued."""
 
     async def scenario() -> list[str]:
-        store = SqliteStore(tmp_path / "state.db")
-        await store.open()
-        admission = Admission(store, SystemClock())
-        runs = [new_run(trigger=TRIGGER.id) for _ in range(3)]
-        for run in runs:
-            await store.create_run(run)
-        for run in runs[:2]:
-            await set_status(store, run.id, "running")  # 2 running, 1 pending: the limit of 3 is reached
+        # 2 running, 1 pending: the limit of 3 is reached
+        store, admission, runs = await with_runs(tmp_path, ["running", "running", "pending"])
         number = admission.ending(TRIGGER.id)  # runs[0] records its end...
-        await set_status(store, runs[0].id, "completed")  # ...committed: 1 running, 1 pending
+        await set_status(store, runs[0], "completed")  # ...committed: 1 running, 1 pending
         first = await fire(admission, store)  # reads 2 in flight: admitted (now 3)
         admission.ended(TRIGGER.id, number, final=True)  # told late: must not take runs[0] off again
         second = await fire(admission, store)  # 3 in flight: queue full
@@ -61,16 +69,10 @@ def test_a_run_ended_after_the_load_was_read_is_taken_off_without_a_read(tmp_pat
     """The known load follows runs that end here: the firing after an end is admitted on it."""
 
     async def scenario() -> tuple[list[str], int]:
-        store = SqliteStore(tmp_path / "state.db")
-        await store.open()
-        admission = Admission(store, SystemClock())
-        runs = [new_run(trigger=TRIGGER.id) for _ in range(2)]
-        for run in runs:
-            await store.create_run(run)
-            await set_status(store, run.id, "running")
+        store, admission, runs = await with_runs(tmp_path, ["running", "running"])
         first = await fire(admission, store)  # reads 2 running: admitted, 3 in flight
         number = admission.ending(TRIGGER.id)
-        await set_status(store, runs[0].id, "completed")
+        await set_status(store, runs[0], "completed")
         admission.ended(TRIGGER.id, number, final=True)
         reads = 0
         loads = store.trigger_loads

@@ -330,14 +330,15 @@ class EventBus:
     def run_finished(self, run: RunOutcome) -> None:
         """The dispatcher's hook: a run reached a final status (SPEC 5.3 events)."""
         if run.status is RunStatus.COMPLETED:
-            kinds = ["agent.run.completed"]
+            kinds: list[tuple[str, str | None]] = [("agent.run.completed", None)]
         elif run.status is RunStatus.SKIPPED:  # only a budget's skip is told (SPEC 12)
-            kinds = ["error.agent.budget_exceeded"]
+            kinds = [("error.agent.budget_exceeded", "high")]
         else:
-            kinds = ["error.agent.run_timed_out" if run.status is RunStatus.TIMED_OUT else "error.agent.run_failed"]
+            timed_out = run.status is RunStatus.TIMED_OUT
+            kinds = [("error.agent.run_timed_out" if timed_out else "error.agent.run_failed", "high")]
             if run.retries_exhausted:
-                kinds.append("error.agent.dead_letter")
-        heard = [kind for kind in kinds if self.index.candidates(kind)]
+                kinds.append(("error.agent.dead_letter", "critical"))
+        heard = [(kind, severity) for kind, severity in kinds if self.index.candidates(kind)]
         # An event no trigger listens to would fire nothing and be stored nowhere: it is only
         # counted, as publishing it would (this runs once per run: the event is not built).
         if len(heard) < len(kinds) and run.chain_depth < self.max_chain_depth:  # else emit drops it uncounted
@@ -359,6 +360,5 @@ class EventBus:
             data["error"] = run.error
             if run.status is RunStatus.SKIPPED:
                 data["budget"] = run.output
-        for kind in heard:
-            severity = None if kind == "agent.run.completed" else "critical" if kind.endswith("dead_letter") else "high"
+        for kind, severity in heard:
             self.emit(Event(new_event_id(), kind, "agents", now, data, severity, run.chain_depth))
